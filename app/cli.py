@@ -1,0 +1,174 @@
+"""`beth-chat`: serve the API, migrate the database, export and list models.
+
+Commands are thin: they read the settings, call the module that does the work, and turn its
+errors into a message and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from app.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("beth-chat")
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        click.echo(f"beth-chat: {exc}", err=True)
+        sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """beth-chat-service: a self-hosted chat service for large language models.
+
+    Configuration comes from defaults < a TOML file (BETH_CONFIG, else ./beth.toml) < environment
+    variables; see the README for every key.
+    """
+
+
+@main.command()
+@click.option("--https", "use_https", is_flag=True, default=None, help="Serve TLS on HTTPS_PORT (default 3443).")
+@click.option("--host", default=None, help="Interface to listen on (HOST, default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port for plain HTTP (PORT, default 4000).")
+def serve(use_https: bool | None, host: str | None, port: int | None) -> None:
+    """Migrate the database, export the default model on first run, and serve the API."""
+    import uvicorn
+
+    from app.logging_setup import configure_logging
+    from app.main import create_app
+
+    settings = _settings(https=use_https, host=host, port=port)
+    configure_logging(settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _auto_export_default(settings)
+    ssl: dict[str, str] = {}
+    if settings.https:
+        from app.tls import ensure_dev_certificate
+
+        if settings.tls_cert_path and settings.tls_key_path:
+            cert, key = settings.tls_cert_path, settings.tls_key_path
+        else:
+            cert, key = ensure_dev_certificate(settings.data_dir / "tls")
+            log.info("using the development certificate %s", cert)
+        ssl = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    scheme = "https" if settings.https else "http"
+    log.info("serving on %s://%s:%d (GraphQL at /graphql)", scheme, settings.host, settings.serving_port)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.serving_port,
+        log_level=settings.log_level,
+        access_log=False,
+        **ssl,  # type: ignore[arg-type]
+    )
+
+
+def _auto_export_default(settings: Settings) -> None:
+    """First run: export the default model once, before serving (HF_AUTO_EXPORT_DEFAULT)."""
+    if not settings.hf_auto_export_default:
+        return
+    try:
+        from exports.default_model import ensure_default_export
+    except ImportError:  # the export code is not there: nothing to do
+        return
+    try:
+        ensure_default_export(settings.models_dir)
+    except Exception as exc:  # serving without the default model beats not serving at all
+        log.error("could not export the default model: %s", exc)
+
+
+@main.group()
+def db() -> None:
+    """Database commands."""
+
+
+@db.command("migrate")
+def db_migrate() -> None:
+    """Apply pending migrations (safe to run any number of times)."""
+    from app.db.engine import close_database, open_database
+    from app.db.migrate import MigrationError, migrate
+
+    settings = _settings()
+
+    async def run() -> str:
+        engine = await open_database(settings.effective_database_url)
+        try:
+            return await migrate()
+        finally:
+            await close_database(engine)
+
+    try:
+        report = asyncio.run(run())
+    except MigrationError as exc:
+        click.echo(f"beth-chat: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"beth-chat: cannot reach the database: {exc}", err=True)
+        sys.exit(1)
+    click.echo(report.strip() or "migrations applied")
+
+
+@main.command("export")
+@click.argument("source")
+@click.option("--name", "alias", default=None, help="Alias for the model (default: derived from SOURCE).")
+@click.option(
+    "--quantize",
+    type=click.Choice(["none", "int8", "int4"]),
+    default="none",
+    show_default=True,
+    help="Weight quantization with ONNX Runtime's quantizers.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing export of the same alias.")
+@click.option("--max-logit-diff", type=float, default=None, help="Refuse the export above this ONNX/PyTorch logit gap.")
+@click.option("--min-agreement", type=float, default=None, help="Refuse a quantized export below this top-1 agreement.")
+def export(
+    source: str,
+    alias: str | None,
+    quantize: str,
+    force: bool,
+    max_logit_diff: float | None,
+    min_agreement: float | None,
+) -> None:
+    """Export SOURCE to ONNX: a Hugging Face folder, a GGUF file, a hub id, or `default`."""
+    from exports.command import run_export
+
+    settings = _settings()
+    sys.exit(
+        run_export(
+            source,
+            models_dir=settings.models_dir,
+            alias=alias,
+            quantize=quantize,
+            force=force,
+            max_logit_diff=max_logit_diff,
+            min_agreement=min_agreement,
+        )
+    )
+
+
+@main.group()
+def models() -> None:
+    """Exported models."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def models_list(as_json: bool) -> None:
+    """List exported models from their manifests."""
+    from exports.command import run_models_list
+
+    settings = _settings()
+    sys.exit(run_models_list(Path(settings.models_dir), as_json=as_json))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""REST: conversations and their messages under `/api/v1/conversations`.
+
+The password of a private conversation travels in the `X-Conversation-Password` header (never in a
+URL, where it would end up in logs and browser history).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, delete, get, post
+from litestar.params import Parameter
+
+from app.schemas.conversations import (
+    AddMessageRequest,
+    ConversationOut,
+    ConversationPage,
+    CreateConversationRequest,
+    DeletedMessages,
+    MessageList,
+    MessageOut,
+    VerifiedPassword,
+    VerifyPasswordRequest,
+)
+from app.services.conversations import ConversationService
+
+Password = Annotated[str | None, Parameter(header="X-Conversation-Password", required=False)]
+
+
+class ConversationController(Controller):
+    path = "/api/v1/conversations"
+    tags = ("conversations",)
+
+    @post("/", summary="Create a conversation (private when a password is given)")
+    async def create(self, data: CreateConversationRequest, conversations: ConversationService) -> ConversationOut:
+        row = await conversations.create(
+            conversation_id=data.id, tab_name=data.tab_name, llm_model=data.llm_model, password=data.password
+        )
+        return ConversationOut.of(row, 0)
+
+    @get("/", summary="List public conversations, most recently active first")
+    async def list_public(
+        self,
+        conversations: ConversationService,
+        limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
+        offset: Annotated[int, Parameter(ge=0)] = 0,
+    ) -> ConversationPage:
+        page = await conversations.list_public(limit=limit, offset=offset)
+        items = [ConversationOut.of(row, page.message_counts[row.id]) for row in page.conversations]
+        return ConversationPage(conversations=items, count=len(items), total=page.total, limit=limit, offset=offset)
+
+    @get("/{conversation_id:str}", summary="Get one conversation")
+    async def get_one(
+        self, conversation_id: str, conversations: ConversationService, password: Password
+    ) -> ConversationOut:
+        row = await conversations.authorize(conversation_id, password)
+        counts = await conversations.message_counts([row.id])
+        return ConversationOut.of(row, counts[row.id])
+
+    @delete("/{conversation_id:str}", summary="Delete a conversation with its messages and images")
+    async def delete_one(self, conversation_id: str, conversations: ConversationService, password: Password) -> None:
+        await conversations.delete(conversation_id, password)
+
+    @get("/{conversation_id:str}/messages", summary="List a conversation's messages in order")
+    async def list_messages(
+        self, conversation_id: str, conversations: ConversationService, password: Password
+    ) -> MessageList:
+        row = await conversations.authorize(conversation_id, password)
+        messages = [MessageOut.of(message) for message in await conversations.list_messages(row.id)]
+        return MessageList(conversation_id=row.id, messages=messages, count=len(messages))
+
+    @post("/{conversation_id:str}/messages", summary="Store a message (no model reply)")
+    async def add_message(
+        self,
+        conversation_id: str,
+        data: AddMessageRequest,
+        conversations: ConversationService,
+        password: Password,
+    ) -> MessageOut:
+        row = await conversations.authorize(conversation_id, password)
+        return MessageOut.of(await conversations.add_message(row, text=data.text, sender=data.sender))
+
+    @delete(
+        "/{conversation_id:str}/messages",
+        status_code=200,
+        summary="Delete the message `fromId` and every message after it",
+    )
+    async def delete_messages_from(
+        self,
+        conversation_id: str,
+        conversations: ConversationService,
+        password: Password,
+        from_id: Annotated[int, Parameter(query="fromId", ge=1)],
+    ) -> DeletedMessages:
+        row = await conversations.authorize(conversation_id, password)
+        deleted = await conversations.delete_messages_from(row, from_id)
+        return DeletedMessages(conversation_id=row.id, deleted_count=deleted)
+
+    @post("/{conversation_id:str}/verify-password", status_code=200, summary="Check a private conversation's password")
+    async def verify_password(
+        self, conversation_id: str, data: VerifyPasswordRequest, conversations: ConversationService
+    ) -> VerifiedPassword:
+        row = await conversations.verify_password(conversation_id, data.password)
+        return VerifiedPassword(conversation_id=row.id, tab_name=row.tab_name)

@@ -1,0 +1,75 @@
+"""The service's front door: `/` (as the old service answered), liveness and readiness."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import msgspec
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+
+
+class Welcome(msgspec.Struct, rename="camel"):
+    message: str
+    graphql_endpoint: str
+    playground: str
+    protocol: str
+    https_enabled: bool
+
+
+class Liveness(msgspec.Struct):
+    status: str
+    timestamp: str
+    protocol: str
+
+
+class Check(msgspec.Struct):
+    ok: bool
+    latency_ms: float
+    detail: str = ""
+
+
+class Readiness(msgspec.Struct):
+    status: str
+    checks: dict[str, Check]
+
+
+class HealthController(Controller):
+    path = "/"
+    tags = ("health",)
+
+    @get("/", summary="Welcome (same shape as the old service)")
+    async def welcome(self, state: State) -> Welcome:
+        protocol = "HTTPS" if state.settings.https else "HTTP"
+        return Welcome(
+            message="Welcome to Beth LLM Chat Service!",
+            graphql_endpoint="/graphql",
+            playground="/graphql",
+            protocol=protocol,
+            https_enabled=state.settings.https,
+        )
+
+    @get("/health", summary="Liveness: the process answers")
+    async def liveness(self, state: State) -> Liveness:
+        return Liveness(
+            status="OK",
+            timestamp=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            protocol="HTTPS" if state.settings.https else "HTTP",
+        )
+
+    @get("/health/ready", summary="Readiness: the database answers")
+    async def readiness(self, state: State) -> Response[Readiness]:
+        started = time.perf_counter()
+        try:
+            await state.database_ping()
+            database = Check(ok=True, latency_ms=round((time.perf_counter() - started) * 1000, 2))
+        except Exception as exc:
+            database = Check(
+                ok=False, latency_ms=round((time.perf_counter() - started) * 1000, 2), detail=type(exc).__name__
+            )
+        ready = database.ok
+        return Response(
+            Readiness(status="ready" if ready else "unavailable", checks={"database": database}),
+            status_code=200 if ready else 503,
+        )

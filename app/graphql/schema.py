@@ -1,0 +1,191 @@
+"""The GraphQL schema: thin resolvers that check the old API's input rules, call a service, shape the answer.
+
+Error texts are the old service's, so the web client shows what it always showed; each error also
+carries a stable code in `extensions.code`. Unlike the old service, deletes of a private conversation
+need its password (an optional `password` argument, which old clients simply never send).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import MaskErrors
+from strawberry.types import ExecutionContext
+
+from app.errors import ErrorCode, ServiceError
+from app.graphql.types import (
+    AddMessageInput,
+    AddMessageResponse,
+    AvailableModelsResponse,
+    ContextInfo,
+    Conversation,
+    ConversationList,
+    CreateConversationInput,
+    CreateConversationResponse,
+    DeleteConversationResponse,
+    DeleteMessagesResponse,
+    Message,
+    TerminateStreamInput,
+    TerminateStreamResponse,
+    VerifyPasswordInput,
+    VerifyPasswordResponse,
+    WarmupOllamaResponse,
+)
+from app.services.conversations import parse_message_id
+
+log = logging.getLogger(__name__)
+
+NO_PROVIDER = "No model provider is configured yet: the message was saved, but no reply was generated."
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ServiceError(ErrorCode.INVALID_REQUEST, message)
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def conversations(self, info: ContextInfo) -> ConversationList:
+        page = await info.context.conversations.list_public()
+        items = [Conversation.of(row, page.message_counts[row.id]) for row in page.conversations]
+        return ConversationList(conversations=items, count=len(items))
+
+    @strawberry.field
+    async def conversation(self, info: ContextInfo, id: str, password: str | None = None) -> Conversation:
+        service = info.context.conversations
+        row = await service.authorize(id, password)
+        counts = await service.message_counts([row.id])
+        return Conversation.of(row, counts[row.id])
+
+    @strawberry.field
+    async def messages(self, info: ContextInfo, conversation_id: str, password: str | None = None) -> list[Message]:
+        service = info.context.conversations
+        row = await service.authorize(conversation_id, password)
+        return [Message.of(message) for message in await service.list_messages(row.id)]
+
+    @strawberry.field
+    async def available_models(self, info: ContextInfo) -> AvailableModelsResponse:
+        return AvailableModelsResponse(models=[], count=0)
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def create_conversation(
+        self, info: ContextInfo, input: CreateConversationInput
+    ) -> CreateConversationResponse:
+        _require(bool(input.id) and bool(input.tab_name), "Conversation ID and tab name are required")
+        row = await info.context.conversations.create(
+            conversation_id=input.id, tab_name=input.tab_name, llm_model=input.llm_model, password=input.password
+        )
+        return CreateConversationResponse(
+            message="Conversation created successfully", conversation=Conversation.of(row, 0)
+        )
+
+    @strawberry.mutation
+    async def add_message(self, info: ContextInfo, input: AddMessageInput) -> AddMessageResponse:
+        _require(bool(input.text) and bool(input.sender), "Message text and sender are required")
+        _require(input.sender in ("user", "llm"), 'Sender must be either "user" or "llm"')
+        service = info.context.conversations
+        conversation = await service.authorize(input.conversation_id, input.password)
+        saved = await service.add_message(conversation, text=input.text, sender=input.sender)
+        return AddMessageResponse(
+            message="Message added successfully",
+            user_message=Message.of(saved),
+            llm_model=input.llm_model or conversation.llm_model,
+            error=NO_PROVIDER if input.sender == "user" else None,
+        )
+
+    @strawberry.mutation
+    async def delete_conversation(
+        self, info: ContextInfo, conversation_id: str, password: str | None = None
+    ) -> DeleteConversationResponse:
+        try:
+            await info.context.conversations.delete(conversation_id, password)
+        except ServiceError as exc:
+            return DeleteConversationResponse(message=exc.message, conversation_id=conversation_id, success=False)
+        return DeleteConversationResponse(
+            message="Conversation deleted successfully", conversation_id=conversation_id, success=True
+        )
+
+    @strawberry.mutation
+    async def delete_messages_after(
+        self,
+        info: ContextInfo,
+        conversation_id: strawberry.ID,
+        message_id: strawberry.ID,
+        password: str | None = None,
+    ) -> DeleteMessagesResponse:
+        """Deletes the message and every later one; never throws, like the old mutation."""
+        service = info.context.conversations
+        try:
+            conversation = await service.authorize(str(conversation_id), password)
+            numeric_id = parse_message_id(message_id)
+            if numeric_id is None:
+                raise ServiceError(ErrorCode.NOT_FOUND, "Message not found")
+            deleted = await service.delete_messages_from(conversation, numeric_id)
+        except ServiceError as exc:
+            return DeleteMessagesResponse(message=exc.message, deleted_count=0, success=False)
+        return DeleteMessagesResponse(message=f"Deleted {deleted} messages", deleted_count=deleted, success=True)
+
+    @strawberry.mutation
+    async def verify_password(self, info: ContextInfo, input: VerifyPasswordInput) -> VerifyPasswordResponse:
+        row = await info.context.conversations.verify_password(input.conversation_id, input.password)
+        return VerifyPasswordResponse(
+            message="Password verified successfully", conversation_id=row.id, tab_name=row.tab_name
+        )
+
+    @strawberry.mutation
+    async def warmup_ollama(self, info: ContextInfo) -> WarmupOllamaResponse:
+        return WarmupOllamaResponse(
+            message="Failed to warm up Ollama service: no model provider is configured",
+            models=[],
+            count=0,
+            status="error",
+        )
+
+    @strawberry.mutation
+    async def terminate_stream(self, info: ContextInfo, input: TerminateStreamInput) -> TerminateStreamResponse:
+        """Streams arrive with the chat turn; until then every session id is unknown."""
+
+        def failure(message: str, error: str) -> TerminateStreamResponse:
+            return TerminateStreamResponse(
+                success=False,
+                session_id=input.session_id or "unknown",
+                message=message,
+                partial_response="",
+                token_count=0,
+                final_status="ERROR",
+                termination_reason="ERROR",
+                error=error,
+            )
+
+        if not input.session_id or not input.conversation_id:
+            return failure("Session ID and conversation ID are required", "Missing required parameters")
+        try:
+            await info.context.conversations.authorize(input.conversation_id, input.password)
+        except ServiceError as exc:
+            return failure(exc.message, exc.message)
+        return failure("Stream session not found", "Session not found")
+
+
+class BethSchema(strawberry.Schema):
+    """Logs expected errors (bad input, wrong password) quietly and unexpected ones once, with their cause."""
+
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        for error in errors:
+            if isinstance(error.original_error, ServiceError) or error.original_error is None:
+                log.info("graphql error: %s", error.message)
+            else:
+                log.error("graphql resolver failed", exc_info=error.original_error)
+
+
+def _is_unexpected(error: GraphQLError) -> bool:
+    """Unexpected failures are masked: clients never see internals or stack traces."""
+    return error.original_error is not None and not isinstance(error.original_error, ServiceError)
+
+
+schema = BethSchema(query=Query, mutation=Mutation, extensions=[MaskErrors(should_mask_error=_is_unexpected)])

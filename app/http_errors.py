@@ -1,0 +1,86 @@
+"""Exception handlers: every failure becomes `{"error": {"code", "message", "details"}}` in one place.
+
+Handlers, not try/except in controllers. Unexpected exceptions are logged once with their cause and
+answered with a generic 500 body: no stack trace ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+
+from app.errors import ErrorCode, ServiceError
+
+log = logging.getLogger(__name__)
+
+STATUS_CODES: dict[int, ErrorCode] = {
+    400: ErrorCode.INVALID_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.UNAUTHORIZED,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.INVALID_REQUEST,
+    409: ErrorCode.CONFLICT,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    415: ErrorCode.INVALID_REQUEST,
+    429: ErrorCode.OVERLOADED,
+    503: ErrorCode.PROVIDER_UNAVAILABLE,
+}
+
+
+def _respond(error: ServiceError) -> Response[Any]:
+    return Response(error.to_body(), status_code=error.status)
+
+
+def service_error_handler(_: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:
+    return _respond(exc)
+
+
+def _is_malformed_body(exc: BaseException) -> bool:
+    """True when the body could not be parsed at all (as opposed to parsed but invalid)."""
+    cause: BaseException | None = exc
+    for _ in range(4):
+        cause = cause.__cause__ or cause.__context__ if cause is not None else None
+        if isinstance(cause, msgspec.ValidationError):
+            return False
+        if isinstance(cause, msgspec.DecodeError):
+            return True
+    return False
+
+
+def validation_error_handler(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    message = exc.detail or "The request is not valid"
+    if _is_malformed_body(exc):
+        message = f"The request body is not valid JSON: {message}"
+    return _respond(
+        ServiceError(ErrorCode.INVALID_REQUEST, message, status=400, details={"problems": problems} if problems else {})
+    )
+
+
+def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    code = STATUS_CODES.get(
+        exc.status_code, ErrorCode.INVALID_REQUEST if exc.status_code < 500 else ErrorCode.INTERNAL_ERROR
+    )
+    message = "Endpoint not found" if isinstance(exc, NotFoundException) else exc.detail
+    if exc.status_code == 413:
+        message = "The request body is too large"
+    elif exc.status_code == 400 and _is_malformed_body(exc):
+        message = f"The request body is not valid JSON: {message}"
+    return _respond(ServiceError(code, message, status=exc.status_code))
+
+
+def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _respond(ServiceError(ErrorCode.INTERNAL_ERROR, "Something went wrong on the server; it has been logged"))
+
+
+EXCEPTION_HANDLERS = {
+    ServiceError: service_error_handler,
+    ValidationException: validation_error_handler,
+    HTTPException: http_error_handler,
+    Exception: unexpected_error_handler,
+}

@@ -1,0 +1,111 @@
+"""msgspec Structs for the conversation and message REST API (`/api/v1`). JSON names are camelCase."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from app.db.tables import Conversation, Message
+from app.schemas.common import epoch_ms
+
+Text255 = Annotated[str, msgspec.Meta(max_length=255)]
+
+
+class CreateConversationRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    tab_name: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
+    llm_model: Text255 | None = None
+    password: Annotated[str, msgspec.Meta(max_length=72)] | None = None
+
+
+class ConversationOut(msgspec.Struct, rename="camel"):
+    id: str
+    tab_name: str
+    llm_model: str
+    is_private: bool
+    created_at: str
+    updated_at: str
+    message_count: int
+
+    @classmethod
+    def of(cls, row: Conversation, message_count: int) -> ConversationOut:
+        return cls(
+            id=row.id,
+            tab_name=row.tab_name,
+            llm_model=row.llm_model,
+            is_private=row.is_private,
+            created_at=epoch_ms(row.created_at),
+            updated_at=epoch_ms(row.updated_at),
+            message_count=message_count,
+        )
+
+
+class ConversationPage(msgspec.Struct, rename="camel"):
+    conversations: list[ConversationOut]
+    count: int
+    total: int
+    limit: int
+    offset: int
+
+
+class AddMessageRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    text: Annotated[str, msgspec.Meta(max_length=1_000_000)]
+    sender: Literal["user", "llm"] = "user"
+
+
+class MessageOut(msgspec.Struct, rename="camel"):
+    id: str
+    conversation_id: str
+    text: str
+    sender: str
+    timestamp: str
+    has_images: bool
+    status: str
+    provider: str | None = None
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    time_to_first_token_ms: float | None = None
+    duration_ms: float | None = None
+    finish_reason: str | None = None
+
+    @classmethod
+    def of(cls, row: Message) -> MessageOut:
+        return cls(
+            id=str(row.id),
+            conversation_id=row.conversation_id,
+            text=row.text,
+            sender=row.sender,
+            timestamp=epoch_ms(row.timestamp),
+            has_images=row.has_images,
+            status=row.status,
+            provider=row.provider,
+            model=row.model,
+            prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens,
+            time_to_first_token_ms=row.time_to_first_token_ms,
+            duration_ms=row.duration_ms,
+            finish_reason=row.finish_reason,
+        )
+
+
+class MessageList(msgspec.Struct, rename="camel"):
+    conversation_id: str
+    messages: list[MessageOut]
+    count: int
+
+
+class DeletedMessages(msgspec.Struct, rename="camel"):
+    conversation_id: str
+    deleted_count: int
+
+
+class VerifyPasswordRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=72)]
+
+
+class VerifiedPassword(msgspec.Struct, rename="camel"):
+    conversation_id: str
+    tab_name: str
+    verified: bool = True

@@ -1,0 +1,270 @@
+"""One typed settings object, read from defaults < TOML file < environment.
+
+Every other module receives a `Settings` instance instead of reading the environment itself, so a
+test or a second app in the same process can run with its own values, and so one invalid value
+stops start-up with a single message that names the key, the value and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+Source = Literal["default", "file", "env"]
+
+DEFAULT_CORS_ORIGINS: tuple[str, ...] = tuple(
+    f"{scheme}://localhost:{port}" for scheme in ("http", "https") for port in range(3000, 3006)
+)
+EXECUTION_PROVIDERS = ("auto", "cpu", "cuda")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsError(ValueError):
+    """An invalid setting: names the key, the offending value, where it came from and why."""
+
+    def __init__(self, key: str, value: object, reason: str, source: Source | str = "default") -> None:
+        self.key, self.value, self.reason, self.source = key, value, reason, source
+        super().__init__(f"Invalid setting {key}={value!r} (from {source}): {reason}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The service's whole configuration. Field names are the lower-case TOML keys; `ENV_NAMES` maps env vars."""
+
+    data_dir: Path = Path("./data")
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 4000
+    https_port: int = 3443
+    https: bool = False
+    tls_cert_path: Path | None = None
+    tls_key_path: Path | None = None
+    public_base_url: str = ""
+    cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
+    max_body_mb: int = 10
+    bcrypt_rounds: int = 10
+    log_level: str = "info"
+    ollama_host: str = "http://localhost:11434"
+    hf_models_dir: Path | None = None
+    hf_auto_export_default: bool = True
+    hf_execution_provider: str = "auto"
+    hf_num_threads: int = 0
+    sources: Mapping[str, Source] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def models_dir(self) -> Path:
+        """Where exported models live: `hf_models_dir`, else `<data_dir>/models`."""
+        return self.hf_models_dir or self.data_dir / "models"
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured URL, or the embedded default: a SQLite file in the data directory."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'beth.sqlite3').resolve()}"
+
+    @property
+    def serving_port(self) -> int:
+        """The one port the service listens on: the HTTPS port when TLS is on, like the old service."""
+        return self.https_port if self.https else self.port
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_body_mb * 1024 * 1024
+
+
+ENV_NAMES: dict[str, tuple[str, ...]] = {
+    "data_dir": ("BETH_DATA_DIR",),
+    "database_url": ("DATABASE_URL",),
+    "host": ("HOST",),
+    "port": ("PORT",),
+    "https_port": ("HTTPS_PORT",),
+    "https": ("FORCE_HTTPS",),
+    "tls_cert_path": ("TLS_CERT_PATH", "SSL_CERT_PATH"),
+    "tls_key_path": ("TLS_KEY_PATH", "SSL_KEY_PATH"),
+    "public_base_url": ("PUBLIC_BASE_URL",),
+    "cors_origins": ("CORS_ORIGINS",),
+    "max_body_mb": ("MAX_BODY_MB",),
+    "bcrypt_rounds": ("BCRYPT_ROUNDS",),
+    "log_level": ("LOG_LEVEL",),
+    "ollama_host": ("OLLAMA_HOST",),
+    "hf_models_dir": ("HF_MODELS_DIR",),
+    "hf_auto_export_default": ("HF_AUTO_EXPORT_DEFAULT",),
+    "hf_execution_provider": ("HF_EXECUTION_PROVIDER",),
+    "hf_num_threads": ("HF_NUM_THREADS",),
+}
+
+
+def _to_bool(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be a boolean (true/false, 1/0, yes/no, on/off)")
+
+
+def _to_int(low: int, high: int) -> Callable[[object], int]:
+    def convert(raw: object) -> int:
+        if isinstance(raw, bool):
+            raise ValueError("must be an integer")
+        try:
+            value = int(str(raw).strip()) if not isinstance(raw, int) else raw
+        except ValueError:
+            raise ValueError("must be an integer") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return convert
+
+
+def _to_path(raw: object) -> Path:
+    text = str(raw).strip()
+    if not text:
+        raise ValueError("must not be empty")
+    return Path(text).expanduser()
+
+
+def _to_optional_path(raw: object) -> Path | None:
+    return _to_path(raw) if str(raw).strip() else None
+
+
+def _to_choice(choices: tuple[str, ...]) -> Callable[[object], str]:
+    def convert(raw: object) -> str:
+        value = str(raw).strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return convert
+
+
+def _to_database_url(raw: object) -> str:
+    value = str(raw).strip()
+    if not value:
+        return ""
+    scheme = urlparse(value).scheme
+    if scheme not in ("sqlite", "postgres", "postgresql"):
+        raise ValueError("must start with sqlite:/// or postgresql://")
+    if scheme == "sqlite" and not value.startswith("sqlite:///"):
+        raise ValueError("a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path")
+    return value
+
+
+def _to_http_url(raw: object) -> str:
+    value = str(raw).strip().rstrip("/")
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
+
+
+def _to_optional_http_url(raw: object) -> str:
+    return _to_http_url(raw) if str(raw).strip() else ""
+
+
+def _to_origins(raw: object) -> tuple[str, ...]:
+    items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+    origins = tuple(str(item).strip().rstrip("/") for item in items if str(item).strip())
+    for origin in origins:
+        if origin != "*" and urlparse(origin).scheme not in ("http", "https"):
+            raise ValueError(f"{origin!r} is not an http(s) origin")
+    return origins
+
+
+def _to_host(raw: object) -> str:
+    value = str(raw).strip()
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+CONVERTERS: dict[str, Callable[[object], Any]] = {
+    "data_dir": _to_path,
+    "database_url": _to_database_url,
+    "host": _to_host,
+    "port": _to_int(1, 65535),
+    "https_port": _to_int(1, 65535),
+    "https": _to_bool,
+    "tls_cert_path": _to_optional_path,
+    "tls_key_path": _to_optional_path,
+    "public_base_url": _to_optional_http_url,
+    "cors_origins": _to_origins,
+    "max_body_mb": _to_int(1, 1024),
+    "bcrypt_rounds": _to_int(4, 16),
+    "log_level": _to_choice(LOG_LEVELS),
+    "ollama_host": _to_http_url,
+    "hf_models_dir": _to_optional_path,
+    "hf_auto_export_default": _to_bool,
+    "hf_execution_provider": _to_choice(EXECUTION_PROVIDERS),
+    "hf_num_threads": _to_int(0, 256),
+}
+
+
+def _config_file_path(environ: Mapping[str, str]) -> Path | None:
+    explicit = environ.get("BETH_CONFIG", "").strip()
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise SettingsError("BETH_CONFIG", explicit, "no such file", "env")
+        return path
+    default = Path("beth.toml")
+    return default if default.is_file() else None
+
+
+def _read_file(path: Path) -> dict[str, object]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError("BETH_CONFIG", str(path), f"cannot read the TOML file: {exc}", "file") from exc
+    section = data.get("service", data)
+    if not isinstance(section, dict):
+        raise SettingsError("service", section, "must be a table", "file")
+    return section
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build `Settings` from defaults < TOML file < environment < explicit overrides (CLI flags).
+
+    Unknown keys in the file are refused: a typo must not silently fall back to a default.
+    """
+    env = os.environ if environ is None else environ
+    known = {f.name for f in fields(Settings) if f.name != "sources"}
+    raw: dict[str, tuple[object, str]] = {}
+
+    path = _config_file_path(env)
+    if path is not None:
+        for key, value in _read_file(path).items():
+            if isinstance(value, dict):
+                continue  # sections for later capabilities (providers, models) are read by their own services
+            if key not in known:
+                raise SettingsError(key, value, f"unknown key in {path}", "file")
+            raw[key] = (value, "file")
+    for key, names in ENV_NAMES.items():
+        for name in names:
+            if name in env:
+                raw[key] = (env[name], "env")
+                break
+    for key, value in overrides.items():
+        if value is not None:
+            raw[key] = (value, "env")
+
+    values: dict[str, object] = {}
+    sources: dict[str, Source] = {}
+    for key, (value, source) in raw.items():
+        try:
+            values[key] = CONVERTERS[key](value)
+        except ValueError as exc:
+            env_name = ENV_NAMES[key][0] if source == "env" else key
+            raise SettingsError(env_name, value, str(exc), source) from None
+        sources[key] = source  # type: ignore[assignment]
+    settings = replace(Settings(), **values, sources=sources)
+    if (settings.tls_cert_path is None) != (settings.tls_key_path is None):
+        raise SettingsError("TLS_CERT_PATH", settings.tls_cert_path, "set both TLS_CERT_PATH and TLS_KEY_PATH")
+    return settings
