@@ -1,0 +1,158 @@
+"""Bad input answers 4xx with a stable code, never 500, and leaves stored data unchanged."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.api.test_graphql_web_client import CREATE_CONVERSATION, GET_MESSAGES, SEND_MESSAGE
+from tests.fixtures.server import graphql, new_id
+
+
+@pytest.fixture
+def conversation_id(api: httpx.Client) -> str:
+    conversation_id = new_id()
+    assert api.post("/api/v1/conversations", json={"id": conversation_id, "tabName": "Stable"}).status_code == 201
+    assert api.post(f"/api/v1/conversations/{conversation_id}/messages", json={"text": "original"}).status_code == 201
+    return conversation_id
+
+
+def snapshot(api: httpx.Client, conversation_id: str) -> tuple[dict, list[dict]]:
+    conversation = api.get(f"/api/v1/conversations/{conversation_id}").json()
+    messages = api.get(f"/api/v1/conversations/{conversation_id}/messages").json()["messages"]
+    return conversation, messages
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    assert "Traceback" not in response.text
+
+
+BAD_CREATES = [
+    pytest.param(b'{"tabName": ', "application/json", id="truncated-json"),
+    pytest.param(b"not json at all", "application/json", id="garbage"),
+    pytest.param(b"{}", "application/json", id="missing-tab-name"),
+    pytest.param(b'{"tabName": 42}', "application/json", id="wrong-type"),
+    pytest.param(b'{"tabName": ""}', "application/json", id="empty-tab-name"),
+    pytest.param(b'{"tabName": "x", "surprise": 1}', "application/json", id="unknown-field"),
+    pytest.param(b'{"tabName": "x", "password": 12345}', "application/json", id="numeric-password"),
+    pytest.param(b'{"tabName": "' + b"a" * 1_000_000 + b'"}', "application/json", id="1MB-tab-name"),
+]
+
+
+@pytest.mark.parametrize(("body", "content_type"), BAD_CREATES)
+def test_bad_conversation_bodies_are_400_and_create_nothing(api: httpx.Client, body: bytes, content_type: str) -> None:
+    before = api.get("/api/v1/conversations", params={"limit": 1}).json()["total"]
+    response = api.post("/api/v1/conversations", content=body, headers={"content-type": content_type})
+    assert_error(response, 400, "INVALID_REQUEST")
+    assert api.get("/api/v1/conversations", params={"limit": 1}).json()["total"] == before
+
+
+def test_malformed_json_says_so(api: httpx.Client) -> None:
+    response = api.post("/api/v1/conversations", content=b'{"tabName": ', headers={"content-type": "application/json"})
+    assert "not valid JSON" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"sender": "user"}, id="missing-text"),
+        pytest.param({"text": "x", "sender": "robot"}, id="bad-sender"),
+        pytest.param({"text": ["x"]}, id="wrong-type"),
+        pytest.param({"text": "x" * 1_000_001}, id="too-long"),
+        pytest.param({"text": "nul \x00 byte"}, id="nul-byte"),
+    ],
+)
+def test_bad_messages_are_400_and_store_nothing(api: httpx.Client, conversation_id: str, body: dict) -> None:
+    before = snapshot(api, conversation_id)
+    response = api.post(f"/api/v1/conversations/{conversation_id}/messages", json=body)
+    assert_error(response, 400, "INVALID_REQUEST")
+    assert snapshot(api, conversation_id) == before
+
+
+def test_unknown_ids_are_404(api: httpx.Client, conversation_id: str) -> None:
+    before = snapshot(api, conversation_id)
+    assert_error(api.get("/api/v1/conversations/nope-nope"), 404, "NOT_FOUND")
+    assert_error(api.get("/api/v1/conversations/nope-nope/messages"), 404, "NOT_FOUND")
+    assert_error(api.delete("/api/v1/conversations/nope-nope"), 404, "NOT_FOUND")
+    assert_error(api.post("/api/v1/conversations/nope-nope/messages", json={"text": "x"}), 404, "NOT_FOUND")
+    response = api.delete(f"/api/v1/conversations/{conversation_id}/messages", params={"fromId": 999_999_999})
+    assert_error(response, 404, "NOT_FOUND")
+    assert_error(api.get("/api/v1/no-such-endpoint"), 404, "NOT_FOUND")
+    assert snapshot(api, conversation_id) == before
+
+
+def test_bad_query_parameters_are_400(api: httpx.Client, conversation_id: str) -> None:
+    assert_error(api.get("/api/v1/conversations", params={"limit": "lots"}), 400, "INVALID_REQUEST")
+    assert_error(api.get("/api/v1/conversations", params={"limit": 0}), 400, "INVALID_REQUEST")
+    response = api.delete(f"/api/v1/conversations/{conversation_id}/messages", params={"fromId": "user-17"})
+    assert_error(response, 400, "INVALID_REQUEST")
+
+
+def test_duplicate_id_is_409_and_keeps_the_original(api: httpx.Client, conversation_id: str) -> None:
+    before = snapshot(api, conversation_id)
+    response = api.post("/api/v1/conversations", json={"id": conversation_id, "tabName": "Impostor"})
+    assert_error(response, 409, "CONFLICT")
+    assert snapshot(api, conversation_id) == before
+
+
+def test_oversized_body_is_413(api: httpx.Client, conversation_id: str) -> None:
+    huge = b'{"text": "' + b"x" * (11 * 1024 * 1024) + b'"}'
+    response = api.post(
+        f"/api/v1/conversations/{conversation_id}/messages", content=huge, headers={"content-type": "application/json"}
+    )
+    assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+
+
+UNICODE_AND_SQL = [
+    "Grüße, 世界! 🚀🦙 — ‘quotes’ \u200b zero-width",
+    "'; DROP TABLE conversations; --",
+    "Robert'); DELETE FROM messages WHERE ('1'='1",
+    "%_\\ LIKE wildcards and backslashes \\\\",
+    "line\nbreaks\r\nand\ttabs",
+]
+
+
+@pytest.mark.parametrize("text", UNICODE_AND_SQL)
+def test_unicode_and_sql_metacharacters_round_trip_exactly(api: httpx.Client, text: str) -> None:
+    conversation_id = new_id()
+    created = graphql(api, CREATE_CONVERSATION, {"input": {"id": conversation_id, "tabName": text[:255]}})
+    assert created["data"]["createConversation"]["conversation"]["tabName"] == text[:255]
+    sent = graphql(api, SEND_MESSAGE, {"input": {"conversationId": conversation_id, "text": text, "sender": "llm"}})
+    assert sent["data"]["addMessage"]["userMessage"]["text"] == text
+    messages = graphql(api, GET_MESSAGES, {"conversationId": conversation_id})["data"]["messages"]
+    assert [m["text"] for m in messages] == [text]
+    assert api.get("/api/v1/conversations", params={"limit": 1}).status_code == 200
+
+
+def test_graphql_input_errors_keep_the_old_messages(api: httpx.Client) -> None:
+    empty = graphql(api, CREATE_CONVERSATION, {"input": {"id": "", "tabName": ""}})
+    assert empty["errors"][0]["message"] == "Conversation ID and tab name are required"
+    assert empty["errors"][0]["extensions"]["code"] == "INVALID_REQUEST"
+    conversation_id = new_id()
+    graphql(api, CREATE_CONVERSATION, {"input": {"id": conversation_id, "tabName": "t"}})
+    blank = graphql(api, SEND_MESSAGE, {"input": {"conversationId": conversation_id, "text": "", "sender": "user"}})
+    assert blank["errors"][0]["message"] == "Message text and sender are required"
+    robot = graphql(api, SEND_MESSAGE, {"input": {"conversationId": conversation_id, "text": "x", "sender": "robot"}})
+    assert robot["errors"][0]["message"] == 'Sender must be either "user" or "llm"'
+    huge = graphql(api, CREATE_CONVERSATION, {"input": {"id": new_id(), "tabName": "a" * 1_000_000}})
+    assert huge["errors"][0]["extensions"]["code"] == "INVALID_REQUEST"
+    assert graphql(api, GET_MESSAGES, {"conversationId": conversation_id})["data"]["messages"] == []
+
+
+def test_graphql_syntax_and_type_errors_are_reported_not_crashes(api: httpx.Client) -> None:
+    broken = api.post("/graphql", json={"query": "{ conversations { "})
+    assert broken.status_code in (200, 400)
+    assert broken.json()["errors"]
+    wrong_type = api.post(
+        "/graphql",
+        json={"query": "query($id: String!) { messages(conversationId: $id) { id } }", "variables": {"id": 5}},
+    )
+    assert wrong_type.status_code in (200, 400)
+    assert wrong_type.json()["errors"]
+    not_json = api.post("/graphql", content=b"{{{", headers={"content-type": "application/json"})
+    assert 400 <= not_json.status_code < 500
