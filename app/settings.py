@@ -54,6 +54,18 @@ class Settings:
     hf_auto_export_default: bool = True
     hf_execution_provider: str = "auto"
     hf_num_threads: int = 0
+    # The chat turn (issue 6)
+    system_prompt: str = ""
+    chat_max_tokens: int = 1024
+    chat_context_length: int = 4096
+    stream_timeout_s: float = 300.0
+    stream_flush_interval_s: float = 0.25
+    stream_stale_s: float = 30.0
+    stream_cancel_on_disconnect: bool = False
+    vision_fallback_model: str = ""
+    image_max_mb: int = 10
+    image_max_files: int = 5
+    image_retention_days: int = 30
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -75,6 +87,10 @@ class Settings:
     def max_body_bytes(self) -> int:
         return self.max_body_mb * 1024 * 1024
 
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
 
 ENV_NAMES: dict[str, tuple[str, ...]] = {
     "data_dir": ("BETH_DATA_DIR",),
@@ -95,6 +111,17 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "hf_auto_export_default": ("HF_AUTO_EXPORT_DEFAULT",),
     "hf_execution_provider": ("HF_EXECUTION_PROVIDER",),
     "hf_num_threads": ("HF_NUM_THREADS",),
+    "system_prompt": ("SYSTEM_PROMPT",),
+    "chat_max_tokens": ("CHAT_MAX_TOKENS",),
+    "chat_context_length": ("CHAT_CONTEXT_LENGTH",),
+    "stream_timeout_s": ("STREAM_TIMEOUT_S",),
+    "stream_flush_interval_s": ("STREAM_FLUSH_INTERVAL_S",),
+    "stream_stale_s": ("STREAM_STALE_S",),
+    "stream_cancel_on_disconnect": ("STREAM_CANCEL_ON_DISCONNECT",),
+    "vision_fallback_model": ("VISION_FALLBACK_MODEL",),
+    "image_max_mb": ("IMAGE_MAX_SIZE_MB",),
+    "image_max_files": ("IMAGE_MAX_FILES",),
+    "image_retention_days": ("IMAGE_RETENTION_DAYS",),
 }
 
 
@@ -122,6 +149,25 @@ def _to_int(low: int, high: int) -> Callable[[object], int]:
         return value
 
     return convert
+
+
+def _to_float(low: float, high: float) -> Callable[[object], float]:
+    def convert(raw: object) -> float:
+        if isinstance(raw, bool):
+            raise ValueError("must be a number")
+        try:
+            value = float(str(raw).strip())
+        except ValueError:
+            raise ValueError("must be a number") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}")
+        return value
+
+    return convert
+
+
+def _to_text(raw: object) -> str:
+    return str(raw)
 
 
 def _to_path(raw: object) -> Path:
@@ -204,6 +250,17 @@ CONVERTERS: dict[str, Callable[[object], Any]] = {
     "hf_auto_export_default": _to_bool,
     "hf_execution_provider": _to_choice(EXECUTION_PROVIDERS),
     "hf_num_threads": _to_int(0, 256),
+    "system_prompt": _to_text,
+    "chat_max_tokens": _to_int(1, 1_000_000),
+    "chat_context_length": _to_int(256, 10_000_000),
+    "stream_timeout_s": _to_float(1, 86_400),
+    "stream_flush_interval_s": _to_float(0.05, 10),
+    "stream_stale_s": _to_float(1, 86_400),
+    "stream_cancel_on_disconnect": _to_bool,
+    "vision_fallback_model": _to_text,
+    "image_max_mb": _to_int(1, 100),
+    "image_max_files": _to_int(1, 20),
+    "image_retention_days": _to_int(1, 3650),
 }
 
 
