@@ -1,0 +1,203 @@
+"""`export_model`: one source -> one validated, manifest-carrying export folder, or an ExportError and nothing written."""
+
+from __future__ import annotations
+
+import gc
+import re
+import shutil
+import time
+from pathlib import Path
+
+from exports import errors
+from exports.conversion import ONNX_FILE, export_onnx
+from exports.errors import ExportError
+from exports.facts import (
+    architecture,
+    capabilities,
+    context_length,
+    file_entries,
+    has_chat_template,
+    now_iso,
+    parameter_count,
+    tool_versions,
+)
+from exports.loading import LoadedModel, eos_token_ids, load_source, require_torch
+from exports.manifest import Manifest, Source, Validation, write_manifest
+from exports.progress import ExportProgress, NullProgress
+from exports.quantize import QuantizeMode, check_mode, quantize_graph
+from exports.sources import ResolvedSource, resolve_source
+from exports.staging import check_alias, check_destination, publish, staging_folder
+from exports.validation import (
+    DEFAULT_MAX_LOGIT_DIFF,
+    DEFAULT_MIN_AGREEMENT,
+    PROMPTS,
+    Comparison,
+    compare,
+    torch_references,
+)
+
+
+def export_model(
+    source: str,
+    *,
+    models_dir: Path,
+    alias: str | None = None,
+    quantize: str = "none",
+    force: bool = False,
+    max_logit_diff: float | None = None,
+    min_agreement: float | None = None,
+    progress: ExportProgress | None = None,
+) -> Manifest:
+    """Export `source` into `<models_dir>/<alias>/` and return its manifest.
+
+    Every cheap check (source, alias, options) runs before torch is imported, so refusals are quick.
+    The folder appears in one rename at the very end; on any error nothing is left behind.
+    """
+    progress = progress or NullProgress()
+    started = time.monotonic()
+    mode = check_mode(quantize)
+    max_diff = _threshold("--max-logit-diff", max_logit_diff, DEFAULT_MAX_LOGIT_DIFF)
+    agreement = _threshold("--min-agreement", min_agreement, DEFAULT_MIN_AGREEMENT[mode], upper=1.0)
+
+    progress.start("check", f"Checking {source}")
+    resolved = resolve_source(source)
+    alias = check_alias(alias or default_alias(resolved, mode))
+    destination = check_destination(Path(models_dir), alias, force=force)
+    require_torch()
+    progress.finish("check", f"{resolved.kind}, {resolved.model_type or 'from the hub'} -> {alias}")
+
+    progress.start("load", "Loading the PyTorch model" + (" (dequantizing GGUF)" if resolved.is_gguf else ""))
+    loaded = load_source(resolved)
+    progress.finish("load", f"{loaded.model_type}, {parameter_count(loaded) / 1e6:.1f}M parameters")
+    try:
+        with staging_folder(destination) as staging:
+            manifest = _build(loaded, resolved, alias, mode, staging, max_diff, agreement, progress, started)
+            progress.start("publish", f"Moving the export into {destination}")
+            publish(staging, destination, force=force)
+            progress.finish("publish", str(destination))
+    finally:
+        del loaded
+        gc.collect()
+    return manifest
+
+
+def _build(
+    loaded: LoadedModel,
+    resolved: ResolvedSource,
+    alias: str,
+    mode: QuantizeMode,
+    staging: Path,
+    max_diff: float,
+    min_agreement: float,
+    progress: ExportProgress,
+    started: float,
+) -> Manifest:
+    eos_ids = eos_token_ids(loaded)
+    progress.start("convert", "Exporting to ONNX with Optimum (text-generation-with-past)")
+    graph = export_onnx(loaded, staging, eos_ids)
+    progress.finish("convert", _size(graph))
+
+    references = torch_references(loaded, progress)
+    base = compare(graph, references, progress, "validate", "Validating ONNX against PyTorch")
+    if base.max_abs_logit_diff > max_diff:
+        raise ExportError(
+            errors.VALIDATION_FAILED,
+            f"the ONNX graph differs from PyTorch by up to {base.max_abs_logit_diff:.3g} in the logits, "
+            f"above the threshold {max_diff:g}; the export was not kept. "
+            "Pass --max-logit-diff to accept a larger difference.",
+        )
+    final = base
+    if mode != "none":
+        graph = _quantize_in_place(graph, mode, progress)
+        final = compare(graph, references, progress, "validate-quantized", f"Validating {mode} against PyTorch")
+        if final.top1_agreement < min_agreement:
+            raise ExportError(
+                errors.VALIDATION_FAILED,
+                f"the {mode} graph agrees with the unquantized model on {final.top1_agreement:.1%} of greedy "
+                f"tokens, below the threshold {min_agreement:.1%}; the export was not kept. "
+                "Try another --quantize mode, or pass --min-agreement to accept less.",
+            )
+
+    progress.start("manifest", "Hashing files and writing manifest.json")
+    manifest = Manifest(
+        alias=alias,
+        source=Source(resolved.kind, resolved.value, resolved.sha256),
+        architecture=architecture(loaded),
+        model_type=loaded.model_type,
+        parameter_count=parameter_count(loaded),
+        context_length=context_length(loaded),
+        eos_token_ids=eos_ids,
+        chat_template=has_chat_template(staging),
+        capabilities=capabilities(loaded),
+        quantization=mode,
+        onnx_file=ONNX_FILE,
+        files=file_entries(staging),
+        validation=_validation(base, final, mode, max_diff, min_agreement),
+        versions=tool_versions(),
+        created_at=now_iso(),
+        export_seconds=round(time.monotonic() - started, 1),
+    )
+    write_manifest(staging, manifest)
+    progress.finish("manifest", f"{len(manifest.files)} files, {manifest.size_bytes / 1e6:.1f} MB")
+    return manifest
+
+
+def _validation(
+    base: Comparison, final: Comparison, mode: QuantizeMode, max_diff: float, min_agreement: float
+) -> Validation:
+    quantized = mode != "none"
+    return Validation(
+        prompts=len(PROMPTS),
+        max_abs_logit_diff=base.max_abs_logit_diff,
+        max_logit_diff_threshold=max_diff,
+        passed=True,
+        decode_steps=base.decode_steps,
+        top1_agreement=final.top1_agreement,
+        min_agreement_threshold=min_agreement if quantized else None,
+        compared_tokens=final.compared_tokens,
+        quantized_max_abs_logit_diff=final.max_abs_logit_diff if quantized else None,
+    )
+
+
+def _quantize_in_place(graph: Path, mode: QuantizeMode, progress: ExportProgress) -> Path:
+    """Quantize beside the float graph, then let the quantized files take the float graph's name."""
+    progress.start("quantize", f"Quantizing to {mode} with ONNX Runtime")
+    work = graph.parent / f".quantize-{mode}"
+    work.mkdir()
+    quantized = quantize_graph(graph, work / graph.name, mode)
+    for old in graph.parent.glob(graph.name + "*"):
+        old.unlink()
+    for new in work.iterdir():
+        new.rename(graph.parent / new.name)
+    shutil.rmtree(work)
+    progress.finish("quantize", _size(graph.parent / quantized.name))
+    return graph.parent / quantized.name
+
+
+def default_alias(resolved: ResolvedSource, mode: QuantizeMode) -> str:
+    """The folder, file or repository name, made alias-safe; quantized exports get a `-int8`/`-int4` suffix."""
+    from exports.default_model import DEFAULT_ALIAS
+
+    if resolved.kind == "default":
+        base = DEFAULT_ALIAS
+    elif resolved.kind == "hub":
+        base = resolved.value.rsplit("/", 1)[-1]
+    else:
+        assert resolved.path is not None
+        base = resolved.path.stem if resolved.is_gguf else resolved.path.name
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-.") or "model"
+    return base if mode == "none" else f"{base}-{mode}"
+
+
+def _threshold(flag: str, value: float | None, default: float, upper: float | None = None) -> float:
+    if value is None:
+        return default
+    if value < 0 or (upper is not None and value > upper):
+        bound = f"between 0 and {upper:g}" if upper is not None else "zero or more"
+        raise ExportError(errors.INVALID_OPTION, f"{flag} {value:g} is out of range: it must be {bound}.")
+    return value
+
+
+def _size(path: Path) -> str:
+    total = sum(item.stat().st_size for item in path.parent.glob(path.name + "*"))
+    return f"{path.name}, {total / 1e6:.1f} MB"

@@ -1,0 +1,124 @@
+"""Compare the ONNX graph with the PyTorch model on fixed prompts, and decide whether the export may stand.
+
+Reference: for each prompt PyTorch generates greedily; its logits over prompt + continuation are the
+truth. The ONNX graph is run the way the engine runs it (one prefill, then token by token through the
+key-value cache) over the same ids, so the cache path is checked too. Figures:
+- max_abs_logit_diff: largest |onnx - torch| over every position and vocabulary entry;
+- top1_agreement: share of continuation positions where the graph's argmax equals the token PyTorch
+  chose greedily (teacher-forced, so one early disagreement does not cascade).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from exports.ort_runner import OrtDecoder
+from exports.progress import ExportProgress
+
+if TYPE_CHECKING:
+    from exports.loading import LoadedModel
+
+PROMPTS: tuple[str, ...] = (
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Explain in one sentence what a compiler does.",
+    "List three colours.",
+    "Translate 'good morning' into German.",
+    "What is 12 plus 30?",
+    "Grüße aus München: erkläre kurz, was ein Brezel ist.",
+    "Give me a name for a small grey cat.",
+)
+NEW_TOKENS = 12
+
+DEFAULT_MAX_LOGIT_DIFF = 1e-2
+DEFAULT_MIN_AGREEMENT = {"none": 0.0, "int8": 0.85, "int4": 0.7}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """PyTorch's view of one prompt: ids (prompt + greedy continuation) and logits at every position."""
+
+    ids: list[int]
+    prompt_len: int
+    logits: np.ndarray
+
+
+@dataclass(frozen=True)
+class Comparison:
+    max_abs_logit_diff: float
+    top1_agreement: float
+    compared_tokens: int
+    decode_steps: int
+
+
+def prompt_ids(loaded: LoadedModel, prompt: str) -> list[int]:
+    """The prompt as the service would send it: through the chat template when there is one."""
+    tokenizer = loaded.tokenizer
+    if tokenizer.chat_template:
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
+        )
+        if isinstance(ids, dict):  # some tokenizers answer a BatchEncoding
+            ids = ids["input_ids"]
+        return [int(token) for token in ids]
+    return [int(token) for token in tokenizer(prompt)["input_ids"]]
+
+
+def torch_references(
+    loaded: LoadedModel, progress: ExportProgress, prompts: tuple[str, ...] = PROMPTS
+) -> list[Reference]:
+    import torch
+
+    references = []
+    progress.start("reference", "Running the PyTorch reference", total=len(prompts))
+    with torch.inference_mode():
+        for prompt in prompts:
+            ids = prompt_ids(loaded, prompt)
+            full = _greedy(loaded, ids)
+            logits = loaded.model(torch.tensor([full])).logits[0].float().numpy()
+            references.append(Reference(full, len(ids), logits))
+            progress.advance("reference")
+    progress.finish("reference", f"{len(prompts)} prompts")
+    return references
+
+
+def _greedy(loaded: LoadedModel, ids: list[int]) -> list[int]:
+    """Greedy continuation of NEW_TOKENS tokens, never stopping early (eos is just another token here)."""
+    import torch
+
+    output = loaded.model(torch.tensor([ids]), use_cache=True)
+    full = list(ids)
+    for step in range(NEW_TOKENS):
+        token = int(output.logits[0, -1].argmax())
+        full.append(token)
+        if step + 1 < NEW_TOKENS:
+            output = loaded.model(torch.tensor([[token]]), past_key_values=output.past_key_values, use_cache=True)
+    return full
+
+
+def compare(
+    graph: Path, references: list[Reference], progress: ExportProgress, step: str, description: str
+) -> Comparison:
+    """Run `graph` over every reference and collect the figures."""
+    decoder = OrtDecoder(graph)
+    max_diff = 0.0
+    matches = compared = steps = 0
+    progress.start(step, description, total=len(references))
+    for reference in references:
+        logits = decoder.logits_for(reference.ids, reference.prompt_len)
+        max_diff = max(max_diff, float(np.max(np.abs(logits - reference.logits))))
+        # position p predicts token p + 1; compare the greedy choices on the continuation positions
+        window = slice(reference.prompt_len - 1, len(reference.ids) - 1)
+        predicted = logits[window].argmax(axis=-1)
+        chosen = reference.logits[window].argmax(axis=-1)
+        matches += int((predicted == chosen).sum())
+        compared += len(chosen)
+        steps += len(reference.ids) - reference.prompt_len
+        progress.advance(step)
+    agreement = matches / compared if compared else 1.0
+    progress.finish(step, f"max |Δlogit| {max_diff:.2e}, top-1 agreement {agreement:.1%}")
+    return Comparison(max_diff, agreement, compared, steps)
