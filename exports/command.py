@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import msgspec
@@ -37,6 +38,7 @@ class RichProgress:
         )
         self._tasks: dict[str, TaskID] = {}
         self._descriptions: dict[str, str] = {}
+        self._started: dict[str, float] = {}
 
     def __enter__(self) -> RichProgress:
         self._progress.start()
@@ -47,6 +49,7 @@ class RichProgress:
 
     def start(self, step: str, description: str, total: int | None = None) -> None:
         self._descriptions[step] = description
+        self._started[step] = time.monotonic()
         self._tasks[step] = self._progress.add_task(description, total=total)
 
     def advance(self, step: str, amount: int = 1) -> None:
@@ -55,10 +58,9 @@ class RichProgress:
 
     def finish(self, step: str, detail: str = "") -> None:
         task = self._tasks.pop(step, None)
-        elapsed = ""
         if task is not None:
-            elapsed = f" [dim]({self._progress.tasks[task].elapsed or 0:.1f}s)[/dim]"
             self._progress.remove_task(task)
+        elapsed = f" [dim]({time.monotonic() - self._started.pop(step, time.monotonic()):.1f}s)[/dim]"
         suffix = f": {detail}" if detail else ""
         self._console.print(f"[green]✓[/green] {self._descriptions.get(step, step)}{suffix}{elapsed}")
 
