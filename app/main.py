@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,12 +16,17 @@ from strawberry.litestar import make_graphql_controller
 
 from app.controllers.conversations import ConversationController
 from app.controllers.health import HealthController
+from app.controllers.images import ImageController
+from app.controllers.stream import StreamController
 from app.db.engine import close_database, open_database, ping
 from app.db.migrate import migrate
 from app.graphql.context import provide_graphql_context
 from app.graphql.schema import schema
 from app.http_errors import EXCEPTION_HANDLERS
+from app.services.chat import ChatService
 from app.services.conversations import ConversationService
+from app.services.images import ImageStore
+from app.services.streams import StreamSessions
 from app.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -28,6 +34,56 @@ log = logging.getLogger(__name__)
 
 def provide_conversations(state: State) -> ConversationService:
     return state.conversations
+
+
+def provide_chat(state: State) -> ChatService:
+    return state.chat
+
+
+def provide_sessions(state: State) -> StreamSessions:
+    return state.sessions
+
+
+def provide_images(state: State) -> ImageStore:
+    return state.images
+
+
+@asynccontextmanager
+async def chat_turns(app: Litestar, settings: Settings) -> AsyncIterator[None]:
+    """Stream sessions, image storage and the chat turn, with their background work.
+
+    Runs after the providers are set up (it needs `app.state.registry` and `app.state.catalog`).
+    """
+    conversations: ConversationService = app.state.conversations
+    sessions = StreamSessions(
+        timeout_s=settings.stream_timeout_s,
+        flush_interval_s=settings.stream_flush_interval_s,
+        stale_s=settings.stream_stale_s,
+    )
+    images = ImageStore(
+        settings.images_dir,
+        conversations,
+        max_bytes=settings.image_max_mb * 1024 * 1024,
+        max_files=settings.image_max_files,
+        retention_days=settings.image_retention_days,
+    )
+    chat = ChatService(
+        settings,
+        conversations,
+        sessions,
+        images,
+        getattr(app.state, "registry", None),
+        getattr(app.state, "catalog", None),
+    )
+    app.state.sessions, app.state.images, app.state.chat = sessions, images, chat
+    await sessions.recover_stale()
+    sessions.start_watcher()
+    expiry = asyncio.create_task(images.run_expiry(), name="image-expiry")
+    try:
+        yield
+    finally:
+        expiry.cancel()
+        await chat.shutdown()
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -41,16 +97,31 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await migrate()
             app.state.database_ping = lambda: ping(engine)
             log.info("database ready: %s", engine.engine_type)
-            yield
+            async with chat_turns(app, settings):
+                yield
         finally:
             await close_database(engine)
 
+    # The streaming route takes multipart uploads: up to `image_max_files` images besides the fields.
+    stream_routes = type(
+        "StreamRoutes",
+        (StreamController,),
+        {
+            "request_max_body_size": settings.image_max_files * settings.image_max_mb * 1024 * 1024
+            + settings.max_body_bytes
+        },
+    )
     graphql = make_graphql_controller(
         schema, path="/graphql", context_getter=provide_graphql_context, graphql_ide="graphiql"
     )
     return Litestar(
-        route_handlers=[HealthController, ConversationController, graphql],
-        dependencies={"conversations": Provide(provide_conversations, sync_to_thread=False)},
+        route_handlers=[HealthController, ConversationController, stream_routes, ImageController, graphql],
+        dependencies={
+            "conversations": Provide(provide_conversations, sync_to_thread=False),
+            "chat": Provide(provide_chat, sync_to_thread=False),
+            "sessions": Provide(provide_sessions, sync_to_thread=False),
+            "images": Provide(provide_images, sync_to_thread=False),
+        },
         state=State({"settings": settings, "conversations": ConversationService(settings.bcrypt_rounds)}),
         lifespan=[lifespan],
         cors_config=CORSConfig(

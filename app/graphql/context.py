@@ -9,14 +9,18 @@ from strawberry.dataloader import DataLoader
 from strawberry.litestar import BaseContext
 
 from app.db.tables import Image, Message
+from app.services.chat import ChatService
 from app.services.conversations import ConversationService
 from app.services.images import images_by_message
+from app.services.streams import StreamSessions
 
 
 class GraphQLContext(BaseContext, kw_only=True):
     """strawberry's Litestar context is a msgspec Struct; ours adds the services and loaders."""
 
     conversations: ConversationService
+    chat: ChatService
+    sessions: StreamSessions
     public_base_url: str
     messages_of: DataLoader[str, list[Message]]
     images_of: DataLoader[int, list[Image]]
@@ -42,6 +46,8 @@ async def provide_graphql_context(state: State) -> GraphQLContext:
 
     return GraphQLContext(
         conversations=conversations,
+        chat=state.chat,
+        sessions=state.sessions,
         public_base_url=state.settings.public_base_url,
         messages_of=DataLoader(load_messages),
         images_of=DataLoader(load_images),

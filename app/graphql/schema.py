@@ -14,6 +14,7 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 from strawberry.types import ExecutionContext
 
+from app.db.tables import Message as MessageRow
 from app.errors import ErrorCode, ServiceError
 from app.graphql.types import (
     AddMessageInput,
@@ -33,11 +34,21 @@ from app.graphql.types import (
     VerifyPasswordResponse,
     WarmupOllamaResponse,
 )
+from app.services.chat import TurnRequest, run_to_completion
 from app.services.conversations import parse_message_id
+from app.services.termination import terminate_stream
 
 log = logging.getLogger(__name__)
 
-NO_PROVIDER = "No model provider is configured yet: the message was saved, but no reply was generated."
+# terminateStream's failures in the old service's words: check kind -> (message, error)
+TERMINATE_FAILURES: dict[str, tuple[str, str]] = {
+    "missing": ("Session ID and conversation ID are required", "Missing required parameters"),
+    "conversation_not_found": ("Conversation not found", "Conversation not found"),
+    "password_required": ("Password required for private conversation", "Password required for private conversation"),
+    "invalid_password": ("Invalid password for private conversation", "Invalid password"),
+    "session_not_found": ("Stream session not found", "Session not found"),
+    "mismatch": ("Session does not belong to the specified conversation", "Session conversation mismatch"),
+}
 
 
 def _require(condition: bool, message: str) -> None:
@@ -87,16 +98,34 @@ class Mutation:
 
     @strawberry.mutation
     async def add_message(self, info: ContextInfo, input: AddMessageInput) -> AddMessageResponse:
+        """sender `llm` stores a turn; sender `user` runs the chat turn and waits for the whole reply."""
         _require(bool(input.text) and bool(input.sender), "Message text and sender are required")
         _require(input.sender in ("user", "llm"), 'Sender must be either "user" or "llm"')
         service = info.context.conversations
         conversation = await service.authorize(input.conversation_id, input.password)
-        saved = await service.add_message(conversation, text=input.text, sender=input.sender)
+        if input.sender == "llm":
+            saved = await service.add_message(conversation, text=input.text, sender="llm")
+            return AddMessageResponse(
+                message="Message added successfully",
+                user_message=Message.of(saved),
+                llm_model=input.llm_model or conversation.llm_model,
+            )
+        outcome = await run_to_completion(
+            info.context.chat,
+            TurnRequest(
+                conversation_id=conversation.id, text=input.text, model=input.llm_model, password=input.password
+            ),
+        )
+        ids = [outcome.user_message_id, *([outcome.reply_message_id] if outcome.reply_message_id else [])]
+        rows = {row.id: row for row in await MessageRow.objects().where(MessageRow.id.is_in(ids))}
+        reply = rows.get(outcome.reply_message_id) if outcome.reply_message_id else None
         return AddMessageResponse(
             message="Message added successfully",
-            user_message=Message.of(saved),
-            llm_model=input.llm_model or conversation.llm_model,
-            error=NO_PROVIDER if input.sender == "user" else None,
+            user_message=Message.of(rows[outcome.user_message_id]),
+            llm_message=Message.of(reply) if reply else None,
+            llm_model=outcome.model or input.llm_model or conversation.llm_model,
+            error=outcome.error.message if outcome.error else None,
+            llm_response_time=round(outcome.response_time_ms, 1) if reply else None,
         )
 
     @strawberry.mutation
@@ -149,12 +178,36 @@ class Mutation:
 
     @strawberry.mutation
     async def terminate_stream(self, info: ContextInfo, input: TerminateStreamInput) -> TerminateStreamResponse:
-        """Streams arrive with the chat turn; until then every session id is unknown."""
-
-        def failure(message: str, error: str) -> TerminateStreamResponse:
+        """Never throws: every failure is a response with `success: false`, as in the old service."""
+        try:
+            result = await terminate_stream(
+                info.context.conversations,
+                info.context.sessions,
+                session_id=input.session_id,
+                conversation_id=input.conversation_id,
+                password=input.password,
+                reason=input.reason,
+            )
+        except ServiceError as exc:
+            kind = str(exc.details.get("kind"))
+            session_id = input.session_id or "unknown"
+            if kind == "not_terminable":
+                return TerminateStreamResponse(
+                    success=False,
+                    session_id=session_id,
+                    message=exc.message,
+                    partial_response=str(exc.details.get("partialResponse", "")),
+                    token_count=int(exc.details.get("tokenCount", 0)),
+                    final_status=str(exc.details.get("sessionStatus", "ERROR")),
+                    termination_reason=str(exc.details.get("terminationReason", "USER_REQUESTED")),
+                    error="Session not terminable state",
+                )
+            message, error = TERMINATE_FAILURES.get(
+                kind, ("An error occurred while terminating the stream", exc.message)
+            )
             return TerminateStreamResponse(
                 success=False,
-                session_id=input.session_id or "unknown",
+                session_id=session_id,
                 message=message,
                 partial_response="",
                 token_count=0,
@@ -162,14 +215,16 @@ class Mutation:
                 termination_reason="ERROR",
                 error=error,
             )
-
-        if not input.session_id or not input.conversation_id:
-            return failure("Session ID and conversation ID are required", "Missing required parameters")
-        try:
-            await info.context.conversations.authorize(input.conversation_id, input.password)
-        except ServiceError as exc:
-            return failure(exc.message, exc.message)
-        return failure("Stream session not found", "Session not found")
+        return TerminateStreamResponse(
+            success=True,
+            session_id=result.session_id,
+            message="Stream terminated successfully",
+            partial_response=result.partial_response,
+            token_count=result.token_count,
+            final_status=result.final_status,
+            termination_reason=result.reason,
+            error=None,
+        )
 
 
 class BethSchema(strawberry.Schema):

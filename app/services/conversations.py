@@ -14,6 +14,7 @@ from piccolo.query.functions.aggregate import Count
 
 from app.db.tables import Conversation, Image, Message, StreamSession
 from app.errors import ErrorCode, ServiceError, invalid
+from app.services.images import remove_files
 from app.services.passwords import MAX_PASSWORD_BYTES, check_password, hash_password
 
 DEFAULT_MODEL = "llama3.1:8b"
@@ -182,11 +183,13 @@ class ConversationService:
     async def delete(self, conversation_id: str, password: str | None) -> None:
         """Delete the conversation and everything that hangs off it, in one transaction."""
         row = await self.authorize(conversation_id, password)
+        files = await Image.select(Image.file_path).where(Image.conversation_id == row.id)
         async with Conversation._meta.db.transaction():
             await Image.delete().where(Image.conversation_id == row.id)
             await StreamSession.delete().where(StreamSession.conversation_id == row.id)
             await Message.delete().where(Message.conversation_id == row.id)
             await Conversation.delete().where(Conversation.id == row.id)
+        remove_files([f["file_path"] for f in files])
 
     async def set_model(self, conversation: Conversation, model: str, provider: str | None) -> None:
         """Remember the conversation's selected model (it survives restarts)."""
@@ -266,7 +269,9 @@ class ConversationService:
         doomed = (Message.conversation_id == conversation.id) & (Message.id >= message_id)
         async with Message._meta.db.transaction():
             ids = [row["id"] for row in await Message.select(Message.id).where(doomed)]
-            await Image.delete().where(Image.message_id.is_in(ids))
+            files = await Image.select(Image.file_path).where(Image.message_id.is_in(ids)) if ids else []
+            if ids:
+                await Image.delete().where(Image.message_id.is_in(ids))
             await Message.delete().where(doomed)
             newest = (
                 await Message.select(Message.timestamp)
@@ -277,4 +282,5 @@ class ConversationService:
             await Conversation.update(
                 {Conversation.updated_at: newest["timestamp"] if newest else conversation.created_at}
             ).where(Conversation.id == conversation.id)
+        remove_files([f["file_path"] for f in files])
         return len(ids)

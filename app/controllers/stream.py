@@ -1,0 +1,205 @@
+"""The old web client's streaming routes: `POST /api/stream-message` (SSE) and `POST /api/terminate-stream`.
+
+The SSE response is always 200 with `text/event-stream`, errors included, as the client expects;
+every error event also carries a stable `code`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from litestar import Controller, Request, Response, post
+from litestar.datastructures import UploadFile
+from litestar.response import Stream
+
+from app.controllers.sse import SSE_HEADERS, sse_event, with_keepalive
+from app.errors import ErrorCode, ServiceError
+from app.services.chat import ChatService, TurnRequest
+from app.services.chat_events import Completed, Failed, ImagesProcessed, SessionStarted, Terminated, Token, TurnEvent
+from app.services.conversations import ConversationService
+from app.services.images import Upload
+from app.services.streams import StreamSessions
+from app.services.termination import terminate_stream
+
+# The old SSE route's texts for refusals before the turn starts (contract section 3).
+LEGACY_SSE_ERRORS = {
+    "password_required": "Password required for private conversation",
+    "invalid_password": "Invalid password for private conversation",
+}
+
+
+def render_legacy(event: TurnEvent) -> bytes | None:
+    """The old framing: unnamed token events, named session/images/terminated/end/error events."""
+    match event:
+        case Token(text):
+            return sse_event(None, {"token": text})
+        case SessionStarted(session_id=session_id):
+            return sse_event("session", {"sessionId": session_id})
+        case ImagesProcessed(processed, warnings, images):
+            return sse_event("images", {"processed": processed, "warnings": warnings, "images": images})
+        case Terminated(session_id, partial, count, reason, _):
+            payload = {"sessionId": session_id, "partialResponse": partial, "tokenCount": count, "reason": reason}
+            return sse_event("terminated", payload)
+        case Completed():
+            return sse_event("end", {})
+        case Failed(code, message, details, legacy):
+            payload: dict[str, Any] = {"error": legacy or message, "code": code}
+            if legacy:
+                payload["details"] = message
+            elif details.get("problems"):
+                payload["details"] = details["problems"]
+            return sse_event("error", payload)
+    return None
+
+
+def failure_of(error: ServiceError) -> Failed:
+    reason = error.details.get("reason")
+    legacy = LEGACY_SSE_ERRORS.get(str(reason)) if reason else None
+    return Failed(str(error.code), legacy or error.message, error.details)
+
+
+async def read_turn_request(request: Request[Any, Any, Any]) -> TurnRequest:
+    """JSON `{model, message, conversationId, password?}` or the same as multipart with `images` files."""
+    content_type = request.headers.get("content-type", "")
+    if "multipart/form-data" in content_type:
+        form = await request.form()
+        fields = {key: form.get(key) for key in ("model", "message", "conversationId", "password")}
+        uploads = []
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if key != "images":
+                    raise ServiceError(
+                        ErrorCode.INVALID_REQUEST,
+                        "Error processing multipart request",
+                        details={"problems": ["Unexpected field"]},
+                    )
+                uploads.append(Upload(value.filename or "", value.content_type or "", await value.read()))
+    else:
+        try:
+            body = await request.json()
+        except Exception as exc:
+            raise ServiceError(ErrorCode.INVALID_REQUEST, "The request body is not valid JSON") from exc
+        fields = body if isinstance(body, dict) else {}
+        uploads = []
+    values = {key: fields.get(key) for key in ("model", "message", "conversationId", "password")}
+    if not all(isinstance(values[key], str) and values[key] for key in ("model", "message", "conversationId")):
+        raise ServiceError(ErrorCode.INVALID_REQUEST, "Missing model, message, or conversationId")
+    if values["password"] is not None and not isinstance(values["password"], str):
+        raise ServiceError(ErrorCode.INVALID_REQUEST, "password must be a string")
+    return TurnRequest(
+        conversation_id=values["conversationId"],
+        text=values["message"],
+        model=values["model"],
+        password=values["password"],
+        uploads=tuple(uploads),
+    )
+
+
+class StreamController(Controller):
+    tags = ("chat (web client compatible)",)
+
+    @post(
+        "/api/stream-message",
+        status_code=200,
+        summary="Stream a reply as server-sent events (old web client protocol)",
+    )
+    async def stream_message(self, request: Request[Any, Any, Any], chat: ChatService) -> Stream:
+        # The body is read here, not inside the stream: once the response has started it can no longer be.
+        try:
+            turn: TurnRequest | ServiceError = await read_turn_request(request)
+        except ServiceError as exc:
+            turn = exc
+
+        async def frames() -> AsyncIterator[bytes]:
+            try:
+                if isinstance(turn, ServiceError):
+                    raise turn
+                async for event in chat.turn(turn):
+                    frame = render_legacy(event)
+                    if frame is not None:
+                        yield frame
+            except ServiceError as exc:
+                yield render_legacy(failure_of(exc)) or b""
+
+        return Stream(with_keepalive(frames()), media_type="text/event-stream", headers=SSE_HEADERS)
+
+    @post("/api/terminate-stream", summary="Stop a stream (old REST contract: status codes and bodies)")
+    async def terminate(
+        self,
+        request: Request[Any, Any, Any],
+        conversations: ConversationService,
+        sessions: StreamSessions,
+    ) -> Response[dict[str, Any]]:
+        try:
+            body = await request.json()
+        except Exception:
+            body = None
+        body = body if isinstance(body, dict) else {}
+        strings = {
+            k: body.get(k) if isinstance(body.get(k), str) else None
+            for k in ("sessionId", "conversationId", "password", "reason")
+        }
+        try:
+            result = await terminate_stream(
+                conversations,
+                sessions,
+                session_id=strings["sessionId"],
+                conversation_id=strings["conversationId"],
+                password=strings["password"],
+                reason=strings["reason"],
+            )
+        except ServiceError as exc:
+            status, payload = REST_TERMINATE_ERRORS.get(
+                str(exc.details.get("kind")), (exc.status, {"error": exc.message, "message": exc.message})
+            )
+            if exc.details.get("kind") == "not_terminable":
+                payload = {**payload, "message": exc.message, "sessionStatus": exc.details.get("sessionStatus")}
+            return Response({"success": False, **payload, "code": str(exc.code)}, status_code=status)
+        return Response(
+            {
+                "success": True,
+                "sessionId": result.session_id,
+                "message": "Stream terminated successfully",
+                "partialResponse": result.partial_response,
+                "tokenCount": result.token_count,
+                "finalStatus": result.final_status,
+                "terminationReason": result.reason,
+                "savedMessageId": result.saved_message_id,
+                "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            },
+            status_code=200,
+        )
+
+
+REST_TERMINATE_ERRORS: dict[str, tuple[int, dict[str, str]]] = {
+    "missing": (
+        400,
+        {
+            "error": "Missing required parameters: sessionId and conversationId",
+            "message": "Session ID and conversation ID are required",
+        },
+    ),
+    "conversation_not_found": (
+        404,
+        {"error": "Conversation not found", "message": "The specified conversation does not exist"},
+    ),
+    "password_required": (
+        401,
+        {"error": "Password required", "message": "This conversation is private and requires a password"},
+    ),
+    "invalid_password": (401, {"error": "Invalid password", "message": "Invalid password for this conversation"}),
+    "session_not_found": (
+        404,
+        {"error": "Session not found", "message": "The specified stream session does not exist"},
+    ),
+    "mismatch": (
+        403,
+        {
+            "error": "Session conversation mismatch",
+            "message": "The session does not belong to the specified conversation",
+        },
+    ),
+    "not_terminable": (400, {"error": "Session not terminable"}),
+}

@@ -1,0 +1,373 @@
+"""The chat turn: one service behind GraphQL `addMessage`, SSE `/api/stream-message` and REST.
+
+Order of a turn: authorize -> validate uploads -> save the user message (and images) FIRST ->
+route images to a vision model -> build the context -> open a stream session -> generate in a
+server-side task -> save the reply (complete, partial or failed) exactly once.
+
+The generation runs in its own task, so a client that disconnects does not lose the reply; the
+request that started it only listens. Stopping is explicit (terminate), by timeout, or, when
+`stream_cancel_on_disconnect` is set, by the listener going away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol, TypeVar
+
+from app.db.tables import Conversation, Message
+from app.errors import ErrorCode, ServiceError
+from app.providers.types import ChatChunk, ChatMessage, ChatRequest, GenerationOptions, ModelInfo
+from app.services.chat_events import (
+    Completed,
+    Failed,
+    ImagesProcessed,
+    SessionStarted,
+    Terminated,
+    Token,
+    TurnEvent,
+    UserMessageSaved,
+)
+from app.services.context import build_context
+from app.services.conversations import ConversationService
+from app.services.images import ImageStore, Upload
+from app.services.prompts import DEFAULT_SYSTEM_PROMPT
+from app.services.streams import COMPLETED, ERROR, TERMINATED, LiveSession, StreamSessions
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class RoutedStream(Protocol):
+    """What the provider registry hands back: chunks from whichever model answered."""
+
+    provider: str
+    model: str
+    fallback_from: str | None
+
+    def __aiter__(self) -> AsyncIterator[ChatChunk]: ...
+    async def __anext__(self) -> ChatChunk: ...
+    async def aclose(self) -> None: ...
+
+
+class Router(Protocol):
+    async def open_chat_stream(self, model_name: str, request: ChatRequest) -> RoutedStream: ...
+
+
+class Catalog(Protocol):
+    async def find(self, name: str) -> ModelInfo | None: ...
+
+
+class _Stopped(Exception):
+    """The session was cancelled or timed out while waiting on the model."""
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    conversation_id: str
+    text: str
+    model: str | None = None
+    password: str | None = None
+    uploads: tuple[Upload, ...] = ()
+
+
+class ChatService:
+    def __init__(
+        self,
+        settings: Settings,
+        conversations: ConversationService,
+        sessions: StreamSessions,
+        images: ImageStore,
+        router: Router | None,
+        catalog: Catalog | None,
+    ) -> None:
+        self.settings = settings
+        self.conversations = conversations
+        self.sessions = sessions
+        self.images = images
+        self.router = router
+        self.catalog = catalog
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
+        """Run one turn and yield its events; raises ServiceError for refusals before anything is saved."""
+        conversation = await self.conversations.authorize(request.conversation_id, request.password)
+        validated = self.images.validate(request.uploads)
+        model_name = (request.model or conversation.llm_model).strip()
+        if not model_name:
+            raise ServiceError(ErrorCode.INVALID_REQUEST, "A model name is required", details={"field": "model"})
+        user_message = await self.conversations.add_message(
+            conversation, text=request.text, sender="user", has_images=bool(validated)
+        )
+        yield UserMessageSaved(user_message.id)
+
+        info = await self._find(model_name)
+        images_b64: list[str] = []
+        if validated:
+            stored = await self.images.store(conversation.id, user_message.id, validated)
+            model_name, info, warnings = await self._route_images(model_name, info)
+            if not warnings:
+                images_b64 = self.images.as_base64(validated)
+            yield ImagesProcessed(len(stored), warnings, [self.images.describe(row) for row in stored])
+
+        history = [m for m in await self.conversations.list_messages(conversation.id) if m.id != user_message.id]
+        max_tokens = self.settings.chat_max_tokens
+        context_length = (info.context_length if info else None) or self.settings.chat_context_length
+        max_tokens = min(max_tokens, context_length // 2)
+        context = build_context(
+            system_prompt=self.settings.system_prompt or DEFAULT_SYSTEM_PROMPT,
+            history=[m for m in history if m.text],
+            current=ChatMessage(role="user", content=request.text, images=images_b64),
+            context_length=context_length,
+            max_new_tokens=max_tokens,
+        )
+        await self.conversations.set_model(conversation, model_name, info.provider if info else None)
+        session = await self.sessions.open(
+            conversation_id=conversation.id,
+            model=model_name,
+            provider=info.provider if info else None,
+            user_message_id=user_message.id,
+        )
+        chat_request = ChatRequest(
+            model=model_name,
+            messages=context.messages,
+            options=GenerationOptions(max_tokens=max_tokens, context_length=context_length),
+            timeout_s=self.settings.stream_timeout_s,
+        )
+        events: asyncio.Queue[TurnEvent] = asyncio.Queue()
+        task = asyncio.create_task(self._generate(session, conversation, model_name, chat_request, events))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        yield SessionStarted(session.id, model_name, info.provider if info else "")
+        finished = False
+        try:
+            while True:
+                event = await events.get()
+                yield event
+                if isinstance(event, Terminated | Completed | Failed):
+                    finished = True
+                    return
+        finally:
+            if not finished and self.settings.stream_cancel_on_disconnect:
+                session.stop("USER_REQUESTED")
+
+    async def _find(self, name: str) -> ModelInfo | None:
+        return await self.catalog.find(name) if self.catalog is not None else None
+
+    async def _open(self, model_name: str, request: ChatRequest) -> RoutedStream:
+        if self.router is None:
+            raise ServiceError(ErrorCode.PROVIDER_UNAVAILABLE, "No model provider is configured")
+        return await self.router.open_chat_stream(model_name, request)
+
+    async def _route_images(self, model_name: str, info: ModelInfo | None) -> tuple[str, ModelInfo | None, list[str]]:
+        """Images go to a vision model: the chosen one, else the configured fallback, else text only."""
+        if info is not None and info.capabilities.vision:
+            return model_name, info, []
+        fallback = self.settings.vision_fallback_model
+        if fallback:
+            fallback_info = await self._find(fallback)
+            if fallback_info is not None and fallback_info.capabilities.vision:
+                return fallback, fallback_info, []
+        return model_name, info, [f"Model {model_name} cannot see images; the images were saved but not sent to it."]
+
+    # -- the generation task -------------------------------------------------------------------------
+
+    async def _generate(
+        self,
+        session: LiveSession,
+        conversation: Conversation,
+        model_name: str,
+        request: ChatRequest,
+        events: asyncio.Queue[TurnEvent],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.stream_timeout_s
+        started = time.perf_counter()
+        first_token_at: float | None = None
+        stream: RoutedStream | None = None
+        answered_by, provider = model_name, session.provider or ""
+        try:
+            stream = await self._until_stopped(self._open(model_name, request), session, deadline)
+            answered_by, provider = stream.model, stream.provider
+            while True:
+                try:
+                    chunk = await self._until_stopped(anext(stream), session, deadline)
+                except StopAsyncIteration:
+                    raise ServiceError(
+                        ErrorCode.GENERATION_FAILED, "The model stream ended without a final chunk"
+                    ) from None
+                if chunk.text:
+                    if first_token_at is None:
+                        first_token_at = time.perf_counter()
+                    session.parts.append(chunk.text)
+                    session.token_count += 1
+                    events.put_nowait(Token(chunk.text))
+                    await self.sessions.flush_if_due(session)
+                if chunk.done:
+                    await self._complete(
+                        session, conversation, answered_by, provider, chunk, started, first_token_at, events
+                    )
+                    return
+        except _Stopped:
+            reason = session.reason or "USER_REQUESTED"
+            saved = await self.sessions.close(
+                session,
+                status=TERMINATED,
+                reason=reason,
+                reply=self._reply(
+                    conversation,
+                    session,
+                    answered_by,
+                    provider,
+                    "partial",
+                    "timeout" if reason == "TIMEOUT" else "cancelled",
+                )
+                if session.text.strip()
+                else None,
+            )
+            events.put_nowait(Terminated(session.id, session.text, session.token_count, reason, saved))
+        except Exception as exc:
+            error = exc if isinstance(exc, ServiceError) else None
+            if error is None:
+                log.error("generation failed for session %s", session.id, exc_info=exc)
+                error = ServiceError(ErrorCode.GENERATION_FAILED, "The model failed while generating the reply")
+            await self.sessions.close(
+                session,
+                status=ERROR,
+                reason="ERROR",
+                error=error.message,
+                reply=self._reply(conversation, session, answered_by, provider, "failed", "error")
+                if session.text.strip()
+                else None,
+            )
+            events.put_nowait(Failed(str(error.code), error.message, error.details))
+        finally:
+            if stream is not None:
+                with suppress(Exception):
+                    await stream.aclose()
+
+    async def _complete(
+        self,
+        session: LiveSession,
+        conversation: Conversation,
+        model: str,
+        provider: str,
+        final: ChatChunk,
+        started: float,
+        first_token_at: float | None,
+        events: asyncio.Queue[TurnEvent],
+    ) -> None:
+        if not session.text.strip():
+            raise ServiceError(
+                ErrorCode.GENERATION_FAILED, "The model returned an empty reply", details={"model": model}
+            )
+        usage = final.usage
+        reply = self._reply(conversation, session, model, provider, "complete", final.finish_reason or "stop")
+        reply.prompt_tokens = usage.prompt_tokens if usage else None
+        reply.completion_tokens = (usage.completion_tokens if usage else None) or session.token_count
+        reply.duration_ms = (usage.duration_ms if usage and usage.duration_ms else None) or (
+            time.perf_counter() - started
+        ) * 1000
+        reply.time_to_first_token_ms = (usage.time_to_first_token_ms if usage else None) or (
+            (first_token_at - started) * 1000 if first_token_at else None
+        )
+        saved = await self.sessions.close(session, status=COMPLETED, reply=reply)
+        events.put_nowait(
+            Completed(
+                session_id=session.id,
+                message_id=saved or reply.id,
+                text=session.text,
+                model=model,
+                provider=provider,
+                usage={
+                    "promptTokens": reply.prompt_tokens,
+                    "completionTokens": reply.completion_tokens,
+                    "timeToFirstTokenMs": reply.time_to_first_token_ms,
+                    "durationMs": reply.duration_ms,
+                },
+                finish_reason=reply.finish_reason or "stop",
+            )
+        )
+
+    @staticmethod
+    def _reply(
+        conversation: Conversation, session: LiveSession, model: str, provider: str, status: str, finish: str
+    ) -> Message:
+        now = datetime.now(UTC)
+        return Message(
+            conversation_id=conversation.id,
+            text=session.text,
+            sender="llm",
+            timestamp=now,
+            created_at=now,
+            provider=provider or None,
+            model=model,
+            status=status,
+            completion_tokens=session.token_count,
+            finish_reason=finish,
+        )
+
+    @staticmethod
+    async def _until_stopped(awaitable: Awaitable[T], session: LiveSession, deadline: float) -> T:
+        """Await `awaitable` unless the session is cancelled or its deadline passes first (then raise _Stopped)."""
+        work = asyncio.ensure_future(awaitable)
+        if not session.cancel.is_set():
+            stop = asyncio.ensure_future(session.cancel.wait())
+            timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+            done, _ = await asyncio.wait({work, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if work in done:
+                return work.result()
+            if not session.cancel.is_set():
+                session.stop("TIMEOUT")
+        work.cancel()
+        with suppress(BaseException):
+            await work
+        raise _Stopped
+
+    async def shutdown(self) -> None:
+        """Stop every generation and let each save its partial reply."""
+        await self.sessions.stop_all("SERVER_SHUTDOWN")
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=10)
+
+
+@dataclass(frozen=True)
+class TurnOutcome:
+    user_message_id: int
+    reply_message_id: int | None
+    model: str
+    error: Failed | None
+    response_time_ms: float
+
+
+async def run_to_completion(chat: ChatService, request: TurnRequest) -> TurnOutcome:
+    """The non-streaming turn (GraphQL addMessage): the same turn, its events collected."""
+    started = time.perf_counter()
+    user_message_id = 0
+    model = request.model or ""
+    reply: int | None = None
+    error: Failed | None = None
+    try:
+        async for event in chat.turn(request):
+            if isinstance(event, UserMessageSaved):
+                user_message_id = event.message_id
+            elif isinstance(event, SessionStarted):
+                model = event.model
+            elif isinstance(event, Completed):
+                reply, model = event.message_id, event.model
+            elif isinstance(event, Terminated):
+                reply = event.message_id
+            elif isinstance(event, Failed):
+                error = event
+    except ServiceError as exc:
+        if not user_message_id:
+            raise
+        error = Failed(str(exc.code), exc.message, exc.details)
+    return TurnOutcome(user_message_id, reply, model, error, (time.perf_counter() - started) * 1000)

@@ -1,0 +1,64 @@
+"""Build what the model sees for one turn: the system prompt and the history that fits its context.
+
+The current user message is saved before the context is built (so it is never lost), which is why
+it is excluded from the history and appended exactly once here (the old service sent it twice).
+Oldest turns are dropped first; the current turn is never dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from app.db.tables import Message
+from app.errors import ErrorCode, ServiceError
+from app.providers.types import ChatMessage
+
+# A conservative estimate for budgeting across providers whose tokenizers we do not hold: real
+# tokenizers average about 4 characters per token on English text, and fewer on code or other scripts.
+CHARS_PER_TOKEN = 3.0
+PER_MESSAGE_OVERHEAD_TOKENS = 8
+
+
+def estimate_tokens(text: str) -> int:
+    return int(len(text) / CHARS_PER_TOKEN) + PER_MESSAGE_OVERHEAD_TOKENS
+
+
+@dataclass(frozen=True)
+class TurnContext:
+    messages: list[ChatMessage]
+    dropped_messages: int
+    estimated_prompt_tokens: int
+
+
+def build_context(
+    *,
+    system_prompt: str,
+    history: Sequence[Message],
+    current: ChatMessage,
+    context_length: int,
+    max_new_tokens: int,
+) -> TurnContext:
+    """System prompt + as much recent history as fits + the current turn, within `context_length`.
+
+    Raises CONTEXT_LENGTH_EXCEEDED when the system prompt and the current turn alone do not fit.
+    """
+    budget = context_length - max_new_tokens
+    fixed = estimate_tokens(system_prompt) + estimate_tokens(current.content)
+    if fixed > budget:
+        raise ServiceError(
+            ErrorCode.CONTEXT_LENGTH_EXCEEDED,
+            "The message is too long for this model's context window; shorten it or pick a model with a longer context.",
+            details={"contextLength": context_length, "estimatedTokens": fixed, "reservedForReply": max_new_tokens},
+        )
+    kept: list[ChatMessage] = []
+    used = fixed
+    for message in reversed(history):
+        cost = estimate_tokens(message.text)
+        if used + cost > budget:
+            break
+        kept.append(ChatMessage(role="user" if message.sender == "user" else "assistant", content=message.text))
+        used += cost
+    kept.reverse()
+    messages = [ChatMessage(role="system", content=system_prompt), *kept, current]
+    return TurnContext(messages=messages, dropped_messages=len(history) - len(kept), estimated_prompt_tokens=used)
