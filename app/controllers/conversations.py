@@ -6,13 +6,18 @@ URL, where it would end up in logs and browser history).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Response, delete, get, post
 from litestar.params import Parameter
+from litestar.response import Stream
 
+from app.controllers.sse import SSE_HEADERS, typed_events, with_keepalive
+from app.db.tables import Message
+from app.schemas.common import ErrorDetail
 from app.schemas.conversations import (
     AddMessageRequest,
+    ChatReply,
     ConversationOut,
     ConversationPage,
     CreateConversationRequest,
@@ -22,6 +27,7 @@ from app.schemas.conversations import (
     VerifiedPassword,
     VerifyPasswordRequest,
 )
+from app.services.chat import ChatService, TurnRequest, run_to_completion
 from app.services.conversations import ConversationService
 
 Password = Annotated[str | None, Parameter(header="X-Conversation-Password", required=False)]
@@ -69,16 +75,44 @@ class ConversationController(Controller):
         messages = [MessageOut.of(message) for message in await conversations.list_messages(row.id)]
         return MessageList(conversation_id=row.id, messages=messages, count=len(messages))
 
-    @post("/{conversation_id:str}/messages", summary="Store a message (no model reply)")
+    @post(
+        "/{conversation_id:str}/messages",
+        summary="Store a message; with `reply` or `stream`, run the chat turn",
+        description="`stream: true` answers 200 with server-sent events: user_message, images, session, "
+        "token, then terminated, end or error. `reply: true` answers 201 with the stored reply as JSON.",
+    )
     async def add_message(
         self,
         conversation_id: str,
         data: AddMessageRequest,
         conversations: ConversationService,
+        chat: ChatService,
         password: Password,
-    ) -> MessageOut:
-        row = await conversations.authorize(conversation_id, password)
-        return MessageOut.of(await conversations.add_message(row, text=data.text, sender=data.sender))
+    ) -> Response[Any]:
+        if data.sender == "llm" or not (data.reply or data.stream):
+            row = await conversations.authorize(conversation_id, password)
+            saved = await conversations.add_message(row, text=data.text, sender=data.sender)
+            return Response(MessageOut.of(saved), status_code=201)
+        turn = TurnRequest(conversation_id=conversation_id, text=data.text, model=data.model, password=password)
+        if data.stream:
+            return Stream(
+                with_keepalive(typed_events(chat.turn(turn))), media_type="text/event-stream", headers=SSE_HEADERS
+            )
+        outcome = await run_to_completion(chat, turn)
+        ids = [outcome.user_message_id, *([outcome.reply_message_id] if outcome.reply_message_id else [])]
+        rows = {row.id: row for row in await Message.objects().where(Message.id.is_in(ids))}
+        reply = rows.get(outcome.reply_message_id) if outcome.reply_message_id else None
+        error = outcome.error
+        return Response(
+            ChatReply(
+                user_message=MessageOut.of(rows[outcome.user_message_id]),
+                reply=MessageOut.of(reply) if reply else None,
+                model=outcome.model,
+                response_time_ms=round(outcome.response_time_ms, 1),
+                error=ErrorDetail(code=error.code, message=error.message, details=error.details) if error else None,
+            ),
+            status_code=201,
+        )
 
     @delete(
         "/{conversation_id:str}/messages",

@@ -13,6 +13,18 @@ from typing import Any
 
 import msgspec
 
+from app.errors import ServiceError
+from app.services.chat_events import (
+    Completed,
+    Failed,
+    ImagesProcessed,
+    SessionStarted,
+    Terminated,
+    Token,
+    TurnEvent,
+    UserMessageSaved,
+)
+
 KEEPALIVE = b": keep-alive\n\n"
 SSE_HEADERS = {"Cache-Control": "no-cache", "Connection": "keep-alive", "X-Accel-Buffering": "no"}
 _DONE = object()
@@ -58,3 +70,51 @@ async def with_keepalive(frames: AsyncIterator[bytes], interval_s: float = 15.0)
         task.cancel()
         with suppress(BaseException):
             await task
+
+
+async def typed_events(events: AsyncIterator[TurnEvent]) -> AsyncIterator[bytes]:
+    """The REST stream: every event named, payloads in camelCase; an error after the start is an event too."""
+    try:
+        async for event in events:
+            name, payload = _typed(event)
+            yield sse_event(name, payload)
+    except ServiceError as exc:
+        yield sse_event("error", {"code": str(exc.code), "message": exc.message, "details": exc.details})
+
+
+def _typed(event: TurnEvent) -> tuple[str, dict[str, Any]]:
+    match event:
+        case UserMessageSaved(message_id):
+            return "user_message", {"messageId": str(message_id)}
+        case ImagesProcessed(processed, warnings, images):
+            return "images", {"processed": processed, "warnings": warnings, "images": images}
+        case SessionStarted(session_id, model, provider, fallback_from):
+            return "session", {
+                "sessionId": session_id,
+                "model": model,
+                "provider": provider,
+                "fallbackFrom": fallback_from,
+            }
+        case Token(text):
+            return "token", {"text": text}
+        case Terminated(session_id, partial, count, reason, message_id):
+            return "terminated", {
+                "sessionId": session_id,
+                "partialResponse": partial,
+                "tokenCount": count,
+                "reason": reason,
+                "messageId": str(message_id) if message_id else None,
+            }
+        case Completed(session_id, message_id, text, model, provider, usage, finish_reason):
+            return "end", {
+                "sessionId": session_id,
+                "messageId": str(message_id),
+                "text": text,
+                "model": model,
+                "provider": provider,
+                "usage": usage,
+                "finishReason": finish_reason,
+            }
+        case Failed(code, message, details, _):
+            return "error", {"code": code, "message": message, "details": details}
+    raise TypeError(f"unknown turn event {event!r}")

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from app.db.tables import Conversation, Message
-from app.schemas.common import epoch_ms
+from app.schemas.common import ErrorDetail, epoch_ms
 
 Text255 = Annotated[str, msgspec.Meta(max_length=255)]
 
@@ -50,8 +50,14 @@ class ConversationPage(msgspec.Struct, rename="camel"):
 
 
 class AddMessageRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """A message to store. With `reply` (or `stream`) a user message also gets the model's answer:
+    as JSON once complete, or with `stream` as server-sent events while it is generated."""
+
     text: Annotated[str, msgspec.Meta(max_length=1_000_000)]
     sender: Literal["user", "llm"] = "user"
+    reply: bool = False
+    stream: bool = False
+    model: Text255 | None = None
 
 
 class MessageOut(msgspec.Struct, rename="camel"):
@@ -109,3 +115,13 @@ class VerifiedPassword(msgspec.Struct, rename="camel"):
     conversation_id: str
     tab_name: str
     verified: bool = True
+
+
+class ChatReply(msgspec.Struct, rename="camel"):
+    """The JSON answer of a turn: the stored user message, the stored reply (if any), and why not."""
+
+    user_message: MessageOut
+    reply: MessageOut | None
+    model: str
+    response_time_ms: float
+    error: ErrorDetail | None = None
