@@ -68,6 +68,8 @@ def serve(use_https: bool | None, host: str | None, port: int | None) -> None:
         port=settings.serving_port,
         log_level=settings.log_level,
         access_log=False,
+        # Open event streams would otherwise hold shutdown forever; the lifespan then saves partial replies.
+        timeout_graceful_shutdown=5,
         **ssl,  # type: ignore[arg-type]
     )
 
