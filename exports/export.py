@@ -23,8 +23,9 @@ from exports.facts import (
 )
 from exports.loading import LoadedModel, eos_token_ids, load_source, require_torch
 from exports.manifest import Manifest, Source, Validation, write_manifest
+from exports.optimize import fuse_for_decoding
 from exports.progress import ExportProgress, NullProgress
-from exports.quantize import QuantizeMode, check_mode, quantize_graph
+from exports.quantize import QuantizeMode, check_mode, is_large, quantize_graph
 from exports.sources import ResolvedSource, resolve_source
 from exports.staging import check_alias, check_destination, publish, staging_folder
 from exports.validation import (
@@ -96,6 +97,9 @@ def _build(
     progress.start("convert", "Exporting to ONNX with Optimum (text-generation-with-past)")
     graph = export_onnx(loaded, staging, eos_ids)
     progress.finish("convert", _size(graph))
+    progress.start("optimize", "Fusing rotary embeddings (ONNX Runtime transformer optimizer)")
+    optimized = fuse_for_decoding(graph, loaded.model.config, large=is_large(graph))
+    progress.finish("optimize", "fused" if optimized else "nothing to fuse")
 
     references = torch_references(loaded, progress)
     base = compare(graph, references, progress, "validate", "Validating ONNX against PyTorch")
@@ -136,6 +140,7 @@ def _build(
         versions=tool_versions(),
         created_at=now_iso(),
         export_seconds=round(time.monotonic() - started, 1),
+        graph_optimized=optimized,
     )
     write_manifest(staging, manifest)
     progress.finish("manifest", f"{len(manifest.files)} files, {manifest.size_bytes / 1e6:.1f} MB")

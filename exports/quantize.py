@@ -42,7 +42,7 @@ def check_mode(mode: str) -> QuantizeMode:
 
 def quantize_graph(graph: Path, output: Path, mode: QuantizeMode) -> Path:
     """Write the quantized version of `graph` to `output` (a new file) and return it."""
-    large = _graph_bytes(graph) > EXTERNAL_DATA_ABOVE
+    large = is_large(graph)
     try:
         with _root_logger_quiet():
             if mode == "int8":
@@ -72,8 +72,9 @@ def _root_logger_quiet() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _graph_bytes(graph: Path) -> int:
-    return sum(path.stat().st_size for path in graph.parent.glob(graph.name + "*"))
+def is_large(graph: Path) -> bool:
+    """Whether a graph (with its external data) is too large to be saved as a single protobuf file."""
+    return sum(path.stat().st_size for path in graph.parent.glob(graph.name + "*")) > EXTERNAL_DATA_ABOVE
 
 
 def sensitive_matmuls(graph: Path, *, edge_layers: bool) -> list[str]:

@@ -120,3 +120,8 @@ def test_default_alias_is_the_folder_name_with_the_quantization(tmp_path: Path, 
     manifest = export_model(str(tiny_hf_model), models_dir=tmp_path, quantize="int4", min_agreement=0.0)
     assert manifest.alias == "tiny-llama-int4"
     assert (tmp_path / "tiny-llama-int4" / "manifest.json").is_file()
+
+
+def test_rotary_embeddings_are_fused_for_faster_decoding(tiny_export: Path) -> None:
+    assert read_manifest(tiny_export).graph_optimized
+    assert "RotaryEmbedding" in {node.op_type for node in _graph(tiny_export).graph.node}
