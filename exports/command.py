@@ -175,6 +175,15 @@ def _megabytes(size: int) -> str:
 
 
 def _quiet_libraries() -> None:
-    """transformers and Optimum log warnings that a person exporting cannot act on."""
-    for name in ("transformers", "optimum", "torch.onnx", "onnxruntime"):
+    """transformers and Optimum log warnings (and draw tqdm bars) that a person exporting cannot act on.
+
+    transformers resets its logger's level when it is first imported, so it is imported here first.
+    """
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:  # export_model will say what is missing
+        return
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    for name in ("optimum", "torch.onnx", "onnxruntime"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -84,13 +84,11 @@ def _load_gguf(path: Path) -> LoadedModel:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-    from transformers.modeling_utils import no_init_weights
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
-        with no_init_weights():  # every weight is overwritten from the GGUF: random init is wasted time
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=model)["tensors"]
         result = model.load_state_dict(tensors, strict=False)
     except (ValueError, KeyError, OSError) as exc:

@@ -34,6 +34,10 @@ PROMPTS: tuple[str, ...] = (
 )
 NEW_TOKENS = 12
 
+# Batch-1 decoding is too small to gain from a second thread, and a busy machine (tests beside the
+# export) makes multi-threaded torch stall: SmolLM2's reference took 60 s with 2 threads, 9 s with 1.
+VALIDATION_THREADS = 1
+
 DEFAULT_MAX_LOGIT_DIFF = 1e-2
 # Measured on SmolLM2-135M: int8 82%, int4 81% (see exports/quantize.py); broken quantization lands far below.
 DEFAULT_MIN_AGREEMENT = {"none": 0.0, "int8": 0.75, "int4": 0.7}
@@ -76,13 +80,18 @@ def torch_references(
 
     references = []
     progress.start("reference", "Running the PyTorch reference", total=len(prompts))
-    with torch.inference_mode():
-        for prompt in prompts:
-            ids = prompt_ids(loaded, prompt)
-            full = _greedy(loaded, ids)
-            logits = loaded.model(torch.tensor([full])).logits[0].float().numpy()
-            references.append(Reference(full, len(ids), logits))
-            progress.advance("reference")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(VALIDATION_THREADS)
+    try:
+        with torch.inference_mode():
+            for prompt in prompts:
+                ids = prompt_ids(loaded, prompt)
+                full = _greedy(loaded, ids)
+                logits = loaded.model(torch.tensor([full])).logits[0].float().numpy()
+                references.append(Reference(full, len(ids), logits))
+                progress.advance("reference")
+    finally:
+        torch.set_num_threads(threads)
     progress.finish("reference", f"{len(prompts)} prompts")
     return references
 
@@ -105,7 +114,7 @@ def compare(
     graph: Path, references: list[Reference], progress: ExportProgress, step: str, description: str
 ) -> Comparison:
     """Run `graph` over every reference and collect the figures."""
-    decoder = OrtDecoder(graph)
+    decoder = OrtDecoder(graph, threads=VALIDATION_THREADS)
     max_diff = 0.0
     matches = compared = steps = 0
     progress.start(step, description, total=len(references))
