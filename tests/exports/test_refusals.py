@@ -12,6 +12,7 @@ import pytest
 from exports import errors
 from exports.errors import ExportError
 from exports.export import export_model
+from exports.manifest import read_manifest
 
 
 def _write_gguf(path: Path, architecture: str = "llama") -> Path:
@@ -180,3 +181,37 @@ def test_quantized_export_below_agreement_threshold_is_refused(tmp_path: Path, t
     assert "agrees with the unquantized model" in caught.value.message
     assert list(models_dir.iterdir()) == []
     shutil.rmtree(models_dir)
+
+
+class _InterruptAt:
+    """A progress listener that raises KeyboardInterrupt when a given step starts, like Ctrl-C would."""
+
+    def __init__(self, step: str) -> None:
+        self.step = step
+
+    def start(self, step: str, description: str, total: int | None = None) -> None:
+        if step == self.step:
+            raise KeyboardInterrupt
+
+    def advance(self, step: str, amount: int = 1) -> None:
+        return None
+
+    def finish(self, step: str, detail: str = "") -> None:
+        return None
+
+
+@pytest.mark.parametrize("step", ["validate", "manifest"])
+def test_interrupted_export_leaves_nothing(tmp_path: Path, tiny_hf_model: Path, step: str) -> None:
+    models_dir = tmp_path / "models"
+    with pytest.raises(KeyboardInterrupt):
+        export_model(str(tiny_hf_model), models_dir=models_dir, progress=_InterruptAt(step))
+    assert list(models_dir.iterdir()) == []
+
+
+def test_failed_forced_export_keeps_the_previous_one(tmp_path: Path, tiny_hf_model: Path) -> None:
+    models_dir = tmp_path / "models"
+    before = export_model(str(tiny_hf_model), models_dir=models_dir, alias="kept")
+    with pytest.raises(ExportError):
+        export_model(str(tiny_hf_model), models_dir=models_dir, alias="kept", force=True, max_logit_diff=1e-12)
+    assert [path.name for path in models_dir.iterdir()] == ["kept"]
+    assert read_manifest(models_dir / "kept") == before
