@@ -17,15 +17,18 @@ from strawberry.litestar import make_graphql_controller
 from app.controllers.conversations import ConversationController
 from app.controllers.health import HealthController
 from app.controllers.images import ImageController
+from app.controllers.models import ModelController, ProviderController
 from app.controllers.stream import StreamController
 from app.db.engine import close_database, open_database, ping
 from app.db.migrate import migrate
 from app.graphql.context import provide_graphql_context
 from app.graphql.schema import schema
 from app.http_errors import EXCEPTION_HANDLERS
+from app.services.catalog import ModelCatalog
 from app.services.chat import ChatService
 from app.services.conversations import ConversationService
 from app.services.images import ImageStore
+from app.services.model_services import model_services
 from app.services.streams import StreamSessions
 from app.settings import Settings, load_settings
 
@@ -34,6 +37,10 @@ log = logging.getLogger(__name__)
 
 def provide_conversations(state: State) -> ConversationService:
     return state.conversations
+
+
+def provide_catalog(state: State) -> ModelCatalog:
+    return state.catalog
 
 
 def provide_chat(state: State) -> ChatService:
@@ -97,7 +104,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await migrate()
             app.state.database_ping = lambda: ping(engine)
             log.info("database ready: %s", engine.engine_type)
-            async with chat_turns(app, settings):
+            async with model_services(app, settings), chat_turns(app, settings):
                 yield
         finally:
             await close_database(engine)
@@ -115,10 +122,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         schema, path="/graphql", context_getter=provide_graphql_context, graphql_ide="graphiql"
     )
     return Litestar(
-        route_handlers=[HealthController, ConversationController, stream_routes, ImageController, graphql],
+        route_handlers=[HealthController, ConversationController, stream_routes, ImageController, ModelController, ProviderController, graphql],
         dependencies={
             "conversations": Provide(provide_conversations, sync_to_thread=False),
             "chat": Provide(provide_chat, sync_to_thread=False),
+            "catalog": Provide(provide_catalog, sync_to_thread=False),
             "sessions": Provide(provide_sessions, sync_to_thread=False),
             "images": Provide(provide_images, sync_to_thread=False),
         },

@@ -66,6 +66,21 @@ class Settings:
     image_max_mb: int = 10
     image_max_files: int = 5
     image_retention_days: int = 30
+    # Providers, routing and the model catalog (issue 5)
+    ollama_enabled: bool = True
+    ollama_timeout_s: float = 120.0
+    ollama_num_ctx: int = 8192
+    ollama_keep_alive_s: float = 300.0
+    fallback_models: tuple[str, ...] = ()
+    health_check_interval_s: float = 30.0
+    circuit_failure_threshold: int = 5
+    circuit_cooldown_s: float = 30.0
+    catalog_ttl_s: float = 30.0
+    catalog_provider_timeout_s: float = 3.0
+    catalog_stale_s: float = 300.0
+    hf_memory_budget_mb: int = 0
+    hf_keep_alive_s: float = 300.0
+    hf_preload: tuple[str, ...] = ()
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -122,6 +137,20 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "image_max_mb": ("IMAGE_MAX_SIZE_MB",),
     "image_max_files": ("IMAGE_MAX_FILES",),
     "image_retention_days": ("IMAGE_RETENTION_DAYS",),
+    "ollama_enabled": ("OLLAMA_ENABLED",),
+    "ollama_timeout_s": ("OLLAMA_TIMEOUT_S",),
+    "ollama_num_ctx": ("OLLAMA_NUM_CTX",),
+    "ollama_keep_alive_s": ("OLLAMA_KEEP_ALIVE_S",),
+    "fallback_models": ("FALLBACK_MODELS",),
+    "health_check_interval_s": ("HEALTH_CHECK_INTERVAL_S",),
+    "circuit_failure_threshold": ("CIRCUIT_FAILURE_THRESHOLD",),
+    "circuit_cooldown_s": ("CIRCUIT_COOLDOWN_S",),
+    "catalog_ttl_s": ("CATALOG_TTL_S",),
+    "catalog_provider_timeout_s": ("CATALOG_PROVIDER_TIMEOUT_S",),
+    "catalog_stale_s": ("CATALOG_STALE_S",),
+    "hf_memory_budget_mb": ("HF_MEMORY_BUDGET_MB",),
+    "hf_keep_alive_s": ("HF_KEEP_ALIVE_S",),
+    "hf_preload": ("HF_PRELOAD",),
 }
 
 
@@ -224,6 +253,17 @@ def _to_origins(raw: object) -> tuple[str, ...]:
     return origins
 
 
+def _to_names(raw: object) -> tuple[str, ...]:
+    """A comma-separated list (or a TOML array) of model names, in order, without blanks or repeats."""
+    items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+    names: list[str] = []
+    for item in items:
+        name = str(item).strip()
+        if name and name not in names:
+            names.append(name)
+    return tuple(names)
+
+
 def _to_host(raw: object) -> str:
     value = str(raw).strip()
     if not value:
@@ -261,6 +301,20 @@ CONVERTERS: dict[str, Callable[[object], Any]] = {
     "image_max_mb": _to_int(1, 100),
     "image_max_files": _to_int(1, 20),
     "image_retention_days": _to_int(1, 3650),
+    "ollama_enabled": _to_bool,
+    "ollama_timeout_s": _to_float(0.1, 3600),
+    "ollama_num_ctx": _to_int(256, 10_000_000),
+    "ollama_keep_alive_s": _to_float(-1, 86_400 * 365),
+    "fallback_models": _to_names,
+    "health_check_interval_s": _to_float(0.1, 86_400),
+    "circuit_failure_threshold": _to_int(1, 1000),
+    "circuit_cooldown_s": _to_float(0.05, 86_400),
+    "catalog_ttl_s": _to_float(0, 86_400),
+    "catalog_provider_timeout_s": _to_float(0.05, 600),
+    "catalog_stale_s": _to_float(0, 86_400 * 30),
+    "hf_memory_budget_mb": _to_int(0, 10_000_000),
+    "hf_keep_alive_s": _to_float(0, 86_400 * 365),
+    "hf_preload": _to_names,
 }
 
 

@@ -1,3 +1,3 @@
 """Shared fixtures: real servers over HTTP (tests/fixtures/server.py) and real models (tests/fixtures/models.py)."""
 
-pytest_plugins = ["tests.fixtures.server", "tests.fixtures.models"]
+pytest_plugins = ["tests.fixtures.server", "tests.fixtures.models", "tests.fixtures.ollama"]

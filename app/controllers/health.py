@@ -9,6 +9,8 @@ import msgspec
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 
+from app.providers.types import ProviderHealth
+
 
 class Welcome(msgspec.Struct, rename="camel"):
     message: str
@@ -33,6 +35,9 @@ class Check(msgspec.Struct):
 class Readiness(msgspec.Struct):
     status: str
     checks: dict[str, Check]
+    #: each model provider's last health check; informative only: a down Ollama never makes the
+    #: service unready (the embedded models still answer), it shows here as unhealthy
+    providers: dict[str, ProviderHealth] = {}
 
 
 class HealthController(Controller):
@@ -58,7 +63,7 @@ class HealthController(Controller):
             protocol="HTTPS" if state.settings.https else "HTTP",
         )
 
-    @get("/health/ready", summary="Readiness: the database answers")
+    @get("/health/ready", summary="Readiness: the database answers; providers' health is reported beside it")
     async def readiness(self, state: State) -> Response[Readiness]:
         started = time.perf_counter()
         try:
@@ -69,7 +74,9 @@ class HealthController(Controller):
                 ok=False, latency_ms=round((time.perf_counter() - started) * 1000, 2), detail=type(exc).__name__
             )
         ready = database.ok
+        monitor = getattr(state, "health_monitor", None)
+        providers = monitor.all_latest() if monitor is not None else {}
         return Response(
-            Readiness(status="ready" if ready else "unavailable", checks={"database": database}),
+            Readiness(status="ready" if ready else "unavailable", checks={"database": database}, providers=providers),
             status_code=200 if ready else 503,
         )

@@ -16,6 +16,7 @@ from strawberry.types import ExecutionContext
 
 from app.db.tables import Message as MessageRow
 from app.errors import ErrorCode, ServiceError
+from app.graphql.models import resolve_available_models, resolve_models, resolve_providers
 from app.graphql.types import (
     AddMessageInput,
     AddMessageResponse,
@@ -77,9 +78,9 @@ class Query:
         row = await service.authorize(conversation_id, password)
         return [Message.of(message) for message in await service.list_messages(row.id)]
 
-    @strawberry.field
-    async def available_models(self, info: ContextInfo) -> AvailableModelsResponse:
-        return AvailableModelsResponse(models=[], count=0)
+    available_models: AvailableModelsResponse = strawberry.field(resolver=resolve_available_models)
+    models = strawberry.field(resolver=resolve_models, description="Models of every provider, searchable")
+    providers = strawberry.field(resolver=resolve_providers, description="Model providers and their health")
 
 
 @strawberry.type

@@ -97,3 +97,21 @@ class ChatResult(msgspec.Struct, kw_only=True):
     finish_reason: FinishReason
     model: str = ""
     provider: str = ""
+
+
+class CircuitStatus(msgspec.Struct, kw_only=True, rename="camel"):
+    state: Literal["closed", "open", "half_open"]
+    consecutive_failures: int = 0
+    retry_in_s: float | None = None
+
+
+class ProviderStatus(msgspec.Struct, kw_only=True, rename="camel"):
+    """One provider as the catalog reports it: health, circuit, and how its last model listing went."""
+
+    name: str
+    prefix: str
+    health: ProviderHealth
+    circuit: CircuitStatus
+    model_count: int = 0
+    listing_error: str | None = None
+    stale: bool = False

@@ -1,0 +1,69 @@
+"""REST: the model catalog and providers under `/api/v1`.
+
+Model names contain `/` and `:` (`hf/SmolLM2-135M-Instruct`, `ollama/llama3.1:8b`), so they travel as a
+`path` parameter. Litestar allows nothing after a path parameter, so load and unload are
+`POST /api/v1/models/<name>/load` and `/unload` read from the tail of that one path.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from litestar import Controller, get, post
+from litestar.params import Parameter
+
+from app.errors import ErrorCode, ServiceError
+from app.providers.types import ModelInfo
+from app.schemas.models import ModelAction, ModelList, ProviderList
+from app.services.catalog import ModelCatalog
+
+CapabilityFilter = Annotated[
+    Literal["text", "vision", "streaming"] | None, Parameter(description="Only models with this capability")
+]
+
+
+class ModelController(Controller):
+    path = "/api/v1/models"
+    tags = ("models",)
+
+    @get("/", summary="All models of all providers; search by name, filter by provider, capability, loaded")
+    async def list_models(
+        self,
+        catalog: ModelCatalog,
+        search: Annotated[str | None, Parameter(max_length=200)] = None,
+        provider: Annotated[str | None, Parameter(max_length=50)] = None,
+        capability: CapabilityFilter = None,
+        loaded: bool | None = None,
+    ) -> ModelList:
+        models = await catalog.models(search=search, provider=provider, capability=capability, loaded=loaded)
+        return ModelList(models=models, count=len(models), providers=await catalog.providers())
+
+    @get("/{name:path}", summary="One model by name (`hf/<alias>`, `ollama/<name>` or a bare Ollama name)")
+    async def get_model(self, name: str, catalog: ModelCatalog) -> ModelInfo:
+        return await catalog.get(name.lstrip("/"))
+
+    @post(
+        "/{target:path}",
+        status_code=200,
+        summary="`<name>/load` or `<name>/unload`: load a model into memory, or free it",
+    )
+    async def act(self, target: str, catalog: ModelCatalog) -> ModelAction:
+        name, _, action = target.lstrip("/").rpartition("/")
+        if not name or action not in ("load", "unload"):
+            raise ServiceError(
+                ErrorCode.NOT_FOUND,
+                "Endpoint not found: use POST /api/v1/models/<name>/load or /unload",
+                details={"path": target},
+            )
+        model = await (catalog.load(name) if action == "load" else catalog.unload(name))
+        return ModelAction(action=action, model=model)  # type: ignore[arg-type]
+
+
+class ProviderController(Controller):
+    path = "/api/v1/providers"
+    tags = ("models",)
+
+    @get("/", summary="Every provider with its health, circuit breaker and model count")
+    async def list_providers(self, catalog: ModelCatalog) -> ProviderList:
+        providers = await catalog.providers()
+        return ProviderList(providers=providers, count=len(providers))

@@ -1,0 +1,254 @@
+"""The `hf` provider: models exported to ONNX (`beth-chat export`), run in-process by `inference.ModelPool`.
+
+The list comes from the manifests in the models directory (read without loading anything); a folder
+that is not a usable export is left out of the list and named in the provider's health, so one broken
+export never hides or breaks the others. Engine errors carry `HF_*` codes; each maps onto the one error
+set (`inference.errors.GENERIC_CODE`), and the original code stays in `details.hfCode`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from app.errors import ErrorCode, ServiceError
+from app.providers.base import ModelProvider
+from app.providers.types import (
+    Capabilities,
+    ChatChunk,
+    ChatRequest,
+    FinishReason,
+    GenerationOptions,
+    ModelInfo,
+    ProviderHealth,
+    Usage,
+)
+from exports.manifest import BrokenExport, Manifest, scan_manifests
+
+# submodules, not the package: an editable install made before inference/ existed maps it as a namespace
+from inference.errors import HF_INFERENCE_FAILED, InferenceError
+from inference.events import GenerationResult, TextDelta
+from inference.params import GenerationParams
+from inference.pool import ModelPool
+
+log = logging.getLogger(__name__)
+
+FINISH_REASONS: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "cancelled": "cancelled",
+    "timeout": "timeout",
+}
+
+
+class HFProvider(ModelProvider):
+    name = "hf"
+    prefix = "hf/"
+
+    def __init__(
+        self,
+        models_dir: Path,
+        *,
+        execution_provider: str = "auto",
+        num_threads: int = 0,
+        memory_budget_bytes: int | None = None,
+        keep_alive_s: float | None = 300.0,
+        preload: Sequence[str] = (),
+        default_max_tokens: int = 512,
+        pool: ModelPool | None = None,
+    ) -> None:
+        self.models_dir = Path(models_dir)
+        self.default_max_tokens = default_max_tokens
+        self.pool = pool or ModelPool(
+            self.models_dir,
+            execution_provider=execution_provider,  # type: ignore[arg-type]
+            num_threads=num_threads,
+            memory_budget_bytes=memory_budget_bytes,
+            keep_alive_s=keep_alive_s,
+            preload=preload,
+        )
+        self._broken: list[BrokenExport] = []
+        self._starting: asyncio.Task[None] | None = None
+
+    async def initialize(self) -> None:
+        """Start the pool in the background: preloading takes seconds and must not delay start-up."""
+        self._starting = asyncio.create_task(self._start_pool(), name="hf-pool-start")
+
+    async def _start_pool(self) -> None:
+        try:
+            await self.pool.start()
+        except Exception as exc:
+            log.error("preloading hf models failed (they load on first use instead): %s", exc)
+            self.pool.preload = ()
+            await self.pool.start()
+
+    async def shutdown(self) -> None:
+        if self._starting is not None:
+            self._starting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._starting
+        await self.pool.close()
+
+    # -- status and models ------------------------------------------------------------------------------
+
+    async def health_check(self) -> ProviderHealth:
+        started = time.perf_counter()
+        manifests, broken = await self._scan()
+        loaded = self.pool.loaded()
+        runtimes = sorted({m.provider for m in loaded})
+        summary = f"{len(manifests)} exported models in {self.models_dir}, {len(loaded)} loaded"
+        if runtimes:
+            summary += f" ({', '.join(runtimes)})"
+        latency = round((time.perf_counter() - started) * 1000, 2)
+        if broken:
+            problems = "; ".join(f"{b.path.name}: {b.reason}" for b in broken)
+            return ProviderHealth(
+                status="degraded", latency_ms=latency, detail=f"{summary}; unusable exports: {problems}"
+            )
+        if not manifests:
+            return ProviderHealth(
+                status="degraded",
+                latency_ms=latency,
+                detail=f"no exported models in {self.models_dir}; run `beth-chat export`",
+            )
+        return ProviderHealth(status="healthy", latency_ms=latency, detail=summary)
+
+    async def list_models(self) -> list[ModelInfo]:
+        manifests, _ = await self._scan()
+        loaded = {m.alias for m in self.pool.loaded()}
+        return [self._model_info(manifest, manifest.alias in loaded) for manifest in manifests]
+
+    @property
+    def broken_exports(self) -> list[BrokenExport]:
+        """Folders of the last scan that are not usable exports, with the reason."""
+        return list(self._broken)
+
+    async def _scan(self) -> tuple[list[Manifest], list[BrokenExport]]:
+        manifests, broken = await asyncio.to_thread(scan_manifests, self.models_dir)
+        self._broken = broken
+        return manifests, broken
+
+    def _model_info(self, manifest: Manifest, loaded: bool) -> ModelInfo:
+        return ModelInfo(
+            name=self.prefix + manifest.alias,
+            provider=self.name,
+            native_name=manifest.alias,
+            display_name=manifest.alias,
+            family=manifest.model_type or None,
+            parameter_size=_parameter_size(manifest.parameter_count),
+            quantization=manifest.quantization,
+            context_length=manifest.context_length,
+            capabilities=Capabilities(
+                text=manifest.capabilities.text, vision=manifest.capabilities.vision, streaming=True
+            ),
+            loaded=loaded,
+            size_bytes=manifest.size_bytes,
+            metadata={
+                "architecture": manifest.architecture,
+                "source": manifest.source.kind,
+                "validated": manifest.validation.passed,
+                "createdAt": manifest.created_at,
+            },
+        )
+
+    # -- load and unload ---------------------------------------------------------------------------------
+
+    async def load(self, native_name: str) -> None:
+        try:
+            await self.pool.acquire(native_name)
+        except InferenceError as exc:
+            raise to_service_error(exc, self.prefix + native_name) from exc
+        await self.pool.release(native_name)
+
+    async def unload(self, native_name: str) -> None:
+        await self.model_info(native_name)  # MODEL_NOT_FOUND for a name that is not an export
+        await self.pool.unload(native_name)
+
+    # -- chat ----------------------------------------------------------------------------------------------
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """Text deltas from the model's worker thread; closing this iterator cancels the decode loop."""
+        model = self.prefix + request.model
+        if any(m.images for m in request.messages):
+            raise ServiceError(
+                ErrorCode.CAPABILITY_UNSUPPORTED,
+                f"{model} cannot see images",
+                details={"provider": self.name, "model": model, "capability": "vision"},
+            )
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        try:
+            params = self._params(request.options)
+            async with self.pool.lease(request.model) as chat_model:
+                run = chat_model.start_chat(messages, params, timeout_s=request.timeout_s)
+                sent: list[str] = []
+                events = chat_model.stream_run(run)
+                async with contextlib.aclosing(events):
+                    async for event in events:
+                        if isinstance(event, TextDelta):
+                            if event.text:
+                                sent.append(event.text)
+                                yield ChatChunk(text=event.text)
+                        elif isinstance(event, GenerationResult):
+                            yield ChatChunk(done=True, usage=_usage(event), finish_reason=_finish(event))
+                            return
+                # The relay can stop as soon as the run is done, before its last batch (text and result)
+                # arrives; the run's result still holds the whole text, so the reply is finished from it.
+                if run.result is None:
+                    raise InferenceError(HF_INFERENCE_FAILED, f"{model} ended its reply without a result")
+                tail = run.result.text[len("".join(sent)) :]
+                yield ChatChunk(text=tail, done=True, usage=_usage(run.result), finish_reason=_finish(run.result))
+        except InferenceError as exc:
+            raise to_service_error(exc, model) from exc
+
+    def _params(self, options: GenerationOptions) -> GenerationParams:
+        return GenerationParams(
+            max_new_tokens=options.max_tokens or self.default_max_tokens,
+            temperature=0.7 if options.temperature is None else options.temperature,
+            top_k=options.top_k or 0,
+            top_p=1.0 if options.top_p is None else options.top_p,
+            repetition_penalty=options.repetition_penalty or 1.0,
+            seed=options.seed,
+            stop_strings=tuple(options.stop),
+        )
+
+
+def to_service_error(exc: InferenceError, model: str) -> ServiceError:
+    """An engine error in the one error set; the `HF_*` code is kept in details."""
+    return ServiceError(
+        ErrorCode(exc.generic_code),
+        exc.message,
+        details={**_plain(exc.details), "hfCode": exc.code, "provider": "hf", "model": model},
+    )
+
+
+def _plain(details: dict[str, object]) -> dict[str, object]:
+    return {k: v if isinstance(v, str | int | float | bool | type(None) | list) else str(v) for k, v in details.items()}
+
+
+def _usage(result: GenerationResult) -> Usage:
+    usage = result.usage
+    return Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        time_to_first_token_ms=usage.time_to_first_token_s * 1000 if usage.time_to_first_token_s is not None else None,
+        duration_ms=usage.duration_s * 1000,
+        tokens_per_second=usage.decode_tokens_per_s,
+    )
+
+
+def _finish(result: GenerationResult) -> FinishReason:
+    return FINISH_REASONS.get(result.finish_reason, "stop")
+
+
+def _parameter_size(count: int) -> str | None:
+    """`135M`, `1.7B`: the way Ollama writes parameter sizes."""
+    if count <= 0:
+        return None
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.3g}{unit}"
+    return str(count)

@@ -1,0 +1,72 @@
+"""The model side of the service, assembled from settings: providers, registry, health monitor, catalog.
+
+`model_services(app, settings)` opens them for the app's lifespan and puts them on `app.state`
+(`registry`, `catalog`, `health_monitor`). Provider order is the catalog's order: Ollama first, as the old
+service listed only Ollama's models, then the embedded `hf` models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from app.providers.hf import HFProvider
+from app.providers.ollama import OllamaProvider
+from app.providers.registry import ProviderRegistry
+from app.services.catalog import ModelCatalog
+from app.services.health_monitor import HealthMonitor
+from app.settings import Settings
+
+
+def build_registry(settings: Settings) -> ProviderRegistry:
+    registry = ProviderRegistry(
+        fallback_models=settings.fallback_models,
+        failure_threshold=settings.circuit_failure_threshold,
+        cooldown_s=settings.circuit_cooldown_s,
+        bare_provider=OllamaProvider.name,
+    )
+    if settings.ollama_enabled:
+        registry.register(
+            OllamaProvider(
+                settings.ollama_host,
+                timeout_s=settings.ollama_timeout_s,
+                num_ctx=settings.ollama_num_ctx,
+                keep_alive_s=settings.ollama_keep_alive_s,
+            )
+        )
+    registry.register(
+        HFProvider(
+            settings.models_dir,
+            execution_provider=settings.hf_execution_provider,
+            num_threads=settings.hf_num_threads,
+            memory_budget_bytes=settings.hf_memory_budget_mb * 2**20 or None,
+            keep_alive_s=settings.hf_keep_alive_s,
+            preload=settings.hf_preload,
+            default_max_tokens=settings.chat_max_tokens,
+        )
+    )
+    return registry
+
+
+@asynccontextmanager
+async def model_services(app: Any, settings: Settings) -> AsyncIterator[None]:
+    registry = build_registry(settings)
+    monitor = HealthMonitor(
+        registry, interval_s=settings.health_check_interval_s, timeout_s=settings.catalog_provider_timeout_s
+    )
+    catalog = ModelCatalog(
+        registry,
+        monitor,
+        ttl_s=settings.catalog_ttl_s,
+        provider_timeout_s=settings.catalog_provider_timeout_s,
+        stale_s=settings.catalog_stale_s,
+    )
+    app.state.registry, app.state.catalog, app.state.health_monitor = registry, catalog, monitor
+    await registry.initialize()
+    monitor.start()
+    try:
+        yield
+    finally:
+        await monitor.stop()
+        await registry.shutdown()

@@ -1,0 +1,114 @@
+"""The catalog: all providers at once, a timeout each, a TTL cache served while it refreshes, search and filters."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from app.errors import ErrorCode, ServiceError
+from app.providers.registry import ProviderRegistry
+from app.services.catalog import ModelCatalog
+from app.services.health_monitor import HealthMonitor
+from tests.fixtures.providers import ScriptedProvider, unavailable
+
+pytestmark = pytest.mark.anyio
+
+
+def make_catalog(**kwargs: float) -> tuple[ModelCatalog, ScriptedProvider, ScriptedProvider]:
+    registry = ProviderRegistry()
+    ollama = ScriptedProvider("ollama", ["mistral:7b", "llama3.1:8b"])
+    hf = ScriptedProvider("hf", ["tiny", "SmolLM2-135M-Instruct"])
+    registry.register(ollama)
+    registry.register(hf)
+    monitor = HealthMonitor(registry, interval_s=60, timeout_s=1)
+    options = {"ttl_s": 30.0, "provider_timeout_s": 0.3, "stale_s": 300.0, **kwargs}
+    return ModelCatalog(registry, monitor, **options), ollama, hf
+
+
+async def test_stable_order_and_available_model_names() -> None:
+    catalog, _, _ = make_catalog()
+    assert [m.name for m in await catalog.models()] == [
+        "ollama/llama3.1:8b",
+        "ollama/mistral:7b",
+        "hf/SmolLM2-135M-Instruct",
+        "hf/tiny",
+    ]
+    # Ollama models by their bare names, as the old service listed them; hf models with their prefix
+    assert await catalog.available_model_names() == ["llama3.1:8b", "mistral:7b", "hf/SmolLM2-135M-Instruct", "hf/tiny"]
+
+
+async def test_one_provider_down_and_one_slow_never_block_or_empty_the_list() -> None:
+    catalog, ollama, hf = make_catalog()
+    ollama.list_error = unavailable("ollama")
+    hf.list_delay_s = 5
+    started = time.perf_counter()
+    assert await catalog.models() == []
+    assert time.perf_counter() - started < 1.5  # the slow provider was cut off at its timeout
+    hf.list_delay_s = 0
+    catalog.invalidate()
+    await catalog.refresh()
+    assert [m.provider for m in await catalog.models()] == ["hf", "hf"]
+    statuses = {s.name: s for s in await catalog.providers()}
+    assert statuses["ollama"].listing_error == "ollama is down"
+    assert statuses["ollama"].model_count == 0
+    assert statuses["hf"].listing_error is None
+    assert statuses["hf"].model_count == 2
+
+
+async def test_a_failing_provider_keeps_its_last_good_list_while_stale() -> None:
+    catalog, ollama, _ = make_catalog(stale_s=0.5)
+    await catalog.refresh()
+    ollama.list_error = unavailable("ollama")
+    await catalog.refresh()
+    assert len(await catalog.models(provider="ollama")) == 2
+    assert next(s for s in await catalog.providers() if s.name == "ollama").stale
+    await asyncio.sleep(0.6)
+    assert await catalog.models(provider="ollama") == []
+
+
+async def test_serves_the_cached_list_while_refreshing_in_the_background() -> None:
+    catalog, ollama, _ = make_catalog(ttl_s=0.05)
+    await catalog.current()
+    ollama.models = ["new:1b"]
+    ollama.list_delay_s = 0.2
+    await asyncio.sleep(0.06)
+    started = time.perf_counter()
+    names = [m.native_name for m in await catalog.models(provider="ollama")]
+    assert names == ["llama3.1:8b", "mistral:7b"]  # the old list, at once
+    assert time.perf_counter() - started < 0.1
+    await asyncio.sleep(0.3)
+    assert [m.native_name for m in await catalog.models(provider="ollama")] == ["new:1b"]
+
+
+async def test_search_by_substring_and_close_spelling_and_filters() -> None:
+    catalog, _, _ = make_catalog()
+    assert [m.name for m in await catalog.models(search="llama")] == ["ollama/llama3.1:8b"]
+    assert [m.name for m in await catalog.models(search="smollm")] == ["hf/SmolLM2-135M-Instruct"]
+    assert [m.name for m in await catalog.models(search="mistrl:7b")] == ["ollama/mistral:7b"]
+    assert [m.name for m in await catalog.models(provider="hf/")] == ["hf/SmolLM2-135M-Instruct", "hf/tiny"]
+    assert await catalog.models(capability="vision") == []
+    assert len(await catalog.models(capability="text", loaded=False)) == 4
+    with pytest.raises(ServiceError) as caught:
+        await catalog.models(capability="smell")  # type: ignore[arg-type]
+    assert caught.value.code == ErrorCode.INVALID_REQUEST
+
+
+async def test_find_and_get_follow_the_routing_rules() -> None:
+    catalog, _, _ = make_catalog()
+    assert (await catalog.find("llama3.1:8b")).name == "ollama/llama3.1:8b"  # type: ignore[union-attr]
+    assert (await catalog.find("tiny")).name == "hf/tiny"  # type: ignore[union-attr]
+    assert await catalog.find("hf/missing") is None
+    with pytest.raises(ServiceError) as caught:
+        await catalog.get("hf/tin")
+    assert caught.value.code == ErrorCode.MODEL_NOT_FOUND
+    assert "hf/tiny" in caught.value.details["suggestions"]
+
+
+async def test_health_monitor_reports_each_provider() -> None:
+    catalog, ollama, _ = make_catalog()
+    ollama.list_error = unavailable()
+    assert catalog.monitor.latest("hf").status == "unknown"
+    results = await catalog.monitor.check_all()
+    assert {name: h.status for name, h in results.items()} == {"ollama": "unhealthy", "hf": "healthy"}

@@ -1,0 +1,152 @@
+"""Routing (prefix, bare name -> catalog -> Ollama), suggestions, circuit use, and fallback before the first token."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.errors import ErrorCode, ServiceError
+from app.providers.registry import ProviderRegistry
+from app.providers.types import ChatMessage, ChatRequest, GenerationOptions, ModelInfo
+from tests.fixtures.providers import ScriptedProvider, unavailable
+
+pytestmark = pytest.mark.anyio
+
+
+def make_registry(**kwargs: object) -> tuple[ProviderRegistry, ScriptedProvider, ScriptedProvider]:
+    registry = ProviderRegistry(**kwargs)  # type: ignore[arg-type]
+    ollama = ScriptedProvider("ollama", ["llama3.1:8b", "library/qwen:7b"], reply=("From", " ollama"))
+    hf = ScriptedProvider("hf", ["SmolLM2-135M-Instruct", "tiny"], reply=("From", " hf"))
+    registry.register(ollama)
+    registry.register(hf)
+    known = [ModelInfo(name=p.prefix + m, provider=p.name, native_name=m) for p in (ollama, hf) for m in p.models]
+    registry.use_catalog(lambda: known)
+    return registry, ollama, hf
+
+
+def request(model: str = "ignored", context_length: int | None = 4096) -> ChatRequest:
+    return ChatRequest(
+        model=model,
+        messages=[ChatMessage(role="user", content="hi")],
+        options=GenerationOptions(context_length=context_length),
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "provider", "native", "full"),
+    [
+        ("hf/SmolLM2-135M-Instruct", "hf", "SmolLM2-135M-Instruct", "hf/SmolLM2-135M-Instruct"),
+        ("ollama/llama3.1:8b", "ollama", "llama3.1:8b", "ollama/llama3.1:8b"),
+        ("llama3.1:8b", "ollama", "llama3.1:8b", "ollama/llama3.1:8b"),  # bare: catalog, Ollama
+        ("SmolLM2-135M-Instruct", "hf", "SmolLM2-135M-Instruct", "hf/SmolLM2-135M-Instruct"),  # bare: catalog, hf
+        ("library/qwen:7b", "ollama", "library/qwen:7b", "ollama/library/qwen:7b"),  # a slash is not a prefix
+        ("mistral:7b", "ollama", "mistral:7b", "ollama/mistral:7b"),  # unknown bare names go to Ollama
+        ("  hf/tiny ", "hf", "tiny", "hf/tiny"),
+        ("hf/not-exported", "hf", "not-exported", "hf/not-exported"),  # the provider decides what it has
+    ],
+)
+def test_routing_table(name: str, provider: str, native: str, full: str) -> None:
+    registry, *_ = make_registry()
+    resolved = registry.resolve(name)
+    assert (resolved.provider.name, resolved.native_name, resolved.name) == (provider, native, full)
+
+
+def test_an_unconfigured_reserved_prefix_is_not_found_with_suggestions() -> None:
+    registry, *_ = make_registry()
+    with pytest.raises(ServiceError) as caught:
+        registry.resolve("openai/gpt-4o")
+    assert caught.value.code == ErrorCode.MODEL_NOT_FOUND
+    assert "not configured" in caught.value.message
+
+
+def test_without_ollama_an_unknown_bare_name_lists_the_closest_names() -> None:
+    registry, *_ = make_registry()
+    registry.unregister("ollama")
+    with pytest.raises(ServiceError) as caught:
+        registry.resolve("smollm2")
+    assert caught.value.code == ErrorCode.MODEL_NOT_FOUND
+    assert caught.value.details["suggestions"][0] == "hf/SmolLM2-135M-Instruct"
+    assert "Did you mean" in caught.value.message
+
+
+def test_an_empty_name_is_invalid() -> None:
+    registry, *_ = make_registry()
+    with pytest.raises(ServiceError) as caught:
+        registry.resolve("  ")
+    assert caught.value.code == ErrorCode.INVALID_REQUEST
+
+
+async def test_open_chat_stream_pulls_the_first_chunk_and_sets_the_native_name() -> None:
+    registry, _, hf = make_registry()
+    stream = await registry.open_chat_stream("hf/tiny", request())
+    assert hf.requests[-1].model == "tiny"
+    assert (stream.provider, stream.model, stream.native_name, stream.fallback_from) == ("hf", "hf/tiny", "tiny", None)
+    chunks = [chunk async for chunk in stream]
+    assert "".join(c.text for c in chunks) == "From hf"
+    assert chunks[-1].done
+
+
+async def test_provider_not_found_gets_suggestions() -> None:
+    registry, *_ = make_registry()
+    with pytest.raises(ServiceError) as caught:
+        await registry.open_chat_stream("hf/tiy", request())
+    assert caught.value.code == ErrorCode.MODEL_NOT_FOUND
+    assert "hf/tiny" in caught.value.details["suggestions"]
+
+
+async def test_falls_back_before_the_first_token_and_says_who_answered() -> None:
+    registry, ollama, hf = make_registry(fallback_models=["hf/nope", "hf/tiny"])
+    ollama.fail_before_first = unavailable("ollama")
+    stream = await registry.open_chat_stream("llama3.1:8b", request(context_length=131072))
+    assert (stream.model, stream.provider, stream.fallback_from) == ("hf/tiny", "hf", "llama3.1:8b")
+    assert "".join([c.text async for c in stream]) == "From hf"
+    assert hf.requests[-1].options.context_length is None  # the first model's context is not the fallback's
+
+
+async def test_no_fallback_for_client_errors() -> None:
+    registry, _, hf = make_registry(fallback_models=["hf/tiny"])
+    with pytest.raises(ServiceError) as caught:
+        await registry.open_chat_stream("hf/typo", request())
+    assert caught.value.code == ErrorCode.MODEL_NOT_FOUND
+    assert [r.model for r in hf.requests] == ["typo"]
+
+
+async def test_no_fallback_after_the_first_token() -> None:
+    registry, ollama, hf = make_registry(fallback_models=["hf/tiny"])
+    ollama.fail_after_first = unavailable("ollama")
+    stream = await registry.open_chat_stream("llama3.1:8b", request())
+    assert (await anext(stream)).text == "From"
+    with pytest.raises(ServiceError) as caught:
+        await anext(stream)
+    assert caught.value.code == ErrorCode.PROVIDER_UNAVAILABLE
+    assert hf.requests == []
+    assert registry.breaker("ollama").snapshot().consecutive_failures == 1
+
+
+async def test_when_every_candidate_fails_the_first_error_lists_the_attempts() -> None:
+    registry, ollama, hf = make_registry(fallback_models=["hf/tiny"])
+    ollama.fail_before_first = unavailable("ollama")
+    hf.fail_before_first = ServiceError(ErrorCode.MEMORY_EXCEEDED, "too big")
+    with pytest.raises(ServiceError) as caught:
+        await registry.open_chat_stream("llama3.1:8b", request())
+    assert caught.value.code == ErrorCode.PROVIDER_UNAVAILABLE
+    assert [a["model"] for a in caught.value.details["attempts"]] == ["llama3.1:8b", "hf/tiny"]
+
+
+async def test_an_open_circuit_skips_the_provider_and_falls_back() -> None:
+    registry, ollama, _hf = make_registry(fallback_models=["hf/tiny"], failure_threshold=2, cooldown_s=60)
+    ollama.fail_before_first = unavailable("ollama")
+    for _ in range(2):
+        await (await registry.open_chat_stream("llama3.1:8b", request())).aclose()
+    assert registry.breaker("ollama").state == "open"
+    calls = len(ollama.requests)
+    stream = await registry.open_chat_stream("llama3.1:8b", request())
+    assert stream.model == "hf/tiny"
+    assert len(ollama.requests) == calls  # not even tried
+
+
+async def test_closing_the_routed_stream_closes_the_provider_stream() -> None:
+    registry, _, hf = make_registry()
+    stream = await registry.open_chat_stream("hf/tiny", request())
+    await anext(stream)
+    await stream.aclose()
+    assert hf.closed == 1
