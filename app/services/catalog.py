@@ -9,6 +9,7 @@ never empties or delays the rest. Order is stable: providers in registration ord
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -136,6 +137,13 @@ class ModelCatalog:
         self._start_refresh()
         assert self._refreshing is not None
         await asyncio.shield(self._refreshing)
+
+    async def close(self) -> None:
+        """Stop a refresh still running (at shutdown, before the providers close)."""
+        if self._refreshing is not None and not self._refreshing.done():
+            self._refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refreshing
 
     def invalidate(self) -> None:
         """The next read refreshes (after a load, unload or export)."""

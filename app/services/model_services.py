@@ -69,4 +69,5 @@ async def model_services(app: Any, settings: Settings) -> AsyncIterator[None]:
         yield
     finally:
         await monitor.stop()
+        await catalog.close()
         await registry.shutdown()

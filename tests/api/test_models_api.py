@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.fixtures.ollama import FakeOllama
-from tests.fixtures.server import ServerProcess, graphql, new_id
+from tests.fixtures.server import ServerProcess, free_port, graphql, new_id
 
 FAST_CATALOG = {
     "SYSTEM_PROMPT": "Be brief.",
@@ -192,3 +192,29 @@ def test_a_stopped_ollama_leaves_the_hf_models_usable(client: httpx.Client, modu
         assert reply["data"]["addMessage"]["llmModel"] == "hf/tiny"
     finally:
         module_ollama.start()
+
+
+@pytest.mark.slow
+def test_the_default_model_is_listed_with_ollama_absent(
+    default_export: Path, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A fresh install: only the embedded default model, and an OLLAMA_HOST where nothing listens."""
+    models = tmp_path_factory.mktemp("default-models")
+    (models / default_export.name).symlink_to(default_export, target_is_directory=True)
+    env = {"OLLAMA_HOST": f"http://127.0.0.1:{free_port()}", "HF_MODELS_DIR": str(models), **FAST_CATALOG}
+    server = ServerProcess(tmp_path_factory.mktemp("default-server"), database_url, extra_env=env)
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            body = http.get("/api/v1/models").json()
+            assert [m["name"] for m in body["models"]] == ["hf/SmolLM2-135M-Instruct"]
+            smol = body["models"][0]
+            assert smol["capabilities"] == {"text": True, "vision": False, "streaming": True}
+            assert smol["contextLength"] >= 2048
+            ollama = next(p for p in body["providers"] if p["name"] == "ollama")
+            assert "not reachable" in ollama["listingError"]
+            names = graphql(http, "{ availableModels { models } }")["data"]["availableModels"]["models"]
+            assert names == ["hf/SmolLM2-135M-Instruct"]
+            assert http.post("/api/v1/models/SmolLM2-135M-Instruct/load").json()["model"]["loaded"] is True
+    finally:
+        server.stop()
