@@ -9,8 +9,11 @@ import pytest
 
 from app.errors import ErrorCode, ServiceError
 from app.providers.ollama import OllamaProvider
+from app.providers.registry import ProviderRegistry
 from app.providers.types import ChatChunk, ChatMessage, ChatRequest, GenerationOptions
+from app.settings import SettingsError, load_settings
 from tests.fixtures.ollama import FakeOllama
+from tests.fixtures.providers import ScriptedProvider
 from tests.fixtures.server import free_port
 
 pytestmark = pytest.mark.anyio
@@ -210,3 +213,33 @@ async def test_health_load_and_unload(ollama: OllamaProvider, fake_ollama: FakeO
     with pytest.raises(ServiceError) as caught:
         await ollama.model_info("nope")
     assert caught.value.code == ErrorCode.MODEL_NOT_FOUND
+
+
+async def test_a_hanging_ollama_model_falls_back_and_a_down_ollama_opens_its_circuit(fake_ollama: FakeOllama) -> None:
+    registry = ProviderRegistry(fallback_models=["hf/tiny"], failure_threshold=2, cooldown_s=60)
+    provider = OllamaProvider(fake_ollama.url, timeout_s=0.5)
+    registry.register(provider)
+    registry.register(ScriptedProvider("hf", ["tiny"]))
+    await registry.initialize()
+    try:
+        stream = await registry.open_chat_stream("hang:latest", chat("ignored"))
+        assert (stream.model, stream.fallback_from) == ("hf/tiny", "hang:latest")
+        await stream.aclose()
+        fake_ollama.stop()
+        await (await registry.open_chat_stream("llama3.1:8b", chat("ignored"))).aclose()
+        assert registry.breaker("ollama").state == "open"
+        requests = len(fake_ollama.requests)
+        stream = await registry.open_chat_stream("llama3.1:8b", chat("ignored"))
+        assert stream.model == "hf/tiny"
+        assert len(fake_ollama.requests) == requests
+    finally:
+        await registry.shutdown()
+
+
+def test_settings_for_providers_and_routing() -> None:
+    settings = load_settings({"FALLBACK_MODELS": "hf/SmolLM2-135M-Instruct, llama3.1:8b,,", "HF_PRELOAD": "tiny"})
+    assert settings.fallback_models == ("hf/SmolLM2-135M-Instruct", "llama3.1:8b")
+    assert settings.hf_preload == ("tiny",)
+    assert (settings.circuit_failure_threshold, settings.catalog_ttl_s, settings.ollama_num_ctx) == (5, 30.0, 8192)
+    with pytest.raises(SettingsError, match="CIRCUIT_FAILURE_THRESHOLD"):
+        load_settings({"CIRCUIT_FAILURE_THRESHOLD": "0"})
