@@ -41,10 +41,9 @@ def main() -> None:
 @click.option("--port", type=int, default=None, help="Port for plain HTTP (PORT, default 4000).")
 def serve(use_https: bool | None, host: str | None, port: int | None) -> None:
     """Migrate the database, export the default model on first run, and serve the API."""
-    import uvicorn
-
     from app.logging_setup import configure_logging
     from app.main import create_app
+    from app.server import run
 
     settings = _settings(https=use_https, host=host, port=port)
     configure_logging(settings.log_level)
@@ -62,16 +61,7 @@ def serve(use_https: bool | None, host: str | None, port: int | None) -> None:
         ssl = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
     scheme = "https" if settings.https else "http"
     log.info("serving on %s://%s:%d (GraphQL at /graphql)", scheme, settings.host, settings.serving_port)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.serving_port,
-        log_level=settings.log_level,
-        access_log=False,
-        # Open event streams would otherwise hold shutdown forever; the lifespan then saves partial replies.
-        timeout_graceful_shutdown=5,
-        **ssl,  # type: ignore[arg-type]
-    )
+    run(create_app(settings), host=settings.host, port=settings.serving_port, log_level=settings.log_level, ssl=ssl)
 
 
 def _auto_export_default(settings: Settings) -> None:

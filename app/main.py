@@ -122,7 +122,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         schema, path="/graphql", context_getter=provide_graphql_context, graphql_ide="graphiql"
     )
     return Litestar(
-        route_handlers=[HealthController, ConversationController, stream_routes, ImageController, ModelController, ProviderController, graphql],
+        route_handlers=[
+            HealthController,
+            ConversationController,
+            stream_routes,
+            ImageController,
+            ModelController,
+            ProviderController,
+            graphql,
+        ],
         dependencies={
             "conversations": Provide(provide_conversations, sync_to_thread=False),
             "chat": Provide(provide_chat, sync_to_thread=False),

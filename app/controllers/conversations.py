@@ -96,7 +96,10 @@ class ConversationController(Controller):
         turn = TurnRequest(conversation_id=conversation_id, text=data.text, model=data.model, password=password)
         if data.stream:
             return Stream(
-                with_keepalive(typed_events(chat.turn(turn))), media_type="text/event-stream", headers=SSE_HEADERS
+                with_keepalive(typed_events(chat.turn(turn))),
+                media_type="text/event-stream",
+                headers=SSE_HEADERS,
+                status_code=200,
             )
         outcome = await run_to_completion(chat, turn)
         ids = [outcome.user_message_id, *([outcome.reply_message_id] if outcome.reply_message_id else [])]

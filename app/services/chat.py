@@ -209,6 +209,10 @@ class ChatService:
                     session.token_count += 1
                     events.put_nowait(Token(chunk.text))
                     await self.sessions.flush_if_due(session)
+                if chunk.done and chunk.finish_reason in ("timeout", "cancelled"):
+                    # The provider stopped on its own deadline (or was cancelled): a partial reply.
+                    session.stop("TIMEOUT" if chunk.finish_reason == "timeout" else "USER_REQUESTED")
+                    raise _Stopped
                 if chunk.done:
                     await self._complete(
                         session, conversation, answered_by, provider, chunk, started, first_token_at, events
