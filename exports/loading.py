@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from exports import errors
 from exports.errors import ExportError
-from exports.sources import ResolvedSource, hub_endpoint
+from exports.sources import ResolvedSource, hub_endpoint, resolve_folder
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -52,6 +52,7 @@ def load_source(source: ResolvedSource) -> LoadedModel:
     require_torch()
     if source.kind == "hub":
         folder = _download_hub(source.value)
+        resolve_folder(folder)  # the same checks a local folder gets, now that the files are here
         loaded = _load_folder(folder)
     elif source.is_gguf:
         assert source.path is not None

@@ -46,7 +46,7 @@ def resolve_source(source: str) -> ResolvedSource:
         return _resolve_default()
     path = Path(source).expanduser()
     if path.exists():
-        return _resolve_gguf(path, "gguf") if path.is_file() else _resolve_folder(path)
+        return _resolve_gguf(path, "gguf") if path.is_file() else resolve_folder(path)
     if _looks_like_path(source) or not HUB_ID.match(source):
         raise ExportError(
             errors.SOURCE_NOT_FOUND,
@@ -120,7 +120,8 @@ def _gguf_architecture(path: Path) -> str:
     return architecture
 
 
-def _resolve_folder(path: Path) -> ResolvedSource:
+def resolve_folder(path: Path) -> ResolvedSource:
+    """Check a local Hugging Face folder (also a downloaded hub snapshot): config, weights, architecture."""
     config_path = path / "config.json"
     found = ", ".join(sorted(child.name for child in path.iterdir())[:8]) or "nothing"
     if not config_path.is_file():
