@@ -38,6 +38,7 @@ from app.graphql.types import (
 from app.services.chat import TurnRequest, run_to_completion
 from app.services.conversations import parse_message_id
 from app.services.termination import terminate_stream
+from app.services.warmup import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -170,12 +171,23 @@ class Mutation:
 
     @strawberry.mutation
     async def warmup_ollama(self, info: ContextInfo) -> WarmupOllamaResponse:
-        return WarmupOllamaResponse(
-            message="Failed to warm up Ollama service: no model provider is configured",
-            models=[],
-            count=0,
-            status="error",
-        )
+        """Warms every provider's first model; never throws (the old contract)."""
+        state = info.context.request.app.state
+        report = await warm_up(state.catalog, state.registry)
+        if not report.models:
+            reason = "; ".join(report.failures.values()) or "No models available"
+            return WarmupOllamaResponse(
+                message=f"Failed to warm up Ollama service: {reason}", models=[], count=0, status="error"
+            )
+        if not report.warmed:
+            reason = "; ".join(f"{name}: {error}" for name, error in report.failures.items())
+            return WarmupOllamaResponse(
+                message=f"Failed to warm up Ollama service: {reason}", models=[], count=0, status="error"
+            )
+        message = "Ollama service warmed up successfully"
+        if report.failures:
+            message += " (not warmed: " + ", ".join(report.failures) + ")"
+        return WarmupOllamaResponse(message=message, models=report.models, count=len(report.models), status="ready")
 
     @strawberry.mutation
     async def terminate_stream(self, info: ContextInfo, input: TerminateStreamInput) -> TerminateStreamResponse:

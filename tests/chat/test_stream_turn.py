@@ -342,3 +342,17 @@ def test_the_default_hf_model_end_to_end(chat: httpx.Client) -> None:
     assert reply["provider"] == "hf"
     assert reply["promptTokens"] > 10
     assert reply["timeToFirstTokenMs"] > 0
+
+
+WARMUP = "mutation { warmupOllama { message models count status } }"
+
+
+def test_warmup_loads_each_providers_first_model_and_never_throws(chat: httpx.Client, chat_ollama: FakeOllama) -> None:
+    before = len(chat_ollama.chats())
+    result = graphql(chat, WARMUP)["data"]["warmupOllama"]
+    assert result["status"] == "ready"
+    assert result["message"].startswith("Ollama service warmed up successfully")
+    assert "llama3.1:8b" in result["models"]
+    assert "hf/SmolLM2-135M-Instruct" in result["models"]
+    assert result["count"] == len(result["models"])
+    assert len(chat_ollama.chats()) > before
