@@ -1,0 +1,33 @@
+"""The ONNX Runtime engine: export folders in, streamed text out. No web, no database, no torch."""
+
+from inference.chat_model import ChatModel
+from inference.errors import GENERIC_CODE, InferenceError
+from inference.events import Event, GenerationResult, TextDelta, Usage
+from inference.execution import RuntimeOptions, cuda_usable, resolve_provider
+from inference.export_folder import ExportInfo, is_export_folder, read_export
+from inference.generator import Generator
+from inference.model import OnnxCausalLM
+from inference.params import GenerationParams
+from inference.run import GenerationRun
+from inference.tokenizer import ChatTokenizer
+
+__all__ = [
+    "GENERIC_CODE",
+    "ChatModel",
+    "ChatTokenizer",
+    "Event",
+    "ExportInfo",
+    "GenerationParams",
+    "GenerationResult",
+    "GenerationRun",
+    "Generator",
+    "InferenceError",
+    "OnnxCausalLM",
+    "RuntimeOptions",
+    "TextDelta",
+    "Usage",
+    "cuda_usable",
+    "is_export_folder",
+    "read_export",
+    "resolve_provider",
+]

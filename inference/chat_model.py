@@ -1,0 +1,164 @@
+"""`ChatModel`: a loaded export (graph, tokenizer, scheduler) with the chat calls the service makes.
+
+`stream_chat` is the async API: it renders the messages, checks the context, hands the run to the model's
+worker thread and yields its events through an asyncio queue, so the event loop never waits on ONNX Runtime.
+Cancellation (an event checked every step, or the consumer walking away) and the timeout end the run within
+one step and still yield the final result with the partial text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from inference.events import Event, GenerationResult
+from inference.execution import RuntimeOptions
+from inference.export_folder import ExportInfo, read_export
+from inference.model import OnnxCausalLM
+from inference.params import GenerationParams
+from inference.run import CancelSignal, GenerationRun
+from inference.scheduler import Scheduler
+from inference.tokenizer import ChatTokenizer, Message
+
+
+class ChatModel:
+    """One export folder ready to chat; safe to share between concurrent requests."""
+
+    def __init__(self, model: OnnxCausalLM, tokenizer: ChatTokenizer) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.scheduler = Scheduler(model.info.alias)
+
+    @classmethod
+    def load(cls, path: Path | str | ExportInfo, options: RuntimeOptions | None = None) -> ChatModel:
+        """Open an export folder (blocking: seconds for large graphs; the pool calls it in a thread)."""
+        info = path if isinstance(path, ExportInfo) else read_export(Path(path))
+        tokenizer = ChatTokenizer(info.path)
+        return cls(OnnxCausalLM(info, options), tokenizer)
+
+    @property
+    def alias(self) -> str:
+        return self.model.info.alias
+
+    @property
+    def info(self) -> ExportInfo:
+        return self.model.info
+
+    @property
+    def context_length(self) -> int:
+        return self.model.context_length
+
+    @property
+    def provider(self) -> str:
+        return self.model.provider
+
+    def count_chat_tokens(self, messages: Sequence[Message]) -> int:
+        """Prompt tokens these messages take, generation prompt included (for trimming history)."""
+        return len(self.tokenizer.encode_chat(messages))
+
+    def start_chat(
+        self,
+        messages: Sequence[Message],
+        params: GenerationParams,
+        cancel: CancelSignal | None = None,
+        timeout_s: float | None = None,
+        **template_args: Any,
+    ) -> GenerationRun:
+        """A run for these messages; raises CONTEXT_LENGTH_EXCEEDED before any work if it cannot fit."""
+        prompt_ids = self.tokenizer.encode_chat(messages, **template_args)
+        return self.start(prompt_ids, params, cancel, timeout_s)
+
+    def start(
+        self,
+        prompt_ids: Sequence[int],
+        params: GenerationParams,
+        cancel: CancelSignal | None = None,
+        timeout_s: float | None = None,
+    ) -> GenerationRun:
+        """A run continuing raw prompt ids (no chat template)."""
+        return GenerationRun(self.model, self.tokenizer, prompt_ids, params, cancel, timeout_s)
+
+    def generate_chat(self, messages: Sequence[Message], params: GenerationParams) -> GenerationResult:
+        """Blocking, in the caller's thread: the whole reply (tests, benchmarks, export validation)."""
+        return _last(self.start_chat(messages, params).events())
+
+    def generate(self, prompt_ids: Sequence[int], params: GenerationParams) -> GenerationResult:
+        """Blocking, in the caller's thread: continue raw prompt ids."""
+        return _last(self.start(prompt_ids, params).events())
+
+    async def stream_chat(
+        self,
+        messages: Sequence[Message],
+        params: GenerationParams,
+        cancel: CancelSignal | None = None,
+        timeout_s: float | None = None,
+        **template_args: Any,
+    ) -> AsyncIterator[Event]:
+        """Text deltas, then one `GenerationResult`; the work runs on the model's worker thread."""
+        run = self.start_chat(messages, params, cancel, timeout_s, **template_args)
+        async for event in self.stream_run(run, cancel):
+            yield event
+
+    async def stream_run(self, run: GenerationRun, cancel: CancelSignal | None = None) -> AsyncIterator[Event]:
+        """Schedule `run` and relay its events into the event loop."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[list[Event] | BaseException] = asyncio.Queue()
+        watchers = _watch(run, cancel, loop)
+        self.scheduler.submit(run, _deliver(loop, queue))
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                for event in item:
+                    yield event
+                if run.done:
+                    return
+        finally:
+            if not run.done:
+                run.cancel()  # the consumer left early: free the worker and the cache
+            for watcher in watchers:
+                watcher.cancel()
+
+    def close(self) -> None:
+        """Cancel running generations and release the session."""
+        self.scheduler.close()
+        self.model.close()
+
+
+def _watch(run: GenerationRun, cancel: CancelSignal | None, loop: asyncio.AbstractEventLoop) -> list[Any]:
+    """Interrupt a long step (prefill) at once when the cancel event fires or the deadline passes."""
+    watchers: list[Any] = []
+    if isinstance(cancel, asyncio.Event):
+
+        async def on_cancel() -> None:
+            await cancel.wait()
+            run.cancel()
+
+        watchers.append(loop.create_task(on_cancel()))
+    if run.deadline is not None:
+        delay = max(0.0, run.deadline - run.started_at)
+        watchers.append(loop.call_later(delay, run.expire))
+    return watchers
+
+
+def _last(events: Iterator[Event]) -> GenerationResult:
+    result = None
+    for event in events:
+        result = event
+    if not isinstance(result, GenerationResult):
+        raise RuntimeError("a generation ended without a result")
+    return result
+
+
+def _deliver(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> Any:
+    """A sink for the worker thread; a loop that closed meanwhile (consumer gone) is not an error."""
+
+    def sink(item: Any) -> None:
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    return sink

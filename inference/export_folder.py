@@ -1,0 +1,125 @@
+"""Reading an export folder's facts (manifest, config, generation config) as plain JSON, without loading it.
+
+The pool needs a model's size before it decides to load it, and serving must not import `exports` or
+transformers, so this module reads the files itself and is lenient: without `manifest.json` it falls back to
+`config.json`, `generation_config.json` and `model.onnx`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inference.errors import HF_MODEL_LOAD_FAILED, HF_MODEL_NOT_FOUND, InferenceError
+
+MANIFEST = "manifest.json"
+DEFAULT_ONNX_FILE = "model.onnx"
+DEFAULT_CONTEXT_LENGTH = 2048
+KV_BYTES_PER_VALUE = 4  # the exported graphs keep their cache in float32
+
+
+@dataclass(frozen=True, slots=True)
+class ExportInfo:
+    """What serving needs to know about one export folder before and after opening it."""
+
+    path: Path
+    alias: str
+    onnx_path: Path
+    context_length: int
+    eos_token_ids: tuple[int, ...]
+    quantization: str = "none"
+    capabilities: dict[str, Any] = field(default_factory=dict)
+    num_layers: int = 0
+    num_kv_heads: int = 0
+    head_dim: int = 0
+    weights_bytes: int = 0
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """Key plus value bytes that one token of context holds in the cache, over all layers."""
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * KV_BYTES_PER_VALUE
+
+    def estimated_bytes(self, sequences: int = 1) -> int:
+        """Memory the model needs: its weights plus a full-context KV cache for `sequences` requests."""
+        return self.weights_bytes + sequences * self.context_length * self.kv_bytes_per_token
+
+
+def is_export_folder(path: Path) -> bool:
+    """Whether `path` looks like an export (a manifest, or a graph file) rather than any folder."""
+    return path.is_dir() and ((path / MANIFEST).is_file() or (path / DEFAULT_ONNX_FILE).is_file())
+
+
+def read_export(path: Path) -> ExportInfo:
+    """Read the folder's facts; raise MODEL_NOT_FOUND for a missing folder, LOAD_FAILED for a broken one."""
+    if not is_export_folder(path):
+        raise InferenceError(
+            HF_MODEL_NOT_FOUND,
+            f"no exported model at {path}: run `beth-chat export` first",
+            {"path": str(path)},
+        )
+    manifest = _read_json(path / MANIFEST)
+    config = _read_json(path / "config.json")
+    generation = _read_json(path / "generation_config.json")
+    onnx_path = path / str(manifest.get("onnx_file") or DEFAULT_ONNX_FILE)
+    if not onnx_path.is_file():
+        raise InferenceError(
+            HF_MODEL_LOAD_FAILED,
+            f"the export at {path} has no graph file {onnx_path.name}; export it again",
+            {"path": str(path), "onnx_file": onnx_path.name},
+        )
+    heads = int(config.get("num_attention_heads") or 0)
+    hidden = int(config.get("hidden_size") or 0)
+    return ExportInfo(
+        path=path,
+        alias=str(manifest.get("alias") or path.name),
+        onnx_path=onnx_path,
+        context_length=_context_length(manifest, config),
+        eos_token_ids=_eos_ids(manifest, generation, config),
+        quantization=str(manifest.get("quantization") or "none"),
+        capabilities=dict(manifest.get("capabilities") or {"text": True}),
+        num_layers=int(config.get("num_hidden_layers") or 0),
+        num_kv_heads=int(config.get("num_key_value_heads") or heads),
+        head_dim=int(config.get("head_dim") or (hidden // heads if heads else 0)),
+        weights_bytes=_graph_bytes(onnx_path),
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InferenceError(
+            HF_MODEL_LOAD_FAILED, f"cannot read {path}: {exc}", {"path": str(path)}
+        ) from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _context_length(manifest: dict[str, Any], config: dict[str, Any]) -> int:
+    for value in (manifest.get("context_length"), config.get("max_position_embeddings")):
+        if isinstance(value, int) and value > 0:
+            return value
+    return DEFAULT_CONTEXT_LENGTH
+
+
+def _eos_ids(*sources: dict[str, Any]) -> tuple[int, ...]:
+    """All stop ids: the manifest's list, else the generation config's, else the model config's."""
+    for source in sources:
+        value = source.get("eos_token_ids", source.get("eos_token_id"))
+        if isinstance(value, int):
+            return (value,)
+        if isinstance(value, list) and value:
+            return tuple(int(v) for v in value)
+    return ()
+
+
+def _graph_bytes(onnx_path: Path) -> int:
+    """The graph file plus its external data files (`model.onnx_data`, `model.onnx.data`)."""
+    total = onnx_path.stat().st_size
+    for sibling in onnx_path.parent.glob(onnx_path.name + "*"):
+        if sibling != onnx_path and sibling.is_file():
+            total += sibling.stat().st_size
+    return total

@@ -1,0 +1,114 @@
+"""`Generator`: the state of one generation, advanced one token at a time by the caller's loop.
+
+The shape follows ONNX Runtime GenAI: `append_tokens` queues input, `generate_next_token` runs the model on
+what is queued and picks one token, `is_done` says when to stop. The model runs lazily at the start of the next
+step, so the step that picks the last token costs no wasted forward pass, and a scheduler could gather the
+queued tokens of several generators into one batched step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+from inference.errors import HF_CONTEXT_LENGTH_EXCEEDED, HF_INFERENCE_FAILED, InferenceError
+from inference.model import OnnxCausalLM, SequenceState
+from inference.params import GenerationParams
+from inference.sampling import Sampler
+
+FinishReason = Literal["stop", "length", "cancelled", "timeout"]
+
+
+class Generator:
+    """One sequence: its cache, its sampler, the tokens so far and why it finished."""
+
+    def __init__(self, model: OnnxCausalLM, params: GenerationParams) -> None:
+        self.model = model
+        self.params = params
+        self.stop_token_ids = frozenset(
+            model.eos_token_ids if params.stop_token_ids is None else params.stop_token_ids
+        )
+        self.sampler = Sampler(params)
+        self.state: SequenceState | None = model.new_sequence()
+        self.prompt_length = 0
+        self.generated: list[int] = []
+        self.finish_reason: FinishReason | None = None
+        self._pending: list[int] = []
+        self._history = np.empty(model.context_length + 1, dtype=np.int64)
+        self._history_length = 0
+        self.first_token_at: float | None = None
+        self.finished_at: float | None = None
+
+    @property
+    def token_ids(self) -> list[int]:
+        """Prompt and generated ids, in order."""
+        return self._history[: self._history_length].tolist()
+
+    def append_tokens(self, token_ids: Sequence[int]) -> None:
+        """Queue prompt tokens; refuse them when they and `max_new_tokens` cannot fit the context."""
+        if self.generated or self.finish_reason:
+            raise InferenceError(HF_INFERENCE_FAILED, "append_tokens after generation started is not supported")
+        needed = self._history_length + len(token_ids) + self.params.max_new_tokens
+        if needed > self.model.context_length:
+            raise InferenceError(
+                HF_CONTEXT_LENGTH_EXCEEDED,
+                f"the prompt has {self._history_length + len(token_ids)} tokens and up to "
+                f"{self.params.max_new_tokens} new tokens were asked for, but the model's context holds "
+                f"{self.model.context_length}; shorten the conversation or ask for fewer tokens",
+                {
+                    "prompt_tokens": self._history_length + len(token_ids),
+                    "max_new_tokens": self.params.max_new_tokens,
+                    "context_length": self.model.context_length,
+                },
+            )
+        self._remember(token_ids)
+        self._pending.extend(token_ids)
+        self.prompt_length = self._history_length
+
+    def generate_next_token(self) -> int:
+        """Run the model on the queued tokens and pick the next one (it is queued for the next step)."""
+        if self.is_done():
+            raise InferenceError(HF_INFERENCE_FAILED, "the generation has already finished")
+        if not self._pending or self.state is None:
+            raise InferenceError(HF_INFERENCE_FAILED, "append_tokens must give a prompt first")
+        logits = self.model.forward(self.state, self._pending)
+        token = self.sampler.choose(logits, self._history[: self._history_length])
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.generated.append(token)
+        self._remember((token,))
+        self._pending = [token]
+        if token in self.stop_token_ids:
+            self.finish("stop")
+        elif len(self.generated) >= self.params.max_new_tokens:
+            self.finish("length")
+        return token
+
+    def is_done(self) -> bool:
+        return self.finish_reason is not None
+
+    def finish(self, reason: FinishReason) -> None:
+        """End the generation now (stop string, cancellation, timeout) and free its cache."""
+        if self.finish_reason is None:
+            self.finish_reason = reason
+            self.finished_at = time.perf_counter()
+        self.close()
+
+    def close(self) -> None:
+        if self.state is not None:
+            self.state.release()
+            self.state = None
+
+    def interrupt(self) -> None:
+        """Stop a step that is running in another thread (a long prefill) as soon as ONNX Runtime can."""
+        state = self.state
+        if state is not None:
+            state.interrupt()
+
+    def _remember(self, token_ids: Sequence[int]) -> None:
+        end = self._history_length + len(token_ids)
+        self._history[self._history_length : end] = token_ids
+        self._history_length = end

@@ -1,0 +1,207 @@
+"""`OnnxCausalLM`: one decoder graph with a key-value cache, run one step at a time through I/O binding.
+
+The graph itself says which `past_key_values.N.key/value` input pairs with which `present.N.key/value`
+output, whether it wants `position_ids`, and the cache's shape and type; nothing is guessed from the model
+family. Each sequence keeps its cache as the OrtValues the last step produced, bound straight back as the
+next step's inputs, so the cache is never copied through numpy and stays on the GPU under CUDA.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from inference.errors import (
+    HF_INFERENCE_FAILED,
+    HF_MEMORY_ERROR,
+    HF_MODEL_LOAD_FAILED,
+    InferenceError,
+)
+from inference.execution import (
+    CUDA,
+    RuntimeOptions,
+    describe_choice,
+    provider_list,
+    resolve_provider,
+    session_options,
+)
+from inference.export_folder import ExportInfo, read_export
+
+log = logging.getLogger(__name__)
+
+_PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSlot:
+    """One cache tensor: the past input, the present output that refills it, and its empty shape."""
+
+    past_name: str
+    present_name: str
+    empty_shape: tuple[int, ...]
+    dtype: type
+
+
+class SequenceState:
+    """The cache and I/O binding of one sequence; owned by one generator, released when it ends."""
+
+    def __init__(self, model: OnnxCausalLM) -> None:
+        self.model = model
+        self.length = 0  # tokens already in the cache
+        self.binding = model.session.io_binding()
+        self.run_options = ort.RunOptions()
+        for slot, empty in zip(model.cache_slots, model.empty_cache, strict=True):
+            self.binding.bind_ortvalue_input(slot.past_name, empty)
+
+    def release(self) -> None:
+        """Drop the cache now rather than when the garbage collector gets to it."""
+        self.binding.clear_binding_inputs()
+        self.binding.clear_binding_outputs()
+
+    def interrupt(self) -> None:
+        """Ask a running step to stop early (used for cancellation during a long prefill)."""
+        self.run_options.terminate = True
+
+
+class OnnxCausalLM:
+    """An export folder opened for generation: the session, its cache layout, and a `forward` step."""
+
+    def __init__(self, info: ExportInfo, options: RuntimeOptions | None = None) -> None:
+        self.info = info
+        self.options = options or RuntimeOptions()
+        self.provider = resolve_provider(self.options.execution_provider, self.options.device_id)
+        self.provider_note = describe_choice(self.options.execution_provider, self.provider)
+        started = time.perf_counter()
+        self.session = _open_session(info.onnx_path, self.options, self.provider)
+        self.load_seconds = time.perf_counter() - started
+        self.device = "cuda" if self.provider == CUDA else "cpu"
+        self.cache_slots = _cache_slots(self.session)
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        self.has_position_ids = "position_ids" in self.input_names
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.empty_cache = [self._empty(slot) for slot in self.cache_slots]
+        self._ones = np.ones((1, info.context_length + 1), dtype=np.int64)
+        log.info("loaded %s (%s) on %s in %.1fs", info.alias, info.onnx_path.name, self.provider,
+                 self.load_seconds)
+
+    @classmethod
+    def open(cls, path: Path | str, options: RuntimeOptions | None = None) -> OnnxCausalLM:
+        """Open the export folder at `path`."""
+        return cls(read_export(Path(path)), options)
+
+    @property
+    def context_length(self) -> int:
+        return self.info.context_length
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        return self.info.eos_token_ids
+
+    def new_sequence(self) -> SequenceState:
+        """An empty cache for one new sequence."""
+        return SequenceState(self)
+
+    def forward(self, state: SequenceState, token_ids: Sequence[int]) -> np.ndarray:
+        """Feed `token_ids` after what `state` holds; return the last position's logits (float32, vocab)."""
+        count = len(token_ids)
+        total = state.length + count
+        if count == 0 or total > self._ones.shape[1]:
+            raise InferenceError(
+                HF_INFERENCE_FAILED,
+                f"cannot feed {count} tokens after {state.length}: the context holds {self.context_length}",
+            )
+        binding = state.binding
+        binding.bind_cpu_input("input_ids", np.asarray(token_ids, dtype=np.int64).reshape(1, count))
+        binding.bind_cpu_input("attention_mask", self._ones[:, :total])
+        if self.has_position_ids:
+            positions = np.arange(state.length, total, dtype=np.int64).reshape(1, count)
+            binding.bind_cpu_input("position_ids", positions)
+        binding.bind_output("logits", "cpu")
+        for slot in self.cache_slots:
+            binding.bind_output(slot.present_name, self.device, self.options.device_id)
+        try:
+            self.session.run_with_iobinding(binding, state.run_options)
+        except Exception as exc:
+            raise _run_error(exc) from exc
+        outputs = binding.get_outputs()
+        for slot, value in zip(self.cache_slots, outputs[1:], strict=True):
+            binding.bind_ortvalue_input(slot.past_name, value)
+        state.length = total
+        return outputs[0].numpy()[0, -1].astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        """Let go of the session (its memory returns once no sequence holds a cache from it)."""
+        self.empty_cache = []
+        del self.session
+
+    def _empty(self, slot: CacheSlot) -> ort.OrtValue:
+        zeros = np.zeros(slot.empty_shape, dtype=slot.dtype)
+        return ort.OrtValue.ortvalue_from_numpy(zeros, self.device, self.options.device_id)
+
+
+def _open_session(path: Path, options: RuntimeOptions, provider: str) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(
+            str(path), session_options(options), providers=provider_list(provider, options.device_id)
+        )
+    except InferenceError:
+        raise
+    except MemoryError as exc:
+        raise InferenceError(HF_MEMORY_ERROR, f"not enough memory to load {path}", {"path": str(path)}) from exc
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        code = HF_MEMORY_ERROR if "bad_alloc" in reason or "out of memory" in reason.lower() else HF_MODEL_LOAD_FAILED
+        raise InferenceError(code, f"cannot load {path}: {reason}", {"path": str(path)}) from exc
+
+
+def _cache_slots(session: ort.InferenceSession) -> list[CacheSlot]:
+    """Pair every `past_key_values.N.key/value` input with its `present.N.key/value` output."""
+    outputs = {o.name for o in session.get_outputs()}
+    if "logits" not in outputs or "input_ids" not in {i.name for i in session.get_inputs()}:
+        raise InferenceError(HF_MODEL_LOAD_FAILED, "the graph has no input_ids input or no logits output")
+    slots = []
+    for node in session.get_inputs():
+        match = _PAST.match(node.name)
+        if not match:
+            continue
+        present = f"present.{match[1]}.{match[2]}"
+        if present not in outputs:
+            raise InferenceError(HF_MODEL_LOAD_FAILED, f"the graph has {node.name} but no {present} output")
+        dtype = _ORT_TYPES.get(node.type)
+        if dtype is None:
+            raise InferenceError(HF_MODEL_LOAD_FAILED, f"unsupported cache type {node.type} for {node.name}")
+        shape = tuple(_empty_dim(i, dim) for i, dim in enumerate(node.shape))
+        slots.append(CacheSlot(node.name, present, shape, dtype))
+    if not slots:
+        raise InferenceError(
+            HF_MODEL_LOAD_FAILED,
+            "the graph has no past_key_values inputs: export it with task text-generation-with-past",
+        )
+    slots.sort(key=lambda s: (int(_PAST.match(s.past_name)[1]), s.past_name))  # type: ignore[index]
+    return slots
+
+
+def _empty_dim(index: int, dim: object) -> int:
+    """Batch is 1 and the past length 0; fixed dimensions (heads, head size) come from the graph."""
+    if isinstance(dim, int):
+        return dim
+    return 1 if index == 0 else 0
+
+
+def _run_error(exc: Exception) -> InferenceError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "terminate" in text.lower():
+        from inference.errors import HF_CANCELLED
+
+        return InferenceError(HF_CANCELLED, "the step was interrupted")
+    if isinstance(exc, MemoryError) or "bad_alloc" in text or "out of memory" in text.lower():
+        return InferenceError(HF_MEMORY_ERROR, f"out of memory while generating: {text}")
+    return InferenceError(HF_INFERENCE_FAILED, f"the model failed to run: {text}")

@@ -1,0 +1,284 @@
+"""`ModelPool`: which exported models are in memory, and for how long.
+
+Loads on demand (one load per model at a time; concurrent callers wait for the same load), counts leases so a
+model in use is never unloaded, evicts the least recently used idle model when a load would pass the memory
+budget (weights plus a full-context KV cache), unloads models idle longer than the keep-alive, and loads a
+preload list at start. All bookkeeping runs on the event loop; loading and closing run in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from inference.chat_model import ChatModel
+from inference.errors import (
+    HF_MEMORY_ERROR,
+    HF_MODEL_LOAD_FAILED,
+    HF_MODEL_NOT_FOUND,
+    InferenceError,
+)
+from inference.execution import ProviderChoice, RuntimeOptions
+from inference.export_folder import ExportInfo, is_export_folder, read_export
+
+log = logging.getLogger(__name__)
+
+Loader = Callable[[ExportInfo, RuntimeOptions], ChatModel]
+
+
+@dataclass(slots=True)
+class _Entry:
+    info: ExportInfo
+    size: int
+    loading: asyncio.Future[ChatModel]
+    model: ChatModel | None = None
+    leases: int = 0
+    last_used: float = 0.0
+    pinned: bool = False
+    unload_requested: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """What `loaded()` reports about one model in memory (for health and `models ps`)."""
+
+    alias: str
+    size_bytes: int
+    leases: int
+    idle_s: float
+    provider: str
+
+
+class ModelPool:
+    """The models of one `models_dir`, loaded when leased and unloaded under memory or idle pressure."""
+
+    def __init__(
+        self,
+        models_dir: Path | str,
+        execution_provider: ProviderChoice = "auto",
+        num_threads: int = 0,
+        inter_op_threads: int = 1,
+        graph_optimization: str = "all",
+        memory_budget_bytes: int | None = None,
+        keep_alive_s: float | None = 300.0,
+        preload: Sequence[str] = (),
+        loader: Loader | None = None,
+    ) -> None:
+        self.models_dir = Path(models_dir)
+        self.options = RuntimeOptions(
+            execution_provider=execution_provider,
+            intra_op_num_threads=num_threads,
+            inter_op_num_threads=inter_op_threads,
+            graph_optimization=graph_optimization,
+        )
+        self.memory_budget_bytes = memory_budget_bytes
+        self.keep_alive_s = keep_alive_s
+        self.preload = tuple(preload)
+        self._loader: Loader = loader or ChatModel.load
+        self._entries: dict[str, _Entry] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._admission = asyncio.Lock()  # one admission decision (budget, eviction) at a time
+
+    async def __aenter__(self) -> ModelPool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Load the preload list and start unloading idle models."""
+        for alias in self.preload:
+            await self.acquire(alias)
+            entry = self._entries[alias]
+            entry.pinned = True
+            await self.release(alias)
+        if self.keep_alive_s is not None and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(), name="model-pool-sweeper")
+
+    async def close(self) -> None:
+        """Unload everything (running generations are cancelled)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        for alias in list(self._entries):
+            await self._drop(alias)
+
+    def available(self) -> list[str]:
+        """Aliases of the export folders in `models_dir`, loaded or not."""
+        if not self.models_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.models_dir.iterdir() if is_export_folder(p))
+
+    def info(self, alias: str) -> ExportInfo:
+        """The export's facts without loading it (context length, size, quantization)."""
+        return read_export(self._folder(alias))
+
+    def loaded(self) -> list[LoadedModel]:
+        now = time.monotonic()
+        return [
+            LoadedModel(alias, e.size, e.leases, 0.0 if e.leases else now - e.last_used, e.model.provider)
+            for alias, e in self._entries.items()
+            if e.model is not None
+        ]
+
+    @property
+    def used_bytes(self) -> int:
+        """Estimated bytes of the models loaded or loading."""
+        return sum(entry.size for entry in self._entries.values())
+
+    @contextlib.asynccontextmanager
+    async def lease(self, alias: str) -> AsyncIterator[ChatModel]:
+        """`async with pool.lease(alias) as model:`; the model stays loaded until the block ends."""
+        model = await self.acquire(alias)
+        try:
+            yield model
+        finally:
+            await self.release(alias)
+
+    async def acquire(self, alias: str) -> ChatModel:
+        """Take a lease on `alias`, loading it if needed; pair with `release`."""
+        entry = self._entries.get(alias)
+        if entry is None:
+            entry = await self._begin_load(alias)
+        entry.leases += 1
+        try:
+            model = await asyncio.shield(entry.loading)
+        except BaseException:
+            entry.leases -= 1
+            raise
+        entry.last_used = time.monotonic()
+        return model
+
+    async def release(self, alias: str) -> None:
+        entry = self._entries.get(alias)
+        if entry is None or entry.leases == 0:
+            return
+        entry.leases -= 1
+        entry.last_used = time.monotonic()
+        if entry.leases == 0 and (entry.unload_requested or self.keep_alive_s == 0):
+            await self._drop(alias)
+
+    async def unload(self, alias: str) -> bool:
+        """Unload now, or as soon as the last lease ends; False when it was not loaded."""
+        entry = self._entries.get(alias)
+        if entry is None:
+            return False
+        if entry.leases or entry.model is None:
+            entry.unload_requested = True
+            return True
+        await self._drop(alias)
+        return True
+
+    async def unload_idle(self) -> list[str]:
+        """Unload unpinned models with no lease that were idle longer than the keep-alive."""
+        if self.keep_alive_s is None:
+            return []
+        now = time.monotonic()
+        idle = [
+            alias
+            for alias, e in self._entries.items()
+            if e.model is not None and not e.leases and not e.pinned and now - e.last_used >= self.keep_alive_s
+        ]
+        for alias in idle:
+            await self._drop(alias)
+        return idle
+
+    async def _begin_load(self, alias: str) -> _Entry:
+        async with self._admission:
+            if alias in self._entries:  # another caller started the same load meanwhile: share it
+                return self._entries[alias]
+            info = await asyncio.to_thread(read_export, self._folder(alias))
+            size = info.estimated_bytes()
+            await self._make_room(alias, size)
+            loop = asyncio.get_running_loop()
+            entry = _Entry(info=info, size=size, loading=loop.create_future())
+            self._entries[alias] = entry
+            self._tasks.add(loop.create_task(self._load(alias, entry), name=f"load-{alias}"))
+            return entry
+
+    async def _load(self, alias: str, entry: _Entry) -> None:
+        try:
+            model = await asyncio.to_thread(self._loader, entry.info, self.options)
+        except BaseException as exc:
+            self._entries.pop(alias, None)
+            error = exc if isinstance(exc, InferenceError) else InferenceError(
+                HF_MODEL_LOAD_FAILED, f"cannot load {alias}: {exc}", {"alias": alias}
+            )
+            entry.loading.set_exception(error)
+            entry.loading.exception()  # retrieved here so a load nobody waits for does not warn
+            log.warning("loading %s failed: %s", alias, error.message)
+            return
+        finally:
+            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+        entry.model = model
+        entry.last_used = time.monotonic()
+        entry.loading.set_result(model)
+        if entry.unload_requested and not entry.leases:
+            await self._drop(alias)
+
+    async def _make_room(self, alias: str, size: int) -> None:
+        """Evict idle models, least recently used first, until `size` fits; refuse what never can."""
+        budget = self.memory_budget_bytes
+        if budget is None:
+            return
+        details = {"alias": alias, "needed_bytes": size, "budget_bytes": budget}
+        if size > budget:
+            raise InferenceError(
+                HF_MEMORY_ERROR,
+                f"{alias} needs about {size / 2**20:.0f} MiB (weights and KV cache) but the memory budget is "
+                f"{budget / 2**20:.0f} MiB; raise the budget or export a quantized model",
+                details,
+            )
+        while self.used_bytes + size > budget:
+            idle = [(e.last_used, a) for a, e in self._entries.items() if e.model is not None and not e.leases]
+            if not idle:
+                raise InferenceError(
+                    HF_MEMORY_ERROR,
+                    f"{alias} does not fit next to the models in use ({self.used_bytes / 2**20:.0f} MiB of "
+                    f"{budget / 2**20:.0f} MiB); try again when their requests finish",
+                    {**details, "used_bytes": self.used_bytes},
+                )
+            victim = min(idle)[1]
+            log.info("unloading %s to make room for %s", victim, alias)
+            await self._drop(victim)
+
+    async def _drop(self, alias: str) -> None:
+        entry = self._entries.get(alias)
+        if entry is None:
+            return
+        if entry.model is None:  # still loading: unload as soon as it is in, unless leased by then
+            entry.unload_requested = True
+            return
+        del self._entries[alias]
+        await asyncio.to_thread(entry.model.close)
+        log.info("unloaded %s", alias)
+
+    async def _sweep(self) -> None:
+        interval = max(0.05, min(self.keep_alive_s or 30.0, 30.0) / 2)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.unload_idle()
+            except Exception:
+                log.exception("unloading idle models failed")
+
+    def _folder(self, alias: str) -> Path:
+        if not alias or "/" in alias or "\\" in alias or alias in (".", ".."):
+            raise InferenceError(HF_MODEL_NOT_FOUND, f"{alias!r} is not a model name", {"alias": alias})
+        folder = self.models_dir / alias
+        if not is_export_folder(folder):
+            raise InferenceError(
+                HF_MODEL_NOT_FOUND,
+                f"no exported model named {alias} in {self.models_dir}; run `beth-chat export`",
+                {"alias": alias, "available": self.available()},
+            )
+        return folder
