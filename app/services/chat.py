@@ -108,6 +108,8 @@ class ChatService:
         yield UserMessageSaved(user_message.id)
 
         info = await self._find(model_name)
+        # The conversation keeps the model the user chose, even when images go to a vision fallback.
+        await self.conversations.set_model(conversation, model_name, info.provider if info else None)
         images_b64: list[str] = []
         if validated:
             stored = await self.images.store(conversation.id, user_message.id, validated)
@@ -127,7 +129,6 @@ class ChatService:
             context_length=context_length,
             max_new_tokens=max_tokens,
         )
-        await self.conversations.set_model(conversation, model_name, info.provider if info else None)
         session = await self.sessions.open(
             conversation_id=conversation.id,
             model=model_name,

@@ -150,3 +150,22 @@ def test_a_termination_through_another_replica_stops_the_stream(make_server) -> 
         assert stopped_after < 1.5
         (reply,) = [m for m in stored(client, conversation_id) if m["sender"] == "llm"]
         assert reply["text"] == seen.text
+
+
+def test_images_for_a_text_model_go_to_the_vision_fallback(make_server, chat_ollama: FakeOllama) -> None:
+    from tests.chat.test_images import tiny_png
+
+    server = make_server("vision", VISION_FALLBACK_MODEL="llava:7b")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        conversation_id = create_conversation(client, model="llama3.1:8b")
+        seen = stream_message(
+            client, model="llama3.1:8b", message="describe", conversation_id=conversation_id,
+            files=[("a.png", tiny_png(11), "image/png")],
+        )  # fmt: skip
+        assert seen.images["warnings"] == []
+        assert seen.text == "I see 1 images."
+        reply = stored(client, conversation_id)[-1]
+        assert "llava:7b" in reply["model"]
+        assert client.get(f"/api/v1/conversations/{conversation_id}").json()["llmModel"] == "llama3.1:8b"
+        text_only = stream_message(client, model="llama3.1:8b", message="and now?", conversation_id=conversation_id)
+        assert text_only.text == "Hello from llama3.1:8b!"
