@@ -6,10 +6,11 @@ import gc
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from exports import errors
-from exports.conversion import ONNX_FILE, export_onnx
+from exports.conversion import export_onnx
 from exports.errors import ExportError
 from exports.facts import (
     architecture,
@@ -34,6 +35,8 @@ from exports.validation import (
     PROMPTS,
     Comparison,
     compare,
+    require_agreement,
+    require_logit_diff,
     torch_references,
 )
 
@@ -57,8 +60,10 @@ def export_model(
     progress = progress or NullProgress()
     started = time.monotonic()
     mode = check_mode(quantize)
-    max_diff = _threshold("--max-logit-diff", max_logit_diff, DEFAULT_MAX_LOGIT_DIFF)
-    agreement = _threshold("--min-agreement", min_agreement, DEFAULT_MIN_AGREEMENT[mode], upper=1.0)
+    thresholds = Thresholds(
+        _threshold("--max-logit-diff", max_logit_diff, DEFAULT_MAX_LOGIT_DIFF),
+        _threshold("--min-agreement", min_agreement, DEFAULT_MIN_AGREEMENT[mode], upper=1.0),
+    )
 
     progress.start("check", f"Checking {source}")
     resolved = resolve_source(source)
@@ -72,7 +77,7 @@ def export_model(
     progress.finish("load", f"{loaded.model_type}, {parameter_count(loaded) / 1e6:.1f}M parameters")
     try:
         with staging_folder(destination) as staging:
-            manifest = _build(loaded, resolved, alias, mode, staging, max_diff, agreement, progress, started)
+            manifest = _build(loaded, resolved, alias, mode, staging, thresholds, progress, started)
             progress.start("publish", f"Moving the export into {destination}")
             publish(staging, destination, force=force)
             progress.finish("publish", str(destination))
@@ -82,45 +87,33 @@ def export_model(
     return manifest
 
 
+@dataclass(frozen=True)
+class Thresholds:
+    max_logit_diff: float
+    min_agreement: float
+
+
 def _build(
     loaded: LoadedModel,
     resolved: ResolvedSource,
     alias: str,
     mode: QuantizeMode,
     staging: Path,
-    max_diff: float,
-    min_agreement: float,
+    thresholds: Thresholds,
     progress: ExportProgress,
     started: float,
 ) -> Manifest:
+    """Convert, validate, quantize and describe the model inside `staging`; raise on any refusal."""
     eos_ids = eos_token_ids(loaded)
-    progress.start("convert", "Exporting to ONNX with Optimum (text-generation-with-past)")
-    graph = export_onnx(loaded, staging, eos_ids)
-    progress.finish("convert", _size(graph))
-    progress.start("optimize", "Fusing rotary embeddings (ONNX Runtime transformer optimizer)")
-    optimized = fuse_for_decoding(graph, loaded.model.config, large=is_large(graph))
-    progress.finish("optimize", "fused" if optimized else "nothing to fuse")
-
+    graph, optimized = _convert(loaded, staging, eos_ids, progress)
     references = torch_references(loaded, progress)
     base = compare(graph, references, progress, "validate", "Validating ONNX against PyTorch")
-    if base.max_abs_logit_diff > max_diff:
-        raise ExportError(
-            errors.VALIDATION_FAILED,
-            f"the ONNX graph differs from PyTorch by up to {base.max_abs_logit_diff:.3g} in the logits, "
-            f"above the threshold {max_diff:g}; the export was not kept. "
-            "Pass --max-logit-diff to accept a larger difference.",
-        )
+    require_logit_diff(base, thresholds.max_logit_diff)
     final = base
     if mode != "none":
         graph = _quantize_in_place(graph, mode, progress)
         final = compare(graph, references, progress, "validate-quantized", f"Validating {mode} against PyTorch")
-        if final.top1_agreement < min_agreement:
-            raise ExportError(
-                errors.VALIDATION_FAILED,
-                f"the {mode} graph agrees with the unquantized model on {final.top1_agreement:.1%} of greedy "
-                f"tokens, below the threshold {min_agreement:.1%}; the export was not kept. "
-                "Try another --quantize mode, or pass --min-agreement to accept less.",
-            )
+        require_agreement(final, mode, thresholds.min_agreement)
 
     progress.start("manifest", "Hashing files and writing manifest.json")
     manifest = Manifest(
@@ -134,9 +127,9 @@ def _build(
         chat_template=has_chat_template(staging),
         capabilities=capabilities(loaded),
         quantization=mode,
-        onnx_file=ONNX_FILE,
+        onnx_file=graph.name,
         files=file_entries(staging),
-        validation=_validation(base, final, mode, max_diff, min_agreement),
+        validation=_validation(base, final, mode, thresholds),
         versions=tool_versions(),
         created_at=now_iso(),
         export_seconds=round(time.monotonic() - started, 1),
@@ -147,18 +140,27 @@ def _build(
     return manifest
 
 
-def _validation(
-    base: Comparison, final: Comparison, mode: QuantizeMode, max_diff: float, min_agreement: float
-) -> Validation:
+def _convert(loaded: LoadedModel, staging: Path, eos_ids: list[int], progress: ExportProgress) -> tuple[Path, bool]:
+    """The float ONNX graph in `staging`, fused for decoding where that was measured to help."""
+    progress.start("convert", "Exporting to ONNX with Optimum (text-generation-with-past)")
+    graph = export_onnx(loaded, staging, eos_ids)
+    progress.finish("convert", _size(graph))
+    progress.start("optimize", "Fusing rotary embeddings (ONNX Runtime transformer optimizer)")
+    optimized = fuse_for_decoding(graph, loaded.model.config, large=is_large(graph))
+    progress.finish("optimize", "fused" if optimized else "nothing to fuse")
+    return graph, optimized
+
+
+def _validation(base: Comparison, final: Comparison, mode: QuantizeMode, thresholds: Thresholds) -> Validation:
     quantized = mode != "none"
     return Validation(
         prompts=len(PROMPTS),
         max_abs_logit_diff=base.max_abs_logit_diff,
-        max_logit_diff_threshold=max_diff,
+        max_logit_diff_threshold=thresholds.max_logit_diff,
         passed=True,
         decode_steps=base.decode_steps,
         top1_agreement=final.top1_agreement,
-        min_agreement_threshold=min_agreement if quantized else None,
+        min_agreement_threshold=thresholds.min_agreement if quantized else None,
         compared_tokens=final.compared_tokens,
         quantized_max_abs_logit_diff=final.max_abs_logit_diff if quantized else None,
     )

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from exports import errors
+from exports.errors import ExportError
 from exports.ort_runner import OrtDecoder
 from exports.progress import ExportProgress
 
@@ -132,3 +134,25 @@ def compare(
     agreement = matches / compared if compared else 1.0
     progress.finish(step, f"max |Δlogit| {max_diff:.2e}, top-1 agreement {agreement:.1%}")
     return Comparison(max_diff, agreement, compared, steps)
+
+
+def require_logit_diff(comparison: Comparison, threshold: float) -> None:
+    """Refuse a float graph whose logits stray from PyTorch's by more than `threshold`."""
+    if comparison.max_abs_logit_diff > threshold:
+        raise ExportError(
+            errors.VALIDATION_FAILED,
+            f"the ONNX graph differs from PyTorch by up to {comparison.max_abs_logit_diff:.3g} in the logits, "
+            f"above the threshold {threshold:g}; the export was not kept. "
+            "Pass --max-logit-diff to accept a larger difference.",
+        )
+
+
+def require_agreement(comparison: Comparison, mode: str, threshold: float) -> None:
+    """Refuse a quantized graph whose greedy choices agree with PyTorch's less often than `threshold`."""
+    if comparison.top1_agreement < threshold:
+        raise ExportError(
+            errors.VALIDATION_FAILED,
+            f"the {mode} graph agrees with the unquantized model on {comparison.top1_agreement:.1%} of greedy "
+            f"tokens, below the threshold {threshold:.1%}; the export was not kept. "
+            "Try another --quantize mode, or pass --min-agreement to accept less.",
+        )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -215,3 +217,23 @@ def test_failed_forced_export_keeps_the_previous_one(tmp_path: Path, tiny_hf_mod
         export_model(str(tiny_hf_model), models_dir=models_dir, alias="kept", force=True, max_logit_diff=1e-12)
     assert [path.name for path in models_dir.iterdir()] == ["kept"]
     assert read_manifest(models_dir / "kept") == before
+
+
+def test_export_without_torch_says_how_to_install_it(tiny_hf_model: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # as if PyTorch were not installed\n"
+        "from pathlib import Path\n"
+        "from exports.errors import ExportError\n"
+        "from exports.export import export_model\n"
+        "try:\n"
+        f"    export_model({str(tiny_hf_model)!r}, models_dir=Path({str(tmp_path / 'models')!r}))\n"
+        "except ExportError as exc:\n"
+        "    print(exc.code, exc.message)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2]
+    )
+    assert result.stdout.startswith("EXPORT_TORCH_MISSING")
+    assert "beth-chat-service[export]" in result.stdout
+    assert not (tmp_path / "models").exists()
