@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 
@@ -35,8 +36,6 @@ class LoggingProgress:
     """Step lines through `logging`: for `serve`'s first-run export, where log lines are the terminal."""
 
     def __init__(self, logger_name: str = "exports") -> None:
-        import logging
-
         self._log = logging.getLogger(logger_name)
 
     def start(self, step: str, description: str, total: int | None = None) -> None:
