@@ -6,7 +6,6 @@ app/cli.py parses the options and calls these; everything a person sees on the t
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from exports.errors import ExportError
+from exports.loading import quiet_libraries
 from exports.manifest import Manifest, scan_manifests
 
 EXIT_OK = 0
@@ -80,7 +80,7 @@ def run_export(
     from exports.export import export_model
 
     console = console or Console(stderr=True)
-    _quiet_libraries()
+    quiet_libraries()
     try:
         with RichProgress(console) as progress:
             manifest = export_model(
@@ -172,18 +172,3 @@ def _capabilities(manifest: Manifest) -> str:
 
 def _megabytes(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
-
-
-def _quiet_libraries() -> None:
-    """transformers and Optimum log warnings (and draw tqdm bars) that a person exporting cannot act on.
-
-    transformers resets its logger's level when it is first imported, so it is imported here first.
-    """
-    try:
-        from transformers.utils import logging as transformers_logging
-    except ImportError:  # export_model will say what is missing
-        return
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
-    for name in ("optimum", "torch.onnx", "onnxruntime"):
-        logging.getLogger(name).setLevel(logging.ERROR)

@@ -48,7 +48,9 @@ def ensure_default_export(models_dir: Path, progress: ExportProgress | None = No
         log.info("no export of %s and %s is not installed; skipping the default export", DEFAULT_ALIAS, DEFAULT_PACKAGE)
         return None
     from exports.export import export_model
+    from exports.loading import quiet_libraries
 
+    quiet_libraries()
     log.info("first run: exporting the default model %s into %s", DEFAULT_ALIAS, models_dir)
     return export_model(
         "default",

@@ -47,6 +47,22 @@ def require_torch() -> None:
         ) from exc
 
 
+def quiet_libraries() -> None:
+    """Silence transformers' and Optimum's warnings and tqdm bars, which a person exporting cannot act on.
+
+    Our own progress reports the steps instead. transformers resets its logger's level when it is
+    first imported, so it is imported here first.
+    """
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:  # export_model will say what is missing
+        return
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    for name in ("optimum", "torch.onnx", "onnxruntime"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def load_source(source: ResolvedSource) -> LoadedModel:
     """The model in float32 and eval mode, with its tokenizer; GGUF weights dequantized."""
     require_torch()
