@@ -99,8 +99,10 @@ class ChatModel:
     ) -> AsyncIterator[Event]:
         """Text deltas, then one `GenerationResult`; the work runs on the model's worker thread."""
         run = self.start_chat(messages, params, cancel, timeout_s, **template_args)
-        async for event in self.stream_run(run, cancel):
-            yield event
+        # closed explicitly, so a consumer that leaves cancels the run now, not when the relay is collected
+        async with contextlib.aclosing(self.stream_run(run, cancel)) as events:
+            async for event in events:
+                yield event
 
     async def stream_run(self, run: GenerationRun, cancel: CancelSignal | None = None) -> AsyncIterator[Event]:
         """Schedule `run` and relay its events into the event loop."""
@@ -109,14 +111,16 @@ class ChatModel:
         watchers = _watch(run, cancel, loop)
         self.scheduler.submit(run, _deliver(loop, queue))
         try:
+            # `run.done` turns true in the worker thread before its last batch reaches the queue, so the
+            # relay ends on the result it passed on, never on the run's state.
             while True:
                 item = await queue.get()
                 if isinstance(item, BaseException):
                     raise item
                 for event in item:
                     yield event
-                if run.done:
-                    return
+                    if isinstance(event, GenerationResult):
+                        return
         finally:
             if not run.done:
                 run.cancel()  # the consumer left early: free the worker and the cache

@@ -65,9 +65,7 @@ def _probe_cuda(device_id: int) -> bool:
     options.log_severity_level = 4
     ort.set_default_logger_severity(4)
     try:
-        session = ort.InferenceSession(
-            _PROBE_MODEL, options, providers=[(CUDA, {"device_id": device_id}), CPU]
-        )
+        session = ort.InferenceSession(_PROBE_MODEL, options, providers=[(CUDA, {"device_id": device_id}), CPU])
         if CUDA not in session.get_providers():
             return False
         import numpy as np

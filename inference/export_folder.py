@@ -92,9 +92,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise InferenceError(
-            HF_MODEL_LOAD_FAILED, f"cannot read {path}: {exc}", {"path": str(path)}
-        ) from exc
+        raise InferenceError(HF_MODEL_LOAD_FAILED, f"cannot read {path}: {exc}", {"path": str(path)}) from exc
     return data if isinstance(data, dict) else {}
 
 

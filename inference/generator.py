@@ -28,9 +28,7 @@ class Generator:
     def __init__(self, model: OnnxCausalLM, params: GenerationParams) -> None:
         self.model = model
         self.params = params
-        self.stop_token_ids = frozenset(
-            model.eos_token_ids if params.stop_token_ids is None else params.stop_token_ids
-        )
+        self.stop_token_ids = frozenset(model.eos_token_ids if params.stop_token_ids is None else params.stop_token_ids)
         self.sampler = Sampler(params)
         self.state: SequenceState | None = model.new_sequence()
         self.prompt_length = 0

@@ -89,8 +89,7 @@ class OnnxCausalLM:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.empty_cache = [self._empty(slot) for slot in self.cache_slots]
         self._ones = np.ones((1, info.context_length + 1), dtype=np.int64)
-        log.info("loaded %s (%s) on %s in %.1fs", info.alias, info.onnx_path.name, self.provider,
-                 self.load_seconds)
+        log.info("loaded %s (%s) on %s in %.1fs", info.alias, info.onnx_path.name, self.provider, self.load_seconds)
 
     @classmethod
     def open(cls, path: Path | str, options: RuntimeOptions | None = None) -> OnnxCausalLM:

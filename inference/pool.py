@@ -210,8 +210,10 @@ class ModelPool:
             model = await asyncio.to_thread(self._loader, entry.info, self.options)
         except BaseException as exc:
             self._entries.pop(alias, None)
-            error = exc if isinstance(exc, InferenceError) else InferenceError(
-                HF_MODEL_LOAD_FAILED, f"cannot load {alias}: {exc}", {"alias": alias}
+            error = (
+                exc
+                if isinstance(exc, InferenceError)
+                else InferenceError(HF_MODEL_LOAD_FAILED, f"cannot load {alias}: {exc}", {"alias": alias})
             )
             entry.loading.set_exception(error)
             entry.loading.exception()  # retrieved here so a load nobody waits for does not warn

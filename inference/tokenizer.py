@@ -44,10 +44,10 @@ def _raise_exception(message: str) -> None:
     raise jinja2.exceptions.TemplateError(message)
 
 
-def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
-            separators: Any = None, sort_keys: bool = False) -> str:
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                      sort_keys=sort_keys)
+def _tojson(
+    value: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False
+) -> str:
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
@@ -104,8 +104,7 @@ class ChatTokenizer:
     def stream(self) -> TokenStream:
         return TokenStream(self.tokenizer)
 
-    def render_chat(self, messages: Sequence[Message], add_generation_prompt: bool = True,
-                    **extra: Any) -> str:
+    def render_chat(self, messages: Sequence[Message], add_generation_prompt: bool = True, **extra: Any) -> str:
         """The prompt text for `messages`, ending with the assistant's turn opening."""
         if not self.chat_template:
             raise InferenceError(
@@ -119,9 +118,7 @@ class ChatTokenizer:
                 messages=list(messages), add_generation_prompt=add_generation_prompt, **context
             )
         except jinja2.exceptions.TemplateError as exc:
-            raise InferenceError(
-                HF_TOKENIZATION_ERROR, f"the chat template rejected the messages: {exc}"
-            ) from exc
+            raise InferenceError(HF_TOKENIZATION_ERROR, f"the chat template rejected the messages: {exc}") from exc
 
     def encode_chat(self, messages: Sequence[Message], **extra: Any) -> list[int]:
         """Token ids of the rendered chat prompt (special tokens come from the template itself)."""

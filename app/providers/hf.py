@@ -30,7 +30,7 @@ from app.providers.types import (
 from exports.manifest import BrokenExport, Manifest, scan_manifests
 
 # submodules, not the package: an editable install made before inference/ existed maps it as a namespace
-from inference.errors import HF_INFERENCE_FAILED, InferenceError
+from inference.errors import InferenceError
 from inference.events import GenerationResult, TextDelta
 from inference.params import GenerationParams
 from inference.pool import ModelPool
@@ -183,24 +183,14 @@ class HFProvider(ModelProvider):
         try:
             params = self._params(request.options)
             async with self.pool.lease(request.model) as chat_model:
-                run = chat_model.start_chat(messages, params, timeout_s=request.timeout_s)
-                sent: list[str] = []
-                events = chat_model.stream_run(run)
+                events = chat_model.stream_chat(messages, params, timeout_s=request.timeout_s)
                 async with contextlib.aclosing(events):
                     async for event in events:
                         if isinstance(event, TextDelta):
                             if event.text:
-                                sent.append(event.text)
                                 yield ChatChunk(text=event.text)
                         elif isinstance(event, GenerationResult):
                             yield ChatChunk(done=True, usage=_usage(event), finish_reason=_finish(event))
-                            return
-                # The relay can stop as soon as the run is done, before its last batch (text and result)
-                # arrives; the run's result still holds the whole text, so the reply is finished from it.
-                if run.result is None:
-                    raise InferenceError(HF_INFERENCE_FAILED, f"{model} ended its reply without a result")
-                tail = run.result.text[len("".join(sent)) :]
-                yield ChatChunk(text=tail, done=True, usage=_usage(run.result), finish_reason=_finish(run.result))
         except InferenceError as exc:
             raise to_service_error(exc, model) from exc
 
