@@ -11,6 +11,7 @@ import re
 import httpx
 
 from tests.fixtures.server import graphql, new_id
+from tests.fixtures.web_client import TERMINATE_STREAM
 
 DIGITS = re.compile(r"^\d{13}$")
 
@@ -53,13 +54,6 @@ DELETE_MESSAGES_AFTER = """
 mutation DeleteMessagesAfter($conversationId: ID!, $messageId: ID!) {
   deleteMessagesAfter(conversationId: $conversationId, messageId: $messageId) {
     message deletedCount success __typename
-  }
-}"""
-
-TERMINATE_STREAM = """
-mutation TerminateStream($input: TerminateStreamInput!) {
-  terminateStream(input: $input) {
-    success sessionId message partialResponse tokenCount finalStatus terminationReason error __typename
   }
 }"""
 

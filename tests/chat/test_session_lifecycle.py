@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.test_graphql_web_client import TERMINATE_STREAM, create_conversation
+from tests.api.test_graphql_web_client import create_conversation
 from tests.chat.conftest import chat_env
 from tests.chat.test_stream_turn import stored, wait_for
 from tests.fixtures.ollama import FakeOllama
-from tests.fixtures.server import ServerProcess, graphql
-from tests.fixtures.web_client import ClientStream, stream_message
+from tests.fixtures.server import ServerProcess
+from tests.fixtures.web_client import ClientStream, stream_message, terminate
 
 
 @pytest.fixture
@@ -68,18 +68,7 @@ def test_a_killed_process_leaves_no_active_session_behind(make_server) -> None:
             replies = wait_for(lambda: [m for m in stored(client, conversation_id) if m["sender"] == "llm"], timeout=20)
             assert replies[0]["status"] == "partial"
             assert replies[0]["text"].startswith(seen.text)
-            result = graphql(
-                client,
-                TERMINATE_STREAM,
-                {
-                    "input": {
-                        "sessionId": seen.session_id,
-                        "conversationId": conversation_id,
-                        "password": None,
-                        "reason": None,
-                    }
-                },
-            )["data"]["terminateStream"]
+            result = terminate(client, seen.session_id, conversation_id)
             assert result["success"] is False
             assert result["terminationReason"] == "SERVER_SHUTDOWN"
     finally:
@@ -123,18 +112,7 @@ def test_a_termination_through_another_replica_stops_the_stream(make_server) -> 
         def stop_remotely(seen: ClientStream) -> bool:
             if len(seen.tokens) == 2 and "asked" not in timings:
                 timings["asked"] = time.monotonic()
-                result = graphql(
-                    remote,
-                    TERMINATE_STREAM,
-                    {
-                        "input": {
-                            "sessionId": seen.session_id,
-                            "conversationId": conversation_id,
-                            "password": None,
-                            "reason": None,
-                        }
-                    },
-                )["data"]["terminateStream"]
+                result = terminate(remote, seen.session_id, conversation_id)
                 assert result["success"] is True
             return False
 

@@ -12,12 +12,11 @@ from tests.api.test_graphql_web_client import (
     DELETE_MESSAGES_AFTER,
     GET_MESSAGES,
     SEND_MESSAGE,
-    TERMINATE_STREAM,
     create_conversation,
 )
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.server import ServerProcess, graphql
-from tests.fixtures.web_client import ClientStream, stream_message
+from tests.fixtures.web_client import ClientStream, stream_message, terminate
 
 
 def stored(client: httpx.Client, conversation_id: str) -> list[dict]:
@@ -96,20 +95,7 @@ def test_stop_in_the_middle_saves_exactly_what_was_sent(chat: httpx.Client) -> N
 
     def stop_after_three_tokens(seen: ClientStream) -> bool:
         if len(seen.tokens) == 3 and not result:
-            result.update(
-                graphql(
-                    chat,
-                    TERMINATE_STREAM,
-                    {
-                        "input": {
-                            "sessionId": seen.session_id,
-                            "conversationId": conversation_id,
-                            "password": None,
-                            "reason": None,
-                        }
-                    },
-                )["data"]["terminateStream"]
-            )
+            result.update(terminate(chat, seen.session_id, conversation_id))
         return False
 
     seen = stream_message(
@@ -132,11 +118,7 @@ def test_stop_in_the_middle_saves_exactly_what_was_sent(chat: httpx.Client) -> N
     assert replies[0]["text"] == seen.text
     assert replies[0]["status"] == "partial"
 
-    again = graphql(
-        chat,
-        TERMINATE_STREAM,
-        {"input": {"sessionId": seen.session_id, "conversationId": conversation_id, "password": None, "reason": None}},
-    )["data"]["terminateStream"]
+    again = terminate(chat, seen.session_id, conversation_id)
     assert again["success"] is False
     assert again["message"] == "Session is in TERMINATED state and cannot be terminated"
     assert again["partialResponse"] == seen.text
@@ -180,11 +162,7 @@ def test_a_client_that_disconnects_does_not_lose_the_reply(chat: httpx.Client, c
     time.sleep(1.0)
     session_id = seen.session_id
     # The generation goes on server-side; stop it explicitly and find every token of it saved.
-    result = graphql(
-        chat,
-        TERMINATE_STREAM,
-        {"input": {"sessionId": session_id, "conversationId": conversation_id, "password": None, "reason": None}},
-    )["data"]["terminateStream"]
+    result = terminate(chat, session_id, conversation_id)
     assert result["success"] is True
     assert result["tokenCount"] > len(seen.tokens)
     assert result["partialResponse"].startswith(seen.text)

@@ -19,13 +19,12 @@ from tests.api.test_graphql_web_client import (
     GET_AVAILABLE_MODELS,
     GET_CONVERSATIONS,
     GET_MESSAGES,
-    TERMINATE_STREAM,
     create_conversation,
 )
 from tests.chat.conftest import chat_env
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.server import ServerProcess, graphql
-from tests.fixtures.web_client import ClientStream, stream_message
+from tests.fixtures.web_client import ClientStream, stream_message, terminate
 
 MODEL = "hf/SmolLM2-135M-Instruct"
 
@@ -62,20 +61,7 @@ def test_the_web_client_session_over_https_with_the_default_model(https_chat: ht
 
     def stop_after_two(seen: ClientStream) -> bool:
         if len(seen.tokens) == 2 and not stopped:
-            stopped.update(
-                graphql(
-                    https_chat,
-                    TERMINATE_STREAM,
-                    {
-                        "input": {
-                            "sessionId": seen.session_id,
-                            "conversationId": conversation_id,
-                            "password": None,
-                            "reason": None,
-                        }
-                    },
-                )["data"]["terminateStream"]
-            )
+            stopped.update(terminate(https_chat, seen.session_id, conversation_id))
         return False
 
     second = stream_message(
