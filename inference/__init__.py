@@ -8,6 +8,7 @@ from inference.export_folder import ExportInfo, is_export_folder, read_export
 from inference.generator import Generator
 from inference.model import OnnxCausalLM
 from inference.params import GenerationParams
+from inference.pool import LoadedModel, ModelPool
 from inference.run import GenerationRun
 from inference.tokenizer import ChatTokenizer
 
@@ -22,6 +23,8 @@ __all__ = [
     "GenerationRun",
     "Generator",
     "InferenceError",
+    "LoadedModel",
+    "ModelPool",
     "OnnxCausalLM",
     "RuntimeOptions",
     "TextDelta",

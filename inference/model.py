@@ -19,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from inference.errors import (
+    HF_CANCELLED,
     HF_INFERENCE_FAILED,
     HF_MEMORY_ERROR,
     HF_MODEL_LOAD_FAILED,
@@ -198,8 +199,6 @@ def _empty_dim(index: int, dim: object) -> int:
 def _run_error(exc: Exception) -> InferenceError:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "terminate" in text.lower():
-        from inference.errors import HF_CANCELLED
-
         return InferenceError(HF_CANCELLED, "the step was interrupted")
     if isinstance(exc, MemoryError) or "bad_alloc" in text or "out of memory" in text.lower():
         return InferenceError(HF_MEMORY_ERROR, f"out of memory while generating: {text}")
