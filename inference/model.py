@@ -14,9 +14,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import _pybind_state as _C
 
 from inference.errors import (
     HF_CANCELLED,
@@ -38,6 +40,7 @@ from inference.export_folder import ExportInfo, read_export
 log = logging.getLogger(__name__)
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
+_CPU_DEVICE = _C.OrtDevice(_C.OrtDevice.cpu(), _C.OrtDevice.default_memory(), 0, 0)
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
@@ -52,20 +55,38 @@ class CacheSlot:
 
 
 class SequenceState:
-    """The cache and I/O binding of one sequence; owned by one generator, released when it ends."""
+    """The cache of one sequence (OrtValues from the last step); owned by one generator, released at its end.
+
+    On CPU the cache lives in a feeds dict handed to `run_with_ort_values` of the session's C object: it skips
+    the per-tensor Python wrappers that I/O binding builds and rebinds every step (60 cache tensors for a
+    30-layer model, about 2 ms a step). On CUDA an I/O binding places every output on the GPU and the logits on
+    the CPU, so the cache never leaves the device.
+    """
 
     def __init__(self, model: OnnxCausalLM) -> None:
         self.model = model
         self.length = 0  # tokens already in the cache
-        self.binding = model.session.io_binding()
         self.run_options = ort.RunOptions()
-        for slot, empty in zip(model.cache_slots, model.empty_cache, strict=True):
-            self.binding.bind_ortvalue_input(slot.past_name, empty)
+        self.feeds: dict[str, Any] = {}
+        self.binding: ort.IOBinding | None = None
+        self._inputs: tuple[np.ndarray, ...] = ()  # keeps the numpy memory behind the input OrtValues alive
+        if model.device == "cpu":
+            self.feeds = {
+                slot.past_name: empty._ortvalue
+                for slot, empty in zip(model.cache_slots, model.empty_cache, strict=True)
+            }
+        else:
+            self.binding = model.session.io_binding()
+            for slot, empty in zip(model.cache_slots, model.empty_cache, strict=True):
+                self.binding.bind_ortvalue_input(slot.past_name, empty)
 
     def release(self) -> None:
         """Drop the cache now rather than when the garbage collector gets to it."""
-        self.binding.clear_binding_inputs()
-        self.binding.clear_binding_outputs()
+        self.feeds = {}
+        self._inputs = ()
+        if self.binding is not None:
+            self.binding.clear_binding_inputs()
+            self.binding.clear_binding_outputs()
 
     def interrupt(self) -> None:
         """Ask a running step to stop early (used for cancellation during a long prefill)."""
@@ -89,6 +110,7 @@ class OnnxCausalLM:
         self.has_position_ids = "position_ids" in self.input_names
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.empty_cache = [self._empty(slot) for slot in self.cache_slots]
+        self._fetch = ["logits", *(slot.present_name for slot in self.cache_slots)]
         self._ones = np.ones((1, info.context_length + 1), dtype=np.int64)
         log.info("loaded %s (%s) on %s in %.1fs", info.alias, info.onnx_path.name, self.provider, self.load_seconds)
 
@@ -118,24 +140,46 @@ class OnnxCausalLM:
                 HF_INFERENCE_FAILED,
                 f"cannot feed {count} tokens after {state.length}: the context holds {self.context_length}",
             )
-        binding = state.binding
-        binding.bind_cpu_input("input_ids", np.asarray(token_ids, dtype=np.int64).reshape(1, count))
-        binding.bind_cpu_input("attention_mask", self._ones[:, :total])
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(1, count)
+        mask = self._ones[:, :total]
+        positions = np.arange(state.length, total, dtype=np.int64).reshape(1, count)
+        try:
+            if state.binding is None:
+                logits = self._run_cpu(state, ids, mask, positions)
+            else:
+                logits = self._run_bound(state, ids, mask, positions)
+        except Exception as exc:
+            raise _run_error(exc) from exc
+        state.length = total
+        return logits[0, -1].astype(np.float32, copy=False)
+
+    def _run_cpu(self, state: SequenceState, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        feeds = state.feeds
+        feeds["input_ids"] = _C.OrtValue.ortvalue_from_numpy(ids, _CPU_DEVICE)
+        feeds["attention_mask"] = _C.OrtValue.ortvalue_from_numpy(mask, _CPU_DEVICE)
         if self.has_position_ids:
-            positions = np.arange(state.length, total, dtype=np.int64).reshape(1, count)
+            feeds["position_ids"] = _C.OrtValue.ortvalue_from_numpy(positions, _CPU_DEVICE)
+        state._inputs = (ids, positions)
+        outputs = self.session._sess.run_with_ort_values(feeds, self._fetch, state.run_options)
+        for index, slot in enumerate(self.cache_slots, start=1):
+            feeds[slot.past_name] = outputs[index]
+        return outputs[0].numpy()
+
+    def _run_bound(self, state: SequenceState, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        binding = state.binding
+        assert binding is not None
+        binding.bind_cpu_input("input_ids", ids)
+        binding.bind_cpu_input("attention_mask", mask)
+        if self.has_position_ids:
             binding.bind_cpu_input("position_ids", positions)
         binding.bind_output("logits", "cpu")
         for slot in self.cache_slots:
             binding.bind_output(slot.present_name, self.device, self.options.device_id)
-        try:
-            self.session.run_with_iobinding(binding, state.run_options)
-        except Exception as exc:
-            raise _run_error(exc) from exc
+        self.session.run_with_iobinding(binding, state.run_options)
         outputs = binding.get_outputs()
         for slot, value in zip(self.cache_slots, outputs[1:], strict=True):
             binding.bind_ortvalue_input(slot.past_name, value)
-        state.length = total
-        return outputs[0].numpy()[0, -1].astype(np.float32, copy=False)
+        return outputs[0].numpy()
 
     def close(self) -> None:
         """Let go of the session (its memory returns once no sequence holds a cache from it)."""
