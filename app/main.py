@@ -18,6 +18,7 @@ from app.controllers.conversations import ConversationController
 from app.controllers.health import HealthController
 from app.controllers.images import ImageController
 from app.controllers.models import ModelController, ProviderController
+from app.controllers.observability import ObservabilityController
 from app.controllers.stream import StreamController
 from app.db.engine import close_database, open_database, ping
 from app.db.migrate import migrate
@@ -28,8 +29,10 @@ from app.services.catalog import ModelCatalog
 from app.services.chat import ChatService
 from app.services.conversations import ConversationService
 from app.services.images import ImageStore
+from app.services.metrics import ServiceMetrics, state_gauges
 from app.services.model_services import model_services
 from app.services.streams import StreamSessions
+from app.services.usage import UsageStats
 from app.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,10 @@ def provide_sessions(state: State) -> StreamSessions:
 
 def provide_images(state: State) -> ImageStore:
     return state.images
+
+
+def provide_usage(state: State) -> UsageStats:
+    return state.usage
 
 
 @asynccontextmanager
@@ -83,6 +90,9 @@ async def chat_turns(app: Litestar, settings: Settings) -> AsyncIterator[None]:
         getattr(app.state, "catalog", None),
     )
     app.state.sessions, app.state.images, app.state.chat = sessions, images, chat
+    metrics: ServiceMetrics = app.state.metrics
+    chat.observers += [app.state.usage.record, metrics.observe_generation]
+    metrics.watch(lambda: state_gauges(app.state))
     await sessions.recover_stale()
     sessions.start_watcher()
     expiry = asyncio.create_task(images.run_expiry(), name="image-expiry")
@@ -109,6 +119,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             await close_database(engine)
 
+    metrics = ServiceMetrics()
     # The streaming route takes multipart uploads: up to `image_max_files` images besides the fields.
     stream_routes = type(
         "StreamRoutes",
@@ -127,6 +138,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ConversationController,
             stream_routes,
             ImageController,
+            ObservabilityController,
             ModelController,
             ProviderController,
             graphql,
@@ -137,8 +149,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "catalog": Provide(provide_catalog, sync_to_thread=False),
             "sessions": Provide(provide_sessions, sync_to_thread=False),
             "images": Provide(provide_images, sync_to_thread=False),
+            "usage": Provide(provide_usage, sync_to_thread=False),
         },
-        state=State({"settings": settings, "conversations": ConversationService(settings.bcrypt_rounds)}),
+        state=State(
+            {
+                "settings": settings,
+                "conversations": ConversationService(settings.bcrypt_rounds),
+                "usage": UsageStats(),
+                "metrics": metrics,
+            }
+        ),
+        middleware=[metrics.middleware],
         lifespan=[lifespan],
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins),

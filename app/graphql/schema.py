@@ -35,6 +35,7 @@ from app.graphql.types import (
     VerifyPasswordResponse,
     WarmupOllamaResponse,
 )
+from app.graphql.usage import resolve_usage
 from app.services.chat import TurnRequest, run_to_completion
 from app.services.conversations import parse_message_id
 from app.services.termination import terminate_stream
@@ -82,6 +83,7 @@ class Query:
     available_models: AvailableModelsResponse = strawberry.field(resolver=resolve_available_models)
     models = strawberry.field(resolver=resolve_models, description="Models of every provider, searchable")
     providers = strawberry.field(resolver=resolve_providers, description="Model providers and their health")
+    usage = strawberry.field(resolver=resolve_usage, description="Usage per model and hour or day")
 
 
 @strawberry.type

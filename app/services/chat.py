@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +38,7 @@ from app.services.conversations import ConversationService
 from app.services.images import ImageStore, Upload
 from app.services.prompts import DEFAULT_SYSTEM_PROMPT
 from app.services.streams import COMPLETED, ERROR, TERMINATED, LiveSession, StreamSessions
+from app.services.usage import UsageRecord
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,8 @@ class ChatService:
         self.router = router
         self.catalog = catalog
         self._tasks: set[asyncio.Task[None]] = set()
+        #: called with every finished generation (usage statistics, metrics); failures are logged, never raised
+        self.observers: list[Callable[[UsageRecord], Awaitable[None] | None]] = []
 
     async def turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
         """Run one turn and yield its events; raises ServiceError for refusals before anything is saved."""
@@ -193,6 +196,8 @@ class ChatService:
         first_token_at: float | None = None
         stream: RoutedStream | None = None
         answered_by, provider = model_name, session.provider or ""
+        outcome = UsageRecord(provider="", model=model_name, status="failed")
+        final: TurnEvent | None = None
         try:
             stream = await self._until_stopped(self._open(model_name, request), session, deadline)
             answered_by, provider = stream.model, stream.provider
@@ -215,8 +220,8 @@ class ChatService:
                     session.stop("TIMEOUT" if chunk.finish_reason == "timeout" else "USER_REQUESTED")
                     raise _Stopped
                 if chunk.done:
-                    await self._complete(
-                        session, conversation, answered_by, provider, chunk, started, first_token_at, events
+                    final, outcome = await self._complete(
+                        session, conversation, answered_by, provider, chunk, started, first_token_at
                     )
                     return
         except _Stopped:
@@ -236,7 +241,16 @@ class ChatService:
                 if session.text.strip()
                 else None,
             )
-            events.put_nowait(Terminated(session.id, session.text, session.token_count, reason, saved))
+            final = Terminated(session.id, session.text, session.token_count, reason, saved)
+            outcome = UsageRecord(
+                provider=provider,
+                model=answered_by,
+                status="partial",
+                completion_tokens=session.token_count,
+                time_to_first_token_ms=(first_token_at - started) * 1000 if first_token_at else None,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                error_code="TIMEOUT" if reason == "TIMEOUT" else "CANCELLED",
+            )
         except Exception as exc:
             error = exc if isinstance(exc, ServiceError) else None
             if error is None:
@@ -251,11 +265,32 @@ class ChatService:
                 if session.text.strip()
                 else None,
             )
-            events.put_nowait(Failed(str(error.code), error.message, error.details))
+            final = Failed(str(error.code), error.message, error.details)
+            outcome = UsageRecord(
+                provider=provider or "unknown",
+                model=answered_by,
+                status="failed",
+                completion_tokens=session.token_count,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                error_code=str(error.code),
+            )
         finally:
             if stream is not None:
                 with suppress(Exception):
                     await stream.aclose()
+            # Usage is recorded before the client hears the end, so a report read after it includes it.
+            await self._notify(outcome)
+            if final is not None:
+                events.put_nowait(final)
+
+    async def _notify(self, record: UsageRecord) -> None:
+        for observer in self.observers:
+            try:
+                result = observer(record)
+                if result is not None:
+                    await result
+            except Exception:
+                log.exception("recording the usage of a generation failed")
 
     async def _complete(
         self,
@@ -266,8 +301,7 @@ class ChatService:
         final: ChatChunk,
         started: float,
         first_token_at: float | None,
-        events: asyncio.Queue[TurnEvent],
-    ) -> None:
+    ) -> tuple[Completed, UsageRecord]:
         if not session.text.strip():
             raise ServiceError(
                 ErrorCode.GENERATION_FAILED, "The model returned an empty reply", details={"model": model}
@@ -283,21 +317,28 @@ class ChatService:
             (first_token_at - started) * 1000 if first_token_at else None
         )
         saved = await self.sessions.close(session, status=COMPLETED, reply=reply)
-        events.put_nowait(
-            Completed(
-                session_id=session.id,
-                message_id=saved or reply.id,
-                text=session.text,
-                model=model,
-                provider=provider,
-                usage={
-                    "promptTokens": reply.prompt_tokens,
-                    "completionTokens": reply.completion_tokens,
-                    "timeToFirstTokenMs": reply.time_to_first_token_ms,
-                    "durationMs": reply.duration_ms,
-                },
-                finish_reason=reply.finish_reason or "stop",
-            )
+        completed = Completed(
+            session_id=session.id,
+            message_id=saved or reply.id,
+            text=session.text,
+            model=model,
+            provider=provider,
+            usage={
+                "promptTokens": reply.prompt_tokens,
+                "completionTokens": reply.completion_tokens,
+                "timeToFirstTokenMs": reply.time_to_first_token_ms,
+                "durationMs": reply.duration_ms,
+            },
+            finish_reason=reply.finish_reason or "stop",
+        )
+        return completed, UsageRecord(
+            provider=provider,
+            model=model,
+            status="complete",
+            prompt_tokens=reply.prompt_tokens or 0,
+            completion_tokens=reply.completion_tokens or 0,
+            time_to_first_token_ms=reply.time_to_first_token_ms,
+            duration_ms=reply.duration_ms or 0.0,
         )
 
     @staticmethod

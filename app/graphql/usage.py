@@ -1,0 +1,55 @@
+"""GraphQL `usage(period, model, provider)`: the same per-model report as `GET /api/v1/usage`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import strawberry
+from strawberry.types import Info
+
+from app.errors import invalid
+from app.schemas.common import epoch_ms
+from app.services.usage import DEFAULT_WINDOW, PERIODS, UsageRow
+
+
+@strawberry.type
+class UsageStat:
+    provider: str
+    model: str
+    period_start: str
+    requests: int
+    errors: int
+    cancelled: int
+    prompt_tokens: int
+    completion_tokens: int
+    average_duration_ms: float
+    average_time_to_first_token_ms: float
+
+    @classmethod
+    def of(cls, row: UsageRow) -> UsageStat:
+        return cls(
+            provider=row.provider,
+            model=row.model,
+            period_start=epoch_ms(row.period_start),
+            requests=row.requests,
+            errors=row.errors,
+            cancelled=row.cancelled,
+            prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens,
+            average_duration_ms=round(row.average_duration_ms, 2),
+            average_time_to_first_token_ms=round(row.average_time_to_first_token_ms, 2),
+        )
+
+
+async def resolve_usage(
+    info: Info[Any, None], period: str = "day", model: str | None = None, provider: str | None = None
+) -> list[UsageStat]:
+    """Usage per model for the last 2 days (hours) or 31 days (days)."""
+    if period not in PERIODS:
+        raise invalid("period must be hour or day", field="period")
+    usage = info.context.request.app.state.usage
+    rows = await usage.report(
+        period=period, model=model, provider=provider, since=datetime.now(UTC) - DEFAULT_WINDOW[period]
+    )
+    return [UsageStat.of(row) for row in rows]

@@ -1,0 +1,100 @@
+"""Usage statistics and Prometheus metrics after real generations (complete, stopped and failed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api.test_graphql_web_client import create_conversation
+from tests.chat.conftest import chat_env
+from tests.fixtures.ollama import FakeOllama
+from tests.fixtures.server import ServerProcess, create_postgres_database, drop_postgres_database
+from tests.fixtures.web_client import ClientStream, stream_message, terminate
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def fresh(
+    request: pytest.FixtureRequest, tmp_path: Path, chat_ollama: FakeOllama, chat_models_dir: Path
+) -> Iterator[httpx.Client]:
+    """A server on its own empty database, so the counts are this test's alone."""
+    url = f"sqlite:///{tmp_path / 'usage.sqlite3'}" if request.param == "sqlite" else create_postgres_database()
+    server = ServerProcess(tmp_path, url, chat_env(chat_ollama, chat_models_dir))
+    server.start()
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        yield client
+    server.stop()
+    if request.param == "postgres":
+        drop_postgres_database(url)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of the Prometheus text format."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        key, value = line.rsplit(" ", 1)
+        sample, _, label_text = key.partition("{")
+        if sample == name and ",".join(sorted(label_text.rstrip("}").split(","))) == wanted:
+            return float(value)
+    raise AssertionError(f"no sample {name}{{{wanted}}} in the metrics")
+
+
+def test_usage_and_metrics_follow_real_generations(fresh: httpx.Client) -> None:
+    conversation_id = create_conversation(fresh, model="llama3.1:8b")
+    for _ in range(3):
+        assert stream_message(fresh, model="llama3.1:8b", message="hi", conversation_id=conversation_id).ended
+
+    def stop(seen: ClientStream) -> bool:
+        if len(seen.tokens) == 2:
+            terminate(fresh, seen.session_id, conversation_id)
+        return False
+
+    stopped = stream_message(fresh, model="slow:latest", message="go", conversation_id=conversation_id, on_block=stop)
+    assert stopped.terminated is not None
+    failed = stream_message(fresh, model="midfail:latest", message="boom", conversation_id=conversation_id)
+    assert failed.error is not None
+
+    for period in ("hour", "day"):
+        report = fresh.get("/api/v1/usage", params={"period": period}).json()
+        rows = {row["model"]: row for row in report["rows"]}
+        llama = rows["ollama/llama3.1:8b"]
+        assert llama["requests"] == 3
+        assert llama["promptTokens"] == 3 * 26
+        assert llama["completionTokens"] == 3 * 3
+        assert llama["errors"] == 0
+        assert llama["averageDurationMs"] > 0
+        assert rows["ollama/slow:latest"]["cancelled"] == 1
+        assert rows["ollama/midfail:latest"]["errors"] == 1
+        assert report["totals"]["requests"] == 5
+    only = fresh.get("/api/v1/usage", params={"model": "ollama/llama3.1:8b"}).json()
+    assert [row["model"] for row in only["rows"]] == ["ollama/llama3.1:8b"]
+    assert fresh.get("/api/v1/usage", params={"since": "yesterday"}).status_code == 400
+    graphql_rows = fresh.post(
+        "/graphql", json={"query": '{ usage(period: "hour") { model requests completionTokens periodStart } }'}
+    ).json()["data"]["usage"]
+    assert {"model": "ollama/llama3.1:8b", "requests": 3, "completionTokens": 9} in [
+        {k: row[k] for k in ("model", "requests", "completionTokens")} for row in graphql_rows
+    ]
+
+    assert fresh.get(f"/api/v1/conversations/{conversation_id}/messages").status_code == 200
+    text = fresh.get("/metrics").text
+    model = {"provider": "ollama", "model": "ollama/llama3.1:8b"}
+    assert metric(text, "beth_generations_total", status="complete", **model) == 3
+    assert metric(text, "beth_generations_total", provider="ollama", model="ollama/slow:latest", status="partial") == 1
+    assert (
+        metric(text, "beth_generations_total", provider="ollama", model="ollama/midfail:latest", status="failed") == 1
+    )
+    assert metric(text, "beth_tokens_generated_total", **model) == 9
+    assert metric(text, "beth_time_to_first_token_seconds_count", **model) == 3
+    assert metric(text, "beth_generation_duration_seconds_count", **model) == 3
+    assert metric(text, "beth_active_streams") == 0
+    assert metric(text, "beth_provider_health", provider="ollama") == 1
+    assert metric(text, "beth_provider_health", provider="hf") == 1
+    assert metric(text, "beth_provider_circuit_open", provider="ollama") == 0
+    assert metric(text, "beth_http_requests_total", method="POST", route="/api/stream-message", status="200") == 5
+    assert conversation_id not in text  # routes are counted by template, never by raw path
+    assert 'route="/api/v1/conversations/{conversation_id}/messages"' in text
