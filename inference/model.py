@@ -151,7 +151,8 @@ class OnnxCausalLM:
         except Exception as exc:
             raise _run_error(exc) from exc
         state.length = total
-        return logits[0, -1].astype(np.float32, copy=False)
+        # a copy: the array may view memory the session owns and frees with the step's outputs
+        return np.array(logits[0, -1], dtype=np.float32)
 
     def _run_cpu(self, state: SequenceState, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray) -> np.ndarray:
         feeds = state.feeds
