@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
+import msgspec
+
 from app.db.tables import Conversation, Message
 from app.errors import ErrorCode, ServiceError
 from app.providers.types import ChatChunk, ChatMessage, ChatRequest, GenerationOptions, ModelInfo
@@ -36,6 +38,7 @@ from app.services.chat_events import (
 from app.services.context import build_context
 from app.services.conversations import ConversationService
 from app.services.images import ImageStore, Upload
+from app.services.model_settings import ModelSettingsSource, NoModelSettings
 from app.services.prompts import DEFAULT_SYSTEM_PROMPT
 from app.services.streams import COMPLETED, ERROR, TERMINATED, LiveSession, StreamSessions
 from app.services.usage import UsageRecord
@@ -95,6 +98,8 @@ class ChatService:
         self.router = router
         self.catalog = catalog
         self._tasks: set[asyncio.Task[None]] = set()
+        #: per-model settings (the configuration service replaces this); read once per turn
+        self.model_settings: ModelSettingsSource = NoModelSettings()
         #: called with every finished generation (usage statistics, metrics); failures are logged, never raised
         self.observers: list[Callable[[UsageRecord], Awaitable[None] | None]] = []
 
@@ -121,12 +126,21 @@ class ChatService:
                 images_b64 = self.images.as_base64(validated)
             yield ImagesProcessed(len(stored), warnings, [self.images.describe(row) for row in stored])
 
+        configured = self.model_settings.for_model(model_name, info)
+        if not configured.enabled:
+            raise ServiceError(
+                ErrorCode.MODEL_NOT_FOUND,
+                f"Model {model_name} is disabled in the configuration",
+                details={"model": model_name, "reason": "disabled"},
+            )
         history = [m for m in await self.conversations.list_messages(conversation.id) if m.id != user_message.id]
-        max_tokens = self.settings.chat_max_tokens
+        options = configured.options or GenerationOptions()
         context_length = (info.context_length if info else None) or self.settings.chat_context_length
-        max_tokens = min(max_tokens, context_length // 2)
+        if configured.context_budget:
+            context_length = min(context_length, configured.context_budget)
+        max_tokens = min(options.max_tokens or self.settings.chat_max_tokens, context_length // 2)
         context = build_context(
-            system_prompt=self.settings.system_prompt or DEFAULT_SYSTEM_PROMPT,
+            system_prompt=configured.system_prompt or self.settings.system_prompt or DEFAULT_SYSTEM_PROMPT,
             history=[m for m in history if m.text],
             current=ChatMessage(role="user", content=request.text, images=images_b64),
             context_length=context_length,
@@ -141,7 +155,7 @@ class ChatService:
         chat_request = ChatRequest(
             model=model_name,
             messages=context.messages,
-            options=GenerationOptions(max_tokens=max_tokens, context_length=context_length),
+            options=msgspec.structs.replace(options, max_tokens=max_tokens, context_length=context_length),
             timeout_s=self.settings.stream_timeout_s,
         )
         events: asyncio.Queue[TurnEvent] = asyncio.Queue()
