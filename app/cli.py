@@ -46,7 +46,7 @@ def serve(use_https: bool | None, host: str | None, port: int | None) -> None:
     from app.server import run
 
     settings = _settings(https=use_https, host=host, port=port)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _auto_export_default(settings)
     ssl: dict[str, str] = {}

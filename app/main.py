@@ -25,6 +25,7 @@ from app.db.migrate import migrate
 from app.graphql.context import provide_graphql_context
 from app.graphql.schema import schema
 from app.http_errors import EXCEPTION_HANDLERS
+from app.logging_setup import request_context
 from app.services.catalog import ModelCatalog
 from app.services.chat import ChatService
 from app.services.conversations import ConversationService
@@ -159,7 +160,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "metrics": metrics,
             }
         ),
-        middleware=[metrics.middleware],
+        middleware=[request_context, metrics.middleware],
+        logging_config=None,
         lifespan=[lifespan],
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins),

@@ -44,6 +44,7 @@ def run(app: Litestar, *, host: str, port: int, log_level: str, ssl: dict[str, s
         port=port,
         log_level=log_level,
         access_log=False,
+        log_config=None,  # logging is ours (app/logging_setup.py): one format, ids, redaction
         timeout_graceful_shutdown=10,
         **ssl,  # type: ignore[arg-type]
     )

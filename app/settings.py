@@ -49,6 +49,7 @@ class Settings:
     max_body_mb: int = 10
     bcrypt_rounds: int = 10
     log_level: str = "info"
+    log_format: str = "text"
     ollama_host: str = "http://localhost:11434"
     hf_models_dir: Path | None = None
     hf_auto_export_default: bool = True
@@ -121,6 +122,7 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "max_body_mb": ("MAX_BODY_MB",),
     "bcrypt_rounds": ("BCRYPT_ROUNDS",),
     "log_level": ("LOG_LEVEL",),
+    "log_format": ("LOG_FORMAT",),
     "ollama_host": ("OLLAMA_HOST",),
     "hf_models_dir": ("HF_MODELS_DIR",),
     "hf_auto_export_default": ("HF_AUTO_EXPORT_DEFAULT",),
@@ -285,6 +287,7 @@ CONVERTERS: dict[str, Callable[[object], Any]] = {
     "max_body_mb": _to_int(1, 1024),
     "bcrypt_rounds": _to_int(4, 16),
     "log_level": _to_choice(LOG_LEVELS),
+    "log_format": _to_choice(("text", "json")),
     "ollama_host": _to_http_url,
     "hf_models_dir": _to_optional_path,
     "hf_auto_export_default": _to_bool,

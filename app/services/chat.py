@@ -24,6 +24,7 @@ import msgspec
 
 from app.db.tables import Conversation, Message
 from app.errors import ErrorCode, ServiceError
+from app.logging_setup import stream_session_id
 from app.providers.types import ChatChunk, ChatMessage, ChatRequest, GenerationOptions, ModelInfo
 from app.services.chat_events import (
     Completed,
@@ -204,6 +205,7 @@ class ChatService:
         request: ChatRequest,
         events: asyncio.Queue[TurnEvent],
     ) -> None:
+        stream_session_id.set(session.id)  # this task's log lines carry the session id
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.stream_timeout_s
         started = time.perf_counter()
