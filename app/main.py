@@ -30,6 +30,7 @@ from app.services.catalog import ModelCatalog
 from app.services.chat import ChatService
 from app.services.conversations import ConversationService
 from app.services.images import ImageStore
+from app.services.memory_guard import MemoryGuard
 from app.services.metrics import ServiceMetrics, state_gauges
 from app.services.model_services import model_services
 from app.services.streams import StreamSessions
@@ -97,10 +98,20 @@ async def chat_turns(app: Litestar, settings: Settings) -> AsyncIterator[None]:
     await sessions.recover_stale()
     sessions.start_watcher()
     expiry = asyncio.create_task(images.run_expiry(), name="image-expiry")
+    registry = getattr(app.state, "registry", None)
+    hf = registry.get("hf") if registry is not None else None
+    guard = MemoryGuard(
+        getattr(hf, "pool", None),
+        min_available_bytes=settings.memory_min_available_mb * 2**20,
+        interval_s=settings.memory_check_interval_s,
+    )
+    app.state.memory_guard = guard
+    watching = asyncio.create_task(guard.run(), name="memory-guard")
     try:
         yield
     finally:
         expiry.cancel()
+        watching.cancel()
         await chat.shutdown()
 
 

@@ -50,6 +50,8 @@ class Settings:
     bcrypt_rounds: int = 10
     log_level: str = "info"
     log_format: str = "text"
+    memory_min_available_mb: int = 512
+    memory_check_interval_s: float = 10.0
     ollama_host: str = "http://localhost:11434"
     hf_models_dir: Path | None = None
     hf_auto_export_default: bool = True
@@ -123,6 +125,8 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "bcrypt_rounds": ("BCRYPT_ROUNDS",),
     "log_level": ("LOG_LEVEL",),
     "log_format": ("LOG_FORMAT",),
+    "memory_min_available_mb": ("MEMORY_MIN_AVAILABLE_MB",),
+    "memory_check_interval_s": ("MEMORY_CHECK_INTERVAL_S",),
     "ollama_host": ("OLLAMA_HOST",),
     "hf_models_dir": ("HF_MODELS_DIR",),
     "hf_auto_export_default": ("HF_AUTO_EXPORT_DEFAULT",),
@@ -288,6 +292,8 @@ CONVERTERS: dict[str, Callable[[object], Any]] = {
     "bcrypt_rounds": _to_int(4, 16),
     "log_level": _to_choice(LOG_LEVELS),
     "log_format": _to_choice(("text", "json")),
+    "memory_min_available_mb": _to_int(0, 10_000_000),
+    "memory_check_interval_s": _to_float(0.1, 3600),
     "ollama_host": _to_http_url,
     "hf_models_dir": _to_optional_path,
     "hf_auto_export_default": _to_bool,

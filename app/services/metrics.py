@@ -13,7 +13,7 @@ from typing import Any
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app.services.usage import UsageRecord
@@ -116,7 +116,7 @@ class _StateCollector(Collector):
     def __init__(self, read_state: Callable[[], Iterable[GaugeMetricFamily]]) -> None:
         self.read_state = read_state
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[Any]:
         return list(self.read_state())
 
 
@@ -135,6 +135,23 @@ def state_gauges(app_state: Any) -> Iterable[GaugeMetricFamily]:
         for name, result in monitor.all_latest().items():
             health.add_metric([name], HEALTH_VALUES.get(result.status, -1.0))
         yield health
+    guard = getattr(app_state, "memory_guard", None)
+    if guard is not None:
+        memory = GaugeMetricFamily("beth_memory_bytes", "Process resident and system available memory", labels=["kind"])
+        if guard.last.process_rss_bytes is not None:
+            memory.add_metric(["process_rss"], guard.last.process_rss_bytes)
+        if guard.last.system_available_bytes is not None:
+            memory.add_metric(["system_available"], guard.last.system_available_bytes)
+        if guard.pool is not None:
+            memory.add_metric(["models_loaded"], guard.pool.used_bytes)
+            loaded = GaugeMetricFamily("beth_models_loaded", "hf models in memory", labels=["model"])
+            for model in guard.pool.loaded():
+                loaded.add_metric([f"hf/{model.alias}"], model.size_bytes)
+            yield loaded
+        yield memory
+        unloads = CounterMetricFamily("beth_memory_pressure_unloads", "Idle models unloaded under memory pressure")
+        unloads.add_metric([], guard.pressure_unloads)
+        yield unloads
     if registry is not None:
         circuit = GaugeMetricFamily(
             "beth_provider_circuit_open", "1 while the provider's circuit is open", labels=["provider"]
