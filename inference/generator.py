@@ -66,6 +66,18 @@ class Generator:
         self._pending.extend(token_ids)
         self.prompt_length = self._history_length
 
+    def prefill_step(self, max_tokens: int) -> bool:
+        """Feed up to `max_tokens` of a long queued prompt without picking a token; False when none is left.
+
+        A long prompt in pieces lets a scheduler interleave other requests' steps and check cancellation
+        between the pieces; the last piece (at most `max_tokens`) is left for `generate_next_token`.
+        """
+        if self.state is None or len(self._pending) <= max_tokens:
+            return False
+        self.model.forward(self.state, self._pending[:max_tokens])
+        del self._pending[:max_tokens]
+        return True
+
     def generate_next_token(self) -> int:
         """Run the model on the queued tokens and pick the next one (it is queued for the next step)."""
         if self.is_done():

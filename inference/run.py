@@ -20,6 +20,8 @@ from inference.params import GenerationParams
 from inference.stop_strings import StopStringFilter
 from inference.tokenizer import ChatTokenizer
 
+PREFILL_CHUNK = 256  # prompt tokens per step: long prompts do not stall other requests for seconds
+
 
 class CancelSignal(Protocol):
     """Anything with `is_set()`: an `asyncio.Event`, a `threading.Event`, ..."""
@@ -72,6 +74,8 @@ class GenerationRun:
             generator.finish(reason)
             return self._finish()
         try:
+            if generator.prefill_step(PREFILL_CHUNK):
+                return []
             token = generator.generate_next_token()
         except InferenceError as exc:
             if exc.code != HF_CANCELLED:
