@@ -51,6 +51,8 @@ class Settings:
     log_level: str = "info"
     log_format: str = "text"
     memory_min_available_mb: int = 512
+    provider_retries: int = 2
+    provider_retry_backoff_s: float = 0.25
     memory_check_interval_s: float = 10.0
     ollama_host: str = "http://localhost:11434"
     hf_models_dir: Path | None = None
@@ -126,6 +128,8 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "log_level": ("LOG_LEVEL",),
     "log_format": ("LOG_FORMAT",),
     "memory_min_available_mb": ("MEMORY_MIN_AVAILABLE_MB",),
+    "provider_retries": ("PROVIDER_RETRIES",),
+    "provider_retry_backoff_s": ("PROVIDER_RETRY_BACKOFF_S",),
     "memory_check_interval_s": ("MEMORY_CHECK_INTERVAL_S",),
     "ollama_host": ("OLLAMA_HOST",),
     "hf_models_dir": ("HF_MODELS_DIR",),
@@ -293,6 +297,8 @@ CONVERTERS: dict[str, Callable[[object], Any]] = {
     "log_level": _to_choice(LOG_LEVELS),
     "log_format": _to_choice(("text", "json")),
     "memory_min_available_mb": _to_int(0, 10_000_000),
+    "provider_retries": _to_int(0, 10),
+    "provider_retry_backoff_s": _to_float(0, 60),
     "memory_check_interval_s": _to_float(0.1, 3600),
     "ollama_host": _to_http_url,
     "hf_models_dir": _to_optional_path,

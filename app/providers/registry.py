@@ -16,6 +16,7 @@ CONTEXT_LENGTH_EXCEEDED; CAPABILITY_UNSUPPORTED) are raised as they are.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from app.providers.types import ChatChunk, ChatRequest, ModelInfo
 log = logging.getLogger(__name__)
 
 #: errors before the first chunk that let the next model in the fallback list try
+# Transient: worth another try of the same model, after a short pause, before any fallback.
+RETRY_ON: frozenset[ErrorCode] = frozenset({ErrorCode.PROVIDER_UNAVAILABLE, ErrorCode.OVERLOADED})
 FALLBACK_ON: frozenset[ErrorCode] = frozenset(
     {
         ErrorCode.PROVIDER_UNAVAILABLE,
@@ -60,8 +63,13 @@ class ProviderRegistry:
         failure_threshold: int = 5,
         cooldown_s: float = 30.0,
         bare_provider: str = "ollama",
+        retries: int = 2,
+        retry_backoff_s: float = 0.25,
     ) -> None:
         self.fallback_models = tuple(fallback_models)
+        #: extra tries of a model whose provider is briefly unavailable or busy, before any fallback
+        self.retries = retries
+        self.retry_backoff_s = retry_backoff_s
         self.failure_threshold = failure_threshold
         self.cooldown_s = cooldown_s
         #: the provider that bare names go to when the catalog does not know them
@@ -165,7 +173,7 @@ class ProviderRegistry:
                 if resolved.name in tried:
                     continue
                 tried.add(resolved.name)
-                stream = await self._open(resolved, request, is_fallback)
+                stream = await self._open_with_retries(resolved, request, is_fallback)
             except ServiceError as exc:
                 if not is_fallback:
                     if exc.code not in FALLBACK_ON or not self.fallback_models:
@@ -181,6 +189,22 @@ class ProviderRegistry:
         assert first_error is not None
         first_error.details = {**first_error.details, "attempts": attempts}
         raise first_error
+
+    async def _open_with_retries(
+        self, resolved: ResolvedModel, request: ChatRequest, is_fallback: bool
+    ) -> RoutedStream:
+        """`_open`, tried again with exponential backoff on transient errors (never once the circuit is open)."""
+        for attempt in range(self.retries + 1):
+            try:
+                return await self._open(resolved, request, is_fallback)
+            except ServiceError as exc:
+                transient = exc.code in RETRY_ON and "circuit" not in exc.details
+                if not transient or attempt == self.retries:
+                    raise
+                delay = self.retry_backoff_s * 2**attempt
+                log.info("retrying %s in %.2fs after %s: %s", resolved.name, delay, exc.code, exc.message)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     async def _open(self, resolved: ResolvedModel, request: ChatRequest, is_fallback: bool) -> RoutedStream:
         """Check the circuit, start the provider's stream and wait for its first chunk."""

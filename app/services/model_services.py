@@ -25,6 +25,8 @@ def build_registry(settings: Settings) -> ProviderRegistry:
         failure_threshold=settings.circuit_failure_threshold,
         cooldown_s=settings.circuit_cooldown_s,
         bare_provider=OllamaProvider.name,
+        retries=settings.provider_retries,
+        retry_backoff_s=settings.provider_retry_backoff_s,
     )
     if settings.ollama_enabled:
         registry.register(

@@ -150,3 +150,50 @@ async def test_closing_the_routed_stream_closes_the_provider_stream() -> None:
     await anext(stream)
     await stream.aclose()
     assert hf.closed == 1
+
+
+class Flaky(ScriptedProvider):
+    """Unavailable for the first `failures` attempts, then fine."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__("ollama", ["llama3.1:8b"])
+        self.failures = failures
+
+    def stream_chat(self, request: ChatRequest):
+        self.fail_before_first = unavailable("ollama") if self.failures > 0 else None
+        self.failures -= 1
+        return super().stream_chat(request)
+
+
+async def test_transient_errors_are_retried_with_backoff_before_any_fallback() -> None:
+    registry = ProviderRegistry(retries=2, retry_backoff_s=0.01, fallback_models=["hf/tiny"])
+    flaky = Flaky(failures=2)
+    hf = ScriptedProvider("hf", ["tiny"])
+    registry.register(flaky)
+    registry.register(hf)
+    stream = await registry.open_chat_stream("ollama/llama3.1:8b", request())
+    assert stream.model == "ollama/llama3.1:8b"
+    assert stream.fallback_from is None
+    assert len(flaky.requests) == 3
+    assert hf.requests == []
+    await stream.aclose()
+
+
+async def test_retries_give_up_and_then_fall_back() -> None:
+    registry = ProviderRegistry(retries=1, retry_backoff_s=0.01, fallback_models=["hf/tiny"])
+    flaky = Flaky(failures=5)
+    hf = ScriptedProvider("hf", ["tiny"])
+    registry.register(flaky)
+    registry.register(hf)
+    stream = await registry.open_chat_stream("ollama/llama3.1:8b", request())
+    assert stream.model == "hf/tiny"
+    assert len(flaky.requests) == 2
+    await stream.aclose()
+
+
+async def test_client_errors_are_not_retried() -> None:
+    registry, ollama, _ = make_registry(retries=3, retry_backoff_s=0.01)
+    ollama.fail_before_first = ServiceError(ErrorCode.INVALID_REQUEST, "bad")
+    with pytest.raises(ServiceError):
+        await registry.open_chat_stream("ollama/llama3.1:8b", request())
+    assert len(ollama.requests) == 1
