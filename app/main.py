@@ -17,6 +17,7 @@ from strawberry.litestar import make_graphql_controller
 from app.controllers.conversations import ConversationController
 from app.controllers.health import HealthController
 from app.controllers.images import ImageController
+from app.controllers.model_configs import ModelConfigController
 from app.controllers.models import ModelController, ProviderController
 from app.controllers.observability import ObservabilityController
 from app.controllers.stream import StreamController
@@ -151,6 +152,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             stream_routes,
             ImageController,
             ObservabilityController,
+            ModelConfigController,
             ModelController,
             ProviderController,
             graphql,

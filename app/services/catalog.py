@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -58,6 +58,8 @@ class ModelCatalog:
         self._listings: dict[str, _Listing] = {}
         self._refreshed_at: float | None = None
         self._refreshing: asyncio.Task[None] | None = None
+        #: called with the whole list after each refresh (e.g. to store discovered models); errors are logged
+        self.on_refreshed: list[Callable[[list[ModelInfo]], Awaitable[object]]] = []
         registry.use_catalog(self.snapshot)
 
     # -- the list ------------------------------------------------------------------------------------------
@@ -161,6 +163,11 @@ class ModelCatalog:
             if self.registry.get(name) is None:
                 del self._listings[name]
         self._refreshed_at = self._clock()
+        for listener in self.on_refreshed:
+            try:
+                await listener(self.snapshot())
+            except Exception:
+                log.exception("a model-list listener failed")
 
     async def _refresh_one(self, provider: ModelProvider) -> None:
         listing = self._listings.setdefault(provider.name, _Listing())

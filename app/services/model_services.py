@@ -15,6 +15,7 @@ from app.providers.hf import HFProvider
 from app.providers.ollama import OllamaProvider
 from app.providers.registry import ProviderRegistry
 from app.services.catalog import ModelCatalog
+from app.services.discovered import DiscoveredModels
 from app.services.health_monitor import HealthMonitor
 from app.settings import Settings
 
@@ -65,6 +66,7 @@ async def model_services(app: Any, settings: Settings) -> AsyncIterator[None]:
         stale_s=settings.catalog_stale_s,
     )
     app.state.registry, app.state.catalog, app.state.health_monitor = registry, catalog, monitor
+    catalog.on_refreshed.append(DiscoveredModels().record)
     await registry.initialize()
     monitor.start()
     try:

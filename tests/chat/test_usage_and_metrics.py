@@ -10,6 +10,7 @@ import pytest
 
 from tests.api.test_graphql_web_client import create_conversation
 from tests.chat.conftest import chat_env
+from tests.chat.test_stream_turn import wait_for
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.server import ServerProcess, create_postgres_database, drop_postgres_database
 from tests.fixtures.web_client import ClientStream, stream_message, terminate
@@ -98,3 +99,22 @@ def test_usage_and_metrics_follow_real_generations(fresh: httpx.Client) -> None:
     assert metric(text, "beth_http_requests_total", method="POST", route="/api/stream-message", status="200") == 5
     assert conversation_id not in text  # routes are counted by template, never by raw path
     assert 'route="/api/v1/conversations/{conversation_id}/messages"' in text
+
+
+def test_discovered_models_get_a_stored_default_configuration(fresh: httpx.Client) -> None:
+    assert fresh.get("/api/v1/models").status_code == 200  # a listing, as any client would cause
+
+    def stored() -> dict:
+        return {row["name"]: row for row in fresh.get("/api/v1/model-configs").json()}
+
+    configs = wait_for(lambda: stored() if "hf/tiny" in stored() else None)
+    tiny = configs["hf/tiny"]
+    assert tiny["enabled"] is True
+    assert tiny["provider"] == "hf"
+    assert tiny["contextLength"] == 512
+    assert tiny["capabilities"]["text"] is True
+    assert configs["ollama/llava:7b"]["capabilities"]["vision"] is True
+    one = fresh.get("/api/v1/model-configs/ollama/llama3.1:8b")
+    assert one.status_code == 200
+    assert one.json()["contextLength"] > 0
+    assert fresh.get("/api/v1/model-configs/hf/nothing").json()["error"]["code"] == "MODEL_NOT_FOUND"

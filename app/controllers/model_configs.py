@@ -1,0 +1,62 @@
+"""`GET /api/v1/model-configs`: the stored configuration of every discovered model (generated on discovery)."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import Controller, get
+
+from app.db.tables import ModelMetadata
+from app.errors import ErrorCode, ServiceError
+from app.schemas.common import epoch_ms
+
+
+class ModelConfigOut(msgspec.Struct, rename="camel"):
+    name: str
+    provider: str
+    enabled: bool
+    context_length: int | None
+    capabilities: dict[str, object]
+    quantization: str | None
+    default_options: dict[str, object]
+    context_budget: int | None
+    system_prompt: str | None
+    keep_alive_s: int | None
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, row: ModelMetadata) -> ModelConfigOut:
+        def as_dict(value: object) -> dict[str, object]:
+            decoded = msgspec.json.decode(value) if isinstance(value, str | bytes) else value
+            return decoded if isinstance(decoded, dict) else {}
+
+        return cls(
+            name=row.name,
+            provider=row.provider,
+            enabled=row.enabled,
+            context_length=row.context_length,
+            capabilities=as_dict(row.capabilities),
+            quantization=row.quantization,
+            default_options=as_dict(row.default_options),
+            context_budget=row.context_budget,
+            system_prompt=row.system_prompt,
+            keep_alive_s=row.keep_alive_s,
+            created_at=epoch_ms(row.created_at),
+            updated_at=epoch_ms(row.updated_at),
+        )
+
+
+class ModelConfigController(Controller):
+    path = "/api/v1/model-configs"
+    tags = ("models",)
+
+    @get("/", summary="Stored configurations of every discovered model")
+    async def list_configs(self) -> list[ModelConfigOut]:
+        return [ModelConfigOut.of(row) for row in await ModelMetadata.objects().order_by(ModelMetadata.name)]
+
+    @get("/{name:path}", summary="One model's stored configuration")
+    async def get_config(self, name: str) -> ModelConfigOut:
+        row = await ModelMetadata.objects().where(ModelMetadata.name == name.lstrip("/")).first()
+        if row is None:
+            raise ServiceError(ErrorCode.MODEL_NOT_FOUND, f"No stored configuration for {name.lstrip('/')}")
+        return ModelConfigOut.of(row)
