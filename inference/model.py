@@ -1,9 +1,10 @@
-"""`OnnxCausalLM`: one decoder graph with a key-value cache, run one step at a time through I/O binding.
+"""`OnnxCausalLM`: one decoder graph with a key-value cache, run one step at a time.
 
 The graph itself says which `past_key_values.N.key/value` input pairs with which `present.N.key/value`
 output, whether it wants `position_ids`, and the cache's shape and type; nothing is guessed from the model
-family. Each sequence keeps its cache as the OrtValues the last step produced, bound straight back as the
-next step's inputs, so the cache is never copied through numpy and stays on the GPU under CUDA.
+family. Each sequence keeps its cache as the OrtValues the last step produced, fed straight back as the
+next step's inputs (`run_with_ort_values` on CPU, I/O binding on CUDA), so the cache is never copied
+through numpy and stays on the GPU under CUDA.
 """
 
 from __future__ import annotations
