@@ -14,6 +14,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from strawberry.litestar import make_graphql_controller
 
+from app.controllers.config import ConfigController
 from app.controllers.conversations import ConversationController
 from app.controllers.health import HealthController
 from app.controllers.images import ImageController
@@ -29,6 +30,7 @@ from app.http_errors import EXCEPTION_HANDLERS
 from app.logging_setup import request_context
 from app.services.catalog import ModelCatalog
 from app.services.chat import ChatService
+from app.services.config import configuration
 from app.services.conversations import ConversationService
 from app.services.images import ImageStore
 from app.services.memory_guard import MemoryGuard
@@ -127,7 +129,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await migrate()
             app.state.database_ping = lambda: ping(engine)
             log.info("database ready: %s", engine.engine_type)
-            async with model_services(app, settings), chat_turns(app, settings):
+            async with model_services(app, settings), chat_turns(app, settings), configuration(app, settings):
                 yield
         finally:
             await close_database(engine)
@@ -153,6 +155,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ImageController,
             ObservabilityController,
             ModelConfigController,
+            ConfigController,
             ModelController,
             ProviderController,
             graphql,

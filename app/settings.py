@@ -86,6 +86,9 @@ class Settings:
     hf_memory_budget_mb: int = 0
     hf_keep_alive_s: float = 300.0
     hf_preload: tuple[str, ...] = ()
+    # Configuration management (issue 7): the admin endpoints' token (never logged) and the file watch
+    beth_admin_token: str = field(default="", repr=False)
+    config_reload_interval_s: float = 1.0
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -161,6 +164,8 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "hf_memory_budget_mb": ("HF_MEMORY_BUDGET_MB",),
     "hf_keep_alive_s": ("HF_KEEP_ALIVE_S",),
     "hf_preload": ("HF_PRELOAD",),
+    "beth_admin_token": ("BETH_ADMIN_TOKEN",),
+    "config_reload_interval_s": ("CONFIG_RELOAD_INTERVAL_S",),
 }
 
 
@@ -330,6 +335,8 @@ CONVERTERS: dict[str, Callable[[object], Any]] = {
     "hf_memory_budget_mb": _to_int(0, 10_000_000),
     "hf_keep_alive_s": _to_float(0, 86_400 * 365),
     "hf_preload": _to_names,
+    "beth_admin_token": _to_text,
+    "config_reload_interval_s": _to_float(0.1, 3600),
 }
 
 

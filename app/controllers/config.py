@@ -1,0 +1,154 @@
+"""`/api/v1/config`: read, validate, change, back up, restore and follow the running configuration.
+
+Admin endpoints: with `BETH_ADMIN_TOKEN` set they need `Authorization: Bearer <token>`; without it they
+answer loopback clients only, so a fresh install is not configurable from the network by default.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, patch, post
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
+from litestar.response import Stream
+
+from app.controllers.sse import SSE_HEADERS, sse_event, with_keepalive
+from app.errors import ErrorCode, ServiceError
+from app.schemas.config import (
+    ChangeOut,
+    ConfigOut,
+    ConfigValueOut,
+    ModelTableOut,
+    RevisionOut,
+    RevisionsOut,
+    ValidationOut,
+)
+from app.services import config_model as cm
+from app.services.config import ConfigurationService, error_dict
+
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def admin_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """The guard: bearer token when one is configured, else loopback clients only."""
+    token = connection.app.state.settings.beth_admin_token
+    if token:
+        header = connection.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise ServiceError(ErrorCode.UNAUTHORIZED, "Send Authorization: Bearer <BETH_ADMIN_TOKEN>")
+        if not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise ServiceError(ErrorCode.UNAUTHORIZED, "The admin token is not valid", status=403)
+        return
+    host = connection.client.host if connection.client else ""
+    if host not in LOOPBACK:
+        raise ServiceError(
+            ErrorCode.UNAUTHORIZED,
+            "Configuration endpoints answer loopback clients only; set BETH_ADMIN_TOKEN to allow others",
+            status=403,
+        )
+
+
+def config_view(service: ConfigurationService) -> ConfigOut:
+    config = service.current
+    settings = {
+        key: ConfigValueOut(
+            value=cm.redact(key, cm.plain(getattr(config.settings, key))),
+            source=config.sources.get(key, "default"),
+            env_name=cm.env_name(key),
+            restart_required=key in cm.RESTART_KEYS,
+        )
+        for key in cm.SETTING_KEYS
+    }
+    models = {
+        name: ModelTableOut(
+            enabled=table.enabled,
+            system_prompt=table.system_prompt,
+            context_budget=table.context_budget,
+            keep_alive_s=table.keep_alive_s,
+            options=table.options,
+            source=config.model_sources.get(name, "file"),
+        )
+        for name, table in config.models.items()
+    }
+    path = str(service.path) if service.path is not None else None
+    return ConfigOut(settings=settings, models=models, config_file=path, last_error=service.last_error)
+
+
+async def document_from(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """A body that is a JSON object, or else a TOML text."""
+    raw = (await request.body()).decode("utf-8", errors="replace")
+    if raw.lstrip().startswith("{"):
+        try:
+            data = msgspec.json.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise ServiceError(ErrorCode.INVALID_REQUEST, f"The body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ServiceError(ErrorCode.INVALID_REQUEST, "The body must be a JSON object or a TOML text")
+        return cm.normalize(data)
+    return cm.parse_toml(raw)
+
+
+class ConfigController(Controller):
+    path = "/api/v1/config"
+    tags = ("configuration",)
+    guards = (admin_only,)
+
+    @get("/", summary="The effective configuration, secrets redacted, with the source of each value")
+    async def read(self, request: Request[Any, Any, Any]) -> ConfigOut:
+        return config_view(request.app.state.config)
+
+    @post("/validate", summary="Validate a TOML text or JSON object as a config file; applies nothing", status_code=200)
+    async def validate(self, request: Request[Any, Any, Any]) -> ValidationOut:
+        try:
+            document = await document_from(request)
+        except cm.SettingsError as exc:
+            return ValidationOut(valid=False, errors=[error_dict(exc)])
+        errors = request.app.state.config.validate(document)
+        return ValidationOut(valid=not errors, errors=errors)
+
+    @patch("/", summary="Change settings (a JSON object); validated, stored as a revision, applied")
+    async def change(self, request: Request[Any, Any, Any], data: dict[str, Any]) -> ChangeOut:
+        service: ConfigurationService = request.app.state.config
+        revision = await service.patch(data)
+        return ChangeOut(revision=RevisionOut(**_camel(revision)), config=config_view(service))
+
+    @get("/revisions", summary="History of applied and refused changes, newest first")
+    async def revisions(self, request: Request[Any, Any, Any], limit: int = 100) -> RevisionsOut:
+        rows = await request.app.state.config.revisions(max(1, min(limit, 1000)))
+        return RevisionsOut(revisions=[RevisionOut(**_camel(row)) for row in rows])
+
+    @get("/backup", summary="The configured values (file and API, no secrets) as a TOML file")
+    async def backup(self, request: Request[Any, Any, Any]) -> Response[str]:
+        return Response(
+            request.app.state.config.backup(),
+            media_type="application/toml",
+            headers={"Content-Disposition": 'attachment; filename="beth.toml"'},
+        )
+
+    @post("/restore", summary="Upload a TOML backup; validated before it replaces the config file", status_code=200)
+    async def restore(self, request: Request[Any, Any, Any]) -> ChangeOut:
+        service: ConfigurationService = request.app.state.config
+        text = (await request.body()).decode("utf-8", errors="replace")
+        revision = await service.restore(text)
+        return ChangeOut(revision=RevisionOut(**_camel(revision)), config=config_view(service))
+
+    @get("/events", summary="Server-sent events: `config` with each revision as it is recorded")
+    async def events(self, request: Request[Any, Any, Any]) -> Stream:
+        service: ConfigurationService = request.app.state.config
+
+        async def frames() -> AsyncIterator[bytes]:
+            yield b": connected\n\n"
+            async for revision in service.events():
+                yield sse_event("config", revision)
+
+        return Stream(with_keepalive(frames()), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def _camel(revision: dict[str, Any]) -> dict[str, Any]:
+    """The service's revision dicts are already camelCase on the wire; Struct fields are snake_case."""
+    return {cm.snake_case(key): value for key, value in revision.items()}

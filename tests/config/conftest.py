@@ -1,0 +1,68 @@
+"""A server whose configuration file the tests edit, with two fake Ollamas to re-point it between."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fixtures.ollama import FakeOllama
+from tests.fixtures.server import ServerProcess
+
+CONFIG_ENV = {
+    "CONFIG_RELOAD_INTERVAL_S": "0.2",
+    "CHAT_MAX_TOKENS": "24",
+    "HF_AUTO_EXPORT_DEFAULT": "0",
+    "STREAM_FLUSH_INTERVAL_S": "0.1",
+}
+
+
+def first_config(ollama: FakeOllama) -> str:
+    return f'ollama_host = "{ollama.url}"\nsystem_prompt = "You are the first prompt."\n'
+
+
+@pytest.fixture(scope="module")
+def ollamas() -> Iterator[tuple[FakeOllama, FakeOllama]]:
+    first, second = FakeOllama().start(), FakeOllama().start()
+    yield first, second
+    first.stop()
+    second.stop()
+
+
+@pytest.fixture(scope="module")
+def config_server(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, ollamas: tuple[FakeOllama, FakeOllama]
+) -> Iterator[ServerProcess]:
+    workdir = tmp_path_factory.mktemp("config")
+    (workdir / "models").mkdir()
+    config = workdir / "beth.toml"
+    config.write_text(first_config(ollamas[0]))
+    env = {**CONFIG_ENV, "BETH_CONFIG": str(config), "HF_MODELS_DIR": str(workdir / "models")}
+    process = ServerProcess(workdir, database_url, env)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def admin(config_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=config_server.url, timeout=30) as client:
+        yield client
+
+
+def config_file(server: ServerProcess) -> Path:
+    return Path(server.env["BETH_CONFIG"])
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")

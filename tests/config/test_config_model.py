@@ -1,0 +1,129 @@
+"""The configuration as data: validation messages, per-model lookup, redaction, diff and the TOML backup."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from app.controllers.config import admin_only
+from app.errors import ServiceError
+from app.providers.types import ModelInfo
+from app.services import config_model as cm
+from app.settings import load_settings
+
+TOML = """
+system_prompt = "Be brief."
+fallback_models = ["hf/tiny"]
+
+[models."ollama/llama3.1:8b"]
+enabled = true
+system_prompt = "You are Llama."
+context_budget = 2048
+keep_alive_s = 60
+
+[models."ollama/llama3.1:8b".options]
+temperature = 0.2
+top_p = 0.9
+top_k = 40
+max_tokens = 100
+seed = 7
+repetition_penalty = 1.1
+stop = ["</s>"]
+
+[models."hf/tiny"]
+enabled = false
+"""
+
+
+def start_settings(**env: str):
+    return load_settings({**env})
+
+
+def info(name: str) -> ModelInfo:
+    provider, native = name.split("/", 1)
+    return ModelInfo(name=name, provider=provider, native_name=native)
+
+
+def test_a_valid_file_gives_settings_and_per_model_tables() -> None:
+    config = cm.build(start_settings(), cm.parse_toml(TOML), {})
+    assert config.settings.system_prompt == "Be brief."
+    assert config.sources["system_prompt"] == "file"
+    assert config.settings.fallback_models == ("hf/tiny",)
+    llama = config.for_model("llama3.1:8b", info("ollama/llama3.1:8b"))
+    assert llama.system_prompt == "You are Llama."
+    assert llama.context_budget == 2048
+    assert llama.options is not None
+    assert (llama.options.temperature, llama.options.max_tokens, llama.options.stop) == (0.2, 100, ["</s>"])
+    assert config.for_model("hf/tiny", info("hf/tiny")).enabled is False
+    assert config.for_model("llava:7b", info("ollama/llava:7b")).enabled is True
+
+
+def test_every_error_names_key_value_and_reason() -> None:
+    document = cm.parse_toml(
+        'chat_max_tokens = "lots"\nolama_host = "x"\n[models."m"]\ncolour = 1\n[models."m".options]\ntemperature = 99\n'
+    )
+    errors = {e.key: e for e in cm.document_errors(document, "file")}
+    assert set(errors) == {"chat_max_tokens", "olama_host", 'models."m".colour', 'models."m".options.temperature'}
+    assert errors["chat_max_tokens"].value == "lots"
+    assert "integer" in errors["chat_max_tokens"].reason
+    assert "between 0 and 10" in errors['models."m".options.temperature'].reason
+    assert "unknown" in errors["olama_host"].reason
+    with pytest.raises(cm.SettingsError, match="chat_max_tokens"):
+        cm.build(start_settings(), document, {})
+
+
+def test_the_environment_wins_over_file_and_api() -> None:
+    start = start_settings(SYSTEM_PROMPT="from env")
+    config = cm.build(start, {"system_prompt": "from file"}, {"system_prompt": "from api"})
+    assert (config.settings.system_prompt, config.sources["system_prompt"]) == ("from env", "env")
+    config = cm.build(start_settings(), {"system_prompt": "from file"}, {"system_prompt": "from api"})
+    assert (config.settings.system_prompt, config.sources["system_prompt"]) == ("from api", "api")
+
+
+def test_secrets_are_redacted() -> None:
+    assert cm.redact("database_url", "postgresql://beth:hunter2@db:5432/beth") == "postgresql://beth:***@db:5432/beth"
+    assert cm.redact("beth_admin_token", "s3cret") == "***"
+    assert cm.redact("smtp_password", "x") == "***"
+    assert cm.redact("database_url", "sqlite:///data/beth.sqlite3") == "sqlite:///data/beth.sqlite3"
+    view = cm.flat_view(cm.build(load_settings({"BETH_ADMIN_TOKEN": "s3cret"}), {}, {}))
+    assert view["beth_admin_token"] == "***"
+
+
+def test_the_backup_is_toml_that_restores_the_same_configuration() -> None:
+    config = cm.build(start_settings(), cm.parse_toml(TOML), {"models": {"hf/tiny": {"system_prompt": 'say "hi"\n'}}})
+    text = cm.to_toml(cm.configured_document(config))
+    restored = cm.build(start_settings(), cm.parse_toml(text), {})
+    assert cm.flat_view(restored) == cm.flat_view(config)
+    assert tomllib.loads(text)["models"]["hf/tiny"]["system_prompt"] == 'say "hi"\n'
+
+
+def test_diff_names_what_changed() -> None:
+    before = cm.flat_view(cm.build(start_settings(), {}, {}))
+    after = cm.flat_view(cm.build(start_settings(), {"chat_max_tokens": 10}, {}))
+    assert cm.diff(before, after) == {"chat_max_tokens": {"from": 1024, "to": 10}}
+
+
+def connection(host: str, token: str = "", header: str = "") -> SimpleNamespace:
+    settings = SimpleNamespace(beth_admin_token=token)
+    return SimpleNamespace(
+        app=SimpleNamespace(state=SimpleNamespace(settings=settings)),
+        headers={"authorization": header} if header else {},
+        client=SimpleNamespace(host=host),
+    )
+
+
+def test_without_a_token_only_loopback_clients_are_admins() -> None:
+    admin_only(connection("127.0.0.1"), None)  # type: ignore[arg-type]
+    admin_only(connection("::1"), None)  # type: ignore[arg-type]
+    with pytest.raises(ServiceError) as refused:
+        admin_only(connection("192.0.2.7"), None)  # type: ignore[arg-type]
+    assert (refused.value.status, refused.value.code) == (403, "UNAUTHORIZED")
+    admin_only(connection("192.0.2.7", "t", "Bearer t"), None)  # type: ignore[arg-type]
+
+
+def test_paths_are_plain_strings_in_views() -> None:
+    assert cm.plain(Path("/x")) == "/x"
+    assert cm.plain(("a", "b")) == ["a", "b"]
