@@ -158,6 +158,7 @@ class ChatService:
             messages=context.messages,
             options=msgspec.structs.replace(options, max_tokens=max_tokens, context_length=context_length),
             timeout_s=self.settings.stream_timeout_s,
+            keep_alive_s=configured.keep_alive_s,
         )
         events: asyncio.Queue[TurnEvent] = asyncio.Queue()
         task = asyncio.create_task(self._generate(session, conversation, model_name, chat_request, events))

@@ -159,6 +159,7 @@ class ModelConfig:
             system_prompt=self.system_prompt,
             options=options,
             context_budget=self.context_budget,
+            keep_alive_s=self.keep_alive_s,
         )
 
 

@@ -20,6 +20,8 @@ class ModelSettings:
     options: GenerationOptions | None = None
     # Tokens of context the turn may use (history trimmed to fit); None: the model's whole context.
     context_budget: int | None = None
+    # How long the provider keeps the model loaded after this turn (Ollama's keep_alive); None: its default.
+    keep_alive_s: float | None = None
 
 
 class ModelSettingsSource(Protocol):

@@ -48,7 +48,7 @@ def test_hot_reload_of_a_valid_and_an_invalid_edit_while_a_stream_runs(
     # A valid edit: a new service prompt, a model table, and Ollama re-pointed to the second server.
     config_file(config_server).write_text(
         f'ollama_host = "{second.url}"\nsystem_prompt = "You are the second prompt."\n'
-        '[models."llama3.1:8b"]\nsystem_prompt = "You are Llama, reloaded."\n'
+        '[models."llama3.1:8b"]\nsystem_prompt = "You are Llama, reloaded."\nkeep_alive_s = 60\n'
         '[models."llama3.1:8b".options]\ntemperature = 0.25\n'
     )
     wait_for(lambda: setting(admin, "ollama_host")["value"] == second.url, timeout=10)
@@ -66,6 +66,7 @@ def test_hot_reload_of_a_valid_and_an_invalid_edit_while_a_stream_runs(
     request = next(r for r in second.chats() if r["messages"][-1]["content"] == "after the reload")
     assert request["messages"][0] == {"role": "system", "content": "You are Llama, reloaded."}
     assert request["options"]["temperature"] == 0.25
+    assert request["keep_alive"] == 60
     assert not any(r["messages"][-1]["content"] == "after the reload" for r in first.chats())
 
     # An invalid edit: the running configuration stays, the error is visible in the API and the history.
