@@ -180,7 +180,7 @@ def _to_bool(raw: object) -> bool:
     raise ValueError("must be a boolean (true/false, 1/0, yes/no, on/off)")
 
 
-def _to_int(low: int, high: int) -> Callable[[object], int]:
+def to_int(low: int, high: int) -> Callable[[object], int]:
     def convert(raw: object) -> int:
         if isinstance(raw, bool):
             raise ValueError("must be an integer")
@@ -195,7 +195,7 @@ def _to_int(low: int, high: int) -> Callable[[object], int]:
     return convert
 
 
-def _to_float(low: float, high: float) -> Callable[[object], float]:
+def to_float(low: float, high: float) -> Callable[[object], float]:
     def convert(raw: object) -> float:
         if isinstance(raw, bool):
             raise ValueError("must be a number")
@@ -290,53 +290,53 @@ CONVERTERS: dict[str, Callable[[object], Any]] = {
     "data_dir": _to_path,
     "database_url": _to_database_url,
     "host": _to_host,
-    "port": _to_int(1, 65535),
-    "https_port": _to_int(1, 65535),
+    "port": to_int(1, 65535),
+    "https_port": to_int(1, 65535),
     "https": _to_bool,
     "tls_cert_path": _to_optional_path,
     "tls_key_path": _to_optional_path,
     "public_base_url": _to_optional_http_url,
     "cors_origins": _to_origins,
-    "max_body_mb": _to_int(1, 1024),
-    "bcrypt_rounds": _to_int(4, 16),
+    "max_body_mb": to_int(1, 1024),
+    "bcrypt_rounds": to_int(4, 16),
     "log_level": _to_choice(LOG_LEVELS),
     "log_format": _to_choice(("text", "json")),
-    "memory_min_available_mb": _to_int(0, 10_000_000),
-    "provider_retries": _to_int(0, 10),
-    "provider_retry_backoff_s": _to_float(0, 60),
-    "memory_check_interval_s": _to_float(0.1, 3600),
+    "memory_min_available_mb": to_int(0, 10_000_000),
+    "provider_retries": to_int(0, 10),
+    "provider_retry_backoff_s": to_float(0, 60),
+    "memory_check_interval_s": to_float(0.1, 3600),
     "ollama_host": _to_http_url,
     "hf_models_dir": _to_optional_path,
     "hf_auto_export_default": _to_bool,
     "hf_execution_provider": _to_choice(EXECUTION_PROVIDERS),
-    "hf_num_threads": _to_int(0, 256),
+    "hf_num_threads": to_int(0, 256),
     "system_prompt": _to_text,
-    "chat_max_tokens": _to_int(1, 1_000_000),
-    "chat_context_length": _to_int(256, 10_000_000),
-    "stream_timeout_s": _to_float(1, 86_400),
-    "stream_flush_interval_s": _to_float(0.05, 10),
-    "stream_stale_s": _to_float(1, 86_400),
+    "chat_max_tokens": to_int(1, 1_000_000),
+    "chat_context_length": to_int(256, 10_000_000),
+    "stream_timeout_s": to_float(1, 86_400),
+    "stream_flush_interval_s": to_float(0.05, 10),
+    "stream_stale_s": to_float(1, 86_400),
     "stream_cancel_on_disconnect": _to_bool,
     "vision_fallback_model": _to_text,
-    "image_max_mb": _to_int(1, 100),
-    "image_max_files": _to_int(1, 20),
-    "image_retention_days": _to_int(1, 3650),
+    "image_max_mb": to_int(1, 100),
+    "image_max_files": to_int(1, 20),
+    "image_retention_days": to_int(1, 3650),
     "ollama_enabled": _to_bool,
-    "ollama_timeout_s": _to_float(0.1, 3600),
-    "ollama_num_ctx": _to_int(256, 10_000_000),
-    "ollama_keep_alive_s": _to_float(-1, 86_400 * 365),
+    "ollama_timeout_s": to_float(0.1, 3600),
+    "ollama_num_ctx": to_int(256, 10_000_000),
+    "ollama_keep_alive_s": to_float(-1, 86_400 * 365),
     "fallback_models": _to_names,
-    "health_check_interval_s": _to_float(0.1, 86_400),
-    "circuit_failure_threshold": _to_int(1, 1000),
-    "circuit_cooldown_s": _to_float(0.05, 86_400),
-    "catalog_ttl_s": _to_float(0, 86_400),
-    "catalog_provider_timeout_s": _to_float(0.05, 600),
-    "catalog_stale_s": _to_float(0, 86_400 * 30),
-    "hf_memory_budget_mb": _to_int(0, 10_000_000),
-    "hf_keep_alive_s": _to_float(0, 86_400 * 365),
+    "health_check_interval_s": to_float(0.1, 86_400),
+    "circuit_failure_threshold": to_int(1, 1000),
+    "circuit_cooldown_s": to_float(0.05, 86_400),
+    "catalog_ttl_s": to_float(0, 86_400),
+    "catalog_provider_timeout_s": to_float(0.05, 600),
+    "catalog_stale_s": to_float(0, 86_400 * 30),
+    "hf_memory_budget_mb": to_int(0, 10_000_000),
+    "hf_keep_alive_s": to_float(0, 86_400 * 365),
     "hf_preload": _to_names,
     "beth_admin_token": _to_text,
-    "config_reload_interval_s": _to_float(0.1, 3600),
+    "config_reload_interval_s": to_float(0.1, 3600),
 }
 
 

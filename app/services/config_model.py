@@ -21,7 +21,7 @@ from urllib.parse import urlparse, urlunparse
 
 from app.providers.types import GenerationOptions, ModelInfo
 from app.services.model_settings import ModelSettings
-from app.settings import CONVERTERS, ENV_NAMES, Settings, SettingsError
+from app.settings import CONVERTERS, ENV_NAMES, Settings, SettingsError, to_float, to_int
 
 Document = dict[str, Any]
 REDACTED = "***"
@@ -76,34 +76,8 @@ OLLAMA_KEYS: tuple[str, ...] = (
 )
 
 
-def _int(low: int, high: int) -> Callable[[object], int]:
-    def convert(raw: object) -> int:
-        if isinstance(raw, bool) or not isinstance(raw, int | str):
-            raise ValueError("must be an integer")
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError("must be an integer") from None
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}")
-        return value
-
-    return convert
-
-
-def _float(low: float, high: float) -> Callable[[object], float]:
-    def convert(raw: object) -> float:
-        if isinstance(raw, bool) or not isinstance(raw, int | float | str):
-            raise ValueError("must be a number")
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError("must be a number") from None
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low:g} and {high:g}")
-        return value
-
-    return convert
+# Range checks are the settings' own converters: one way to read a number.
+_int, _float = to_int, to_float
 
 
 def _bool(raw: object) -> bool:
