@@ -21,6 +21,7 @@ from inference.errors import (
     HF_MEMORY_ERROR,
     HF_MODEL_LOAD_FAILED,
     HF_MODEL_NOT_FOUND,
+    HF_OVERLOADED,
     InferenceError,
 )
 from inference.execution import ProviderChoice, RuntimeOptions
@@ -68,6 +69,7 @@ class ModelPool:
         keep_alive_s: float | None = 300.0,
         preload: Sequence[str] = (),
         loader: Loader | None = None,
+        max_loaded_models: int = 0,
     ) -> None:
         self.models_dir = Path(models_dir)
         self.options = RuntimeOptions(
@@ -77,6 +79,8 @@ class ModelPool:
             graph_optimization=graph_optimization,
         )
         self.memory_budget_bytes = memory_budget_bytes
+        #: most models in memory at once (0: no limit); a load past it evicts the least recently used idle one
+        self.max_loaded_models = max_loaded_models
         self.keep_alive_s = keep_alive_s
         self.preload = tuple(preload)
         self._loader: Loader = loader or ChatModel.load
@@ -94,12 +98,57 @@ class ModelPool:
 
     async def start(self) -> None:
         """Load the preload list and start unloading idle models."""
+        await self._load_preload()
+        if self.keep_alive_s is not None and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(), name="model-pool-sweeper")
+
+    async def reconfigure(
+        self,
+        *,
+        options: RuntimeOptions,
+        memory_budget_bytes: int | None,
+        max_loaded_models: int,
+        keep_alive_s: float | None,
+        preload: Sequence[str],
+    ) -> None:
+        """Apply new settings to the running pool (the service's hot reload), without disturbing requests.
+
+        New runtime options (provider, threads) apply to the next load, so models loaded with the old ones
+        are unloaded: idle ones now, ones in use when their last lease ends. A smaller budget or model count
+        evicts idle models until it holds. Models that leave the preload list lose their pin; new entries
+        are loaded. Raises like `acquire` when a new preload entry cannot load (the rest still applies).
+        """
+        async with self._admission:
+            stale = options != self.options
+            self.options = options
+            self.memory_budget_bytes = memory_budget_bytes
+            self.max_loaded_models = max_loaded_models
+            keep_alive_changed = keep_alive_s != self.keep_alive_s
+            self.keep_alive_s = keep_alive_s
+            self.preload = tuple(preload)
+            for alias, entry in list(self._entries.items()):
+                entry.pinned = entry.pinned and alias in self.preload
+                if stale:
+                    await self.unload(alias)
+            await self._evict_idle(lambda: self._fits(0, 0), "to honour the new pool settings")
+        if keep_alive_changed:
+            await self._restart_sweeper()
+        await self._load_preload()
+
+    async def _load_preload(self) -> None:
         for alias in self.preload:
             await self.acquire(alias)
             entry = self._entries[alias]
             entry.pinned = True
             await self.release(alias)
-        if self.keep_alive_s is not None and self._sweeper is None:
+
+    async def _restart_sweeper(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self.keep_alive_s is not None:
             self._sweeper = asyncio.create_task(self._sweep(), name="model-pool-sweeper")
 
     async def close(self) -> None:
@@ -228,29 +277,45 @@ class ModelPool:
             await self._drop(alias)
 
     async def _make_room(self, alias: str, size: int) -> None:
-        """Evict idle models, least recently used first, until `size` fits; refuse what never can."""
+        """Evict idle models, least recently used first, until `size` and one more model fit; refuse what
+        never can (MEMORY_EXCEEDED) and what cannot while the others are in use."""
         budget = self.memory_budget_bytes
-        if budget is None:
-            return
-        details = {"alias": alias, "needed_bytes": size, "budget_bytes": budget}
-        if size > budget:
+        if budget is not None and size > budget:
             raise InferenceError(
                 HF_MEMORY_ERROR,
                 f"{alias} needs about {size / 2**20:.0f} MiB (weights and KV cache) but the memory budget is "
                 f"{budget / 2**20:.0f} MiB; raise the budget or export a quantized model",
-                details,
+                {"alias": alias, "needed_bytes": size, "budget_bytes": budget},
             )
-        while self.used_bytes + size > budget:
+        await self._evict_idle(lambda: self._fits(size, 1), f"to make room for {alias}")
+        if budget is not None and self.used_bytes + size > budget:
+            raise InferenceError(
+                HF_MEMORY_ERROR,
+                f"{alias} does not fit next to the models in use ({self.used_bytes / 2**20:.0f} MiB of "
+                f"{budget / 2**20:.0f} MiB); try again when their requests finish",
+                {"alias": alias, "needed_bytes": size, "budget_bytes": budget, "used_bytes": self.used_bytes},
+            )
+        if not self._fits(0, 1):
+            raise InferenceError(
+                HF_OVERLOADED,
+                f"{alias} cannot load: all {self.max_loaded_models} model slots (HF_MAX_LOADED_MODELS) hold "
+                "models in use; try again when their requests finish",
+                {"alias": alias, "max_loaded_models": self.max_loaded_models},
+            )
+
+    def _fits(self, size: int, slots: int) -> bool:
+        """Whether `size` more bytes and `slots` more models stay within the budget and the model count."""
+        budget, most = self.memory_budget_bytes, self.max_loaded_models
+        return (budget is None or self.used_bytes + size <= budget) and (not most or len(self._entries) + slots <= most)
+
+    async def _evict_idle(self, fits: Callable[[], bool], why: str) -> None:
+        """Unload idle models, least recently used first, until `fits()`; models in use are never touched."""
+        while not fits():
             idle = [(e.last_used, a) for a, e in self._entries.items() if e.model is not None and not e.leases]
             if not idle:
-                raise InferenceError(
-                    HF_MEMORY_ERROR,
-                    f"{alias} does not fit next to the models in use ({self.used_bytes / 2**20:.0f} MiB of "
-                    f"{budget / 2**20:.0f} MiB); try again when their requests finish",
-                    {**details, "used_bytes": self.used_bytes},
-                )
+                return
             victim = min(idle)[1]
-            log.info("unloading %s to make room for %s", victim, alias)
+            log.info("unloading %s %s", victim, why)
             await self._drop(victim)
 
     async def _drop(self, alias: str) -> None:

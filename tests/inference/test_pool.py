@@ -193,3 +193,59 @@ async def test_real_models_load_and_chat_through_the_pool(tiny_export: Path) -> 
             result = model.generate_chat([{"role": "user", "content": "hi"}], GenerationParams(max_new_tokens=4))
         assert result.usage.completion_tokens <= 4
         assert pool.loaded()[0].provider == "CPUExecutionProvider"
+
+
+async def test_the_model_count_limit_evicts_the_least_recently_used_idle_model(tmp_path: Path) -> None:
+    loader = Loader()
+    pool = _pool(_fake_exports(tmp_path, "a", "b", "c"), loader, max_loaded_models=2)
+    for alias in ("a", "b"):
+        async with pool.lease(alias):
+            pass
+    async with pool.lease("c"):
+        assert sorted(m.alias for m in pool.loaded()) == ["b", "c"]
+        assert loader.models["a"].closed
+
+
+async def test_a_full_pool_of_models_in_use_refuses_with_overloaded(tmp_path: Path) -> None:
+    loader = Loader()
+    pool = _pool(_fake_exports(tmp_path, "a", "b"), loader, max_loaded_models=1)
+    async with pool.lease("a"):
+        with pytest.raises(InferenceError) as refused:
+            await pool.acquire("b")
+    assert refused.value.generic_code == "OVERLOADED"
+    assert "HF_MAX_LOADED_MODELS" in refused.value.message
+    assert loader.calls == ["a"]
+
+
+async def test_reconfigure_applies_limits_options_and_preload_to_a_running_pool(tmp_path: Path) -> None:
+    loader = Loader()
+    pool = _pool(_fake_exports(tmp_path, "a", "b", "c"), loader)
+    async with pool.lease("a"):
+        for alias in ("b", "c"):
+            async with pool.lease(alias):
+                pass
+        old_b = loader.models["b"]
+        await pool.reconfigure(
+            options=pool.options,
+            memory_budget_bytes=None,
+            max_loaded_models=2,
+            keep_alive_s=None,
+            preload=(),
+        )
+        # over the new count: the least recently used idle model went, the one in use stayed
+        assert old_b.closed
+        assert sorted(m.alias for m in pool.loaded()) == ["a", "c"]
+
+        new_options = RuntimeOptions(intra_op_num_threads=1)
+        await pool.reconfigure(
+            options=new_options, memory_budget_bytes=None, max_loaded_models=2, keep_alive_s=None, preload=("b",)
+        )
+        # new runtime options: idle models unloaded now, the one in use kept until its lease ends;
+        # the new preload entry is loaded (with the new options) and pinned
+        assert loader.models["c"].closed
+        assert not loader.models["a"].closed
+        assert pool.options == new_options
+        assert loader.calls[-1] == "b"
+        assert not loader.models["b"].closed
+    assert loader.models["a"].closed
+    assert [m.alias for m in pool.loaded()] == ["b"]
