@@ -69,8 +69,17 @@ def _auto_export_default(settings: Settings) -> None:
     if not settings.hf_auto_export_default:
         return
     try:
-        from exports.default_model import ensure_default_export
+        from exports.default_model import DEFAULT_ALIAS, ensure_default_export
     except ImportError:  # the export code is not there: nothing to do
+        return
+    if settings.hf_default_model != DEFAULT_ALIAS:  # another model is the default: the operator exports it
+        if not (settings.models_dir / settings.hf_default_model).is_dir():
+            log.warning(
+                "HF_DEFAULT_MODEL %s is not exported in %s; export it with `beth-chat export SOURCE --name %s`",
+                settings.hf_default_model,
+                settings.models_dir,
+                settings.hf_default_model,
+            )
         return
     try:
         ensure_default_export(settings.models_dir)

@@ -31,7 +31,7 @@ from app.logging_setup import request_context
 from app.services.catalog import ModelCatalog
 from app.services.chat import ChatService
 from app.services.config import configuration
-from app.services.conversations import ConversationService
+from app.services.conversations import ConversationService, default_conversation_model
 from app.services.images import ImageStore
 from app.services.memory_guard import MemoryGuard
 from app.services.metrics import ServiceMetrics, state_gauges
@@ -171,7 +171,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=State(
             {
                 "settings": settings,
-                "conversations": ConversationService(settings.bcrypt_rounds),
+                "conversations": ConversationService(
+                    settings.bcrypt_rounds,
+                    default_conversation_model(settings.ollama_enabled, settings.hf_default_model),
+                ),
                 "usage": UsageStats(),
                 "metrics": metrics,
             }

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
+from exports.default_model import DEFAULT_ALIAS
+
 Source = Literal["default", "file", "env"]
 
 DEFAULT_CORS_ORIGINS: tuple[str, ...] = tuple(
@@ -84,8 +86,11 @@ class Settings:
     catalog_provider_timeout_s: float = 3.0
     catalog_stale_s: float = 300.0
     hf_memory_budget_mb: int = 0
+    hf_max_loaded_models: int = 0
     hf_keep_alive_s: float = 300.0
     hf_preload: tuple[str, ...] = ()
+    # the embedded model: exported on first run, and new conversations' model when Ollama is disabled
+    hf_default_model: str = DEFAULT_ALIAS
     # Configuration management (issue 7): the admin endpoints' token (never logged) and the file watch
     beth_admin_token: str = field(default="", repr=False)
     config_reload_interval_s: float = 1.0
@@ -162,6 +167,8 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "catalog_provider_timeout_s": ("CATALOG_PROVIDER_TIMEOUT_S",),
     "catalog_stale_s": ("CATALOG_STALE_S",),
     "hf_memory_budget_mb": ("HF_MEMORY_BUDGET_MB",),
+    "hf_max_loaded_models": ("HF_MAX_LOADED_MODELS",),
+    "hf_default_model": ("HF_DEFAULT_MODEL",),
     "hf_keep_alive_s": ("HF_KEEP_ALIVE_S",),
     "hf_preload": ("HF_PRELOAD",),
     "beth_admin_token": ("BETH_ADMIN_TOKEN",),
@@ -268,6 +275,14 @@ def _to_origins(raw: object) -> tuple[str, ...]:
     return origins
 
 
+def _to_alias(raw: object) -> str:
+    """An exported model's alias; `hf/<alias>` is accepted and its prefix dropped."""
+    value = str(raw).strip().removeprefix("hf/")
+    if not value or "/" in value or "\\" in value or value in (".", ".."):
+        raise ValueError("must be the alias of an exported model (a folder name in the models directory)")
+    return value
+
+
 def _to_names(raw: object) -> tuple[str, ...]:
     """A comma-separated list (or a TOML array) of model names, in order, without blanks or repeats."""
     items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
@@ -333,6 +348,8 @@ CONVERTERS: dict[str, Callable[[object], Any]] = {
     "catalog_provider_timeout_s": to_float(0.05, 600),
     "catalog_stale_s": to_float(0, 86_400 * 30),
     "hf_memory_budget_mb": to_int(0, 10_000_000),
+    "hf_max_loaded_models": to_int(0, 1000),
+    "hf_default_model": _to_alias,
     "hf_keep_alive_s": to_float(0, 86_400 * 365),
     "hf_preload": _to_names,
     "beth_admin_token": _to_text,

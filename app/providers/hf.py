@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from app.errors import ErrorCode, ServiceError
@@ -56,6 +57,7 @@ class HFProvider(ModelProvider):
         execution_provider: str = "auto",
         num_threads: int = 0,
         memory_budget_bytes: int | None = None,
+        max_loaded_models: int = 0,
         keep_alive_s: float | None = 300.0,
         preload: Sequence[str] = (),
         default_max_tokens: int = 512,
@@ -68,6 +70,7 @@ class HFProvider(ModelProvider):
             execution_provider=execution_provider,  # type: ignore[arg-type]
             num_threads=num_threads,
             memory_budget_bytes=memory_budget_bytes,
+            max_loaded_models=max_loaded_models,
             keep_alive_s=keep_alive_s,
             preload=preload,
         )
@@ -85,6 +88,37 @@ class HFProvider(ModelProvider):
             log.error("preloading hf models failed (they load on first use instead): %s", exc)
             self.pool.preload = ()
             await self.pool.start()
+
+    async def reconfigure(
+        self,
+        *,
+        execution_provider: str,
+        num_threads: int,
+        memory_budget_bytes: int | None,
+        max_loaded_models: int,
+        keep_alive_s: float | None,
+        preload: Sequence[str],
+    ) -> None:
+        """The hot reload's way in: new pool settings for the running pool (see `ModelPool.reconfigure`).
+
+        A preload entry that cannot load is logged, not raised: the rest of the change still applies and
+        the model loads on first use instead, as at start-up.
+        """
+        options = replace(
+            self.pool.options,
+            execution_provider=execution_provider,  # type: ignore[arg-type]
+            intra_op_num_threads=num_threads,
+        )
+        try:
+            await self.pool.reconfigure(
+                options=options,
+                memory_budget_bytes=memory_budget_bytes,
+                max_loaded_models=max_loaded_models,
+                keep_alive_s=keep_alive_s,
+                preload=preload,
+            )
+        except InferenceError as exc:
+            log.error("preloading hf models failed (they load on first use instead): %s", exc.message)
 
     async def shutdown(self) -> None:
         if self._starting is not None:

@@ -17,6 +17,7 @@ from app.errors import ErrorCode, ServiceError, invalid
 from app.services.images import remove_files
 from app.services.passwords import MAX_PASSWORD_BYTES, check_password, hash_password
 
+#: the old service's default, kept for its clients; with Ollama disabled it could never answer
 DEFAULT_MODEL = "llama3.1:8b"
 MAX_ID_CHARS = 255
 MAX_TAB_NAME_CHARS = 255
@@ -80,11 +81,19 @@ def parse_message_id(raw: str | int) -> int | None:
     return int(text) if text.isdigit() and len(text) < 19 else None
 
 
+def default_conversation_model(ollama_enabled: bool, hf_default_model: str) -> str:
+    """The model a new conversation gets when the client names none: the old default while Ollama is
+    configured, else the embedded default model (`hf/<HF_DEFAULT_MODEL>`)."""
+    return DEFAULT_MODEL if ollama_enabled else f"hf/{hf_default_model}"
+
+
 class ConversationService:
     """Reads and writes conversations and messages, enforcing validation and the password rule."""
 
-    def __init__(self, bcrypt_rounds: int = 10) -> None:
+    def __init__(self, bcrypt_rounds: int = 10, default_model: str = DEFAULT_MODEL) -> None:
         self.bcrypt_rounds = bcrypt_rounds
+        #: the model of a conversation created without one; the configuration service keeps it current
+        self.default_model = default_model
 
     # -- conversations -------------------------------------------------------------------------------
 
@@ -98,7 +107,7 @@ class ConversationService:
     ) -> Conversation:
         conversation_id = _check_text("id", conversation_id, MAX_ID_CHARS, required=False) or uuid.uuid4().hex
         _check_text("tabName", tab_name, MAX_TAB_NAME_CHARS)
-        model = _check_text("llmModel", llm_model, MAX_MODEL_CHARS, required=False) or DEFAULT_MODEL
+        model = _check_text("llmModel", llm_model, MAX_MODEL_CHARS, required=False) or self.default_model
         _check_password_input(password)
         if await Conversation.exists().where(Conversation.id == conversation_id):
             raise ServiceError(ErrorCode.CONFLICT, "Conversation ID already exists", details={"id": conversation_id})

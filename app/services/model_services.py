@@ -1,7 +1,7 @@
 """The model side of the service, assembled from settings: providers, registry, health monitor, catalog.
 
 `model_services(app, settings)` opens them for the app's lifespan and puts them on `app.state`
-(`registry`, `catalog`, `health_monitor`). Provider order is the catalog's order: Ollama first, as the old
+(`registry`, `catalog`, `health_monitor`, `discovered`). Provider order is the catalog's order: Ollama first, as the old
 service listed only Ollama's models, then the embedded `hf` models.
 """
 
@@ -39,17 +39,22 @@ def build_registry(settings: Settings) -> ProviderRegistry:
             )
         )
     registry.register(
-        HFProvider(
-            settings.models_dir,
-            execution_provider=settings.hf_execution_provider,
-            num_threads=settings.hf_num_threads,
-            memory_budget_bytes=settings.hf_memory_budget_mb * 2**20 or None,
-            keep_alive_s=settings.hf_keep_alive_s,
-            preload=settings.hf_preload,
-            default_max_tokens=settings.chat_max_tokens,
-        )
+        HFProvider(settings.models_dir, default_max_tokens=settings.chat_max_tokens, **hf_pool_settings(settings))
     )
     return registry
+
+
+def hf_pool_settings(settings: Settings) -> dict[str, Any]:
+    """The `hf` provider's pool settings, as `HFProvider` and its `reconfigure` take them (one mapping for
+    start-up and for the hot reload)."""
+    return {
+        "execution_provider": settings.hf_execution_provider,
+        "num_threads": settings.hf_num_threads,
+        "memory_budget_bytes": settings.hf_memory_budget_mb * 2**20 or None,
+        "max_loaded_models": settings.hf_max_loaded_models,
+        "keep_alive_s": settings.hf_keep_alive_s,
+        "preload": settings.hf_preload,
+    }
 
 
 @asynccontextmanager
@@ -66,7 +71,9 @@ async def model_services(app: Any, settings: Settings) -> AsyncIterator[None]:
         stale_s=settings.catalog_stale_s,
     )
     app.state.registry, app.state.catalog, app.state.health_monitor = registry, catalog, monitor
-    catalog.on_refreshed.append(DiscoveredModels().record)
+    discovered = DiscoveredModels()
+    catalog.on_refreshed.append(discovered.record)
+    app.state.discovered = discovered
     await registry.initialize()
     monitor.start()
     try:
