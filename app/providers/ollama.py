@@ -57,7 +57,11 @@ class OllamaProvider(ModelProvider):
         num_ctx: int = 8192,
         keep_alive_s: float = 300.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        name: str = "ollama",
     ) -> None:
+        # more Ollama hosts than the main one are configured as `[providers.<name>]`, each its own prefix
+        self.name = name
+        self.prefix = f"{name}/"
         self.host = host.rstrip("/")
         self.timeout_s = timeout_s
         self.num_ctx = num_ctx
@@ -220,7 +224,7 @@ class OllamaProvider(ModelProvider):
                         yield ChatChunk(done=True, usage=_usage({}, started, first_at), finish_reason="timeout")
                         return
         except httpx.HTTPError as exc:
-            raise ollama_errors.from_transport(exc, self.host, model, started=received) from exc
+            raise ollama_errors.from_transport(exc, self.host, model, started=received, provider=self.name) from exc
         raise ServiceError(
             ErrorCode.GENERATION_FAILED if received else ErrorCode.PROVIDER_UNAVAILABLE,
             f"Ollama ended the reply from {request.model} without its final part",
@@ -255,14 +259,14 @@ class OllamaProvider(ModelProvider):
         try:
             response = await self.client.get(path, **({"timeout": limit_s} if limit_s else {}))
         except httpx.HTTPError as exc:
-            raise ollama_errors.from_transport(exc, self.host, None, started=False) from exc
+            raise ollama_errors.from_transport(exc, self.host, None, started=False, provider=self.name) from exc
         return self._json(response, model="")
 
     async def _post_json(self, path: str, body: dict[str, Any], model: str) -> dict[str, Any]:
         try:
             response = await self.client.post(path, json=body)
         except httpx.HTTPError as exc:
-            raise ollama_errors.from_transport(exc, self.host, model, started=False) from exc
+            raise ollama_errors.from_transport(exc, self.host, model, started=False, provider=self.name) from exc
         return self._json(response, model=model)
 
     def _json(self, response: httpx.Response, model: str) -> dict[str, Any]:
@@ -307,7 +311,7 @@ def _decode_line(line: str, model: str) -> dict[str, Any]:
         raise ServiceError(
             ErrorCode.GENERATION_FAILED,
             "Ollama sent a line that is not JSON in the middle of the reply",
-            details={"provider": "ollama", "model": model, "line": line[:200]},
+            details={"provider": model.partition("/")[0], "model": model, "line": line[:200]},
         ) from None
     return data if isinstance(data, dict) else {}
 

@@ -26,6 +26,12 @@ def error_text(body: bytes) -> str:
     return body.decode("utf-8", "replace").strip()[:500]
 
 
+def _split(model: str) -> tuple[str, str]:
+    """(provider, native name) of a full name: `ollama/llama3` or, for a named Ollama host, `gpu-box/llama3`."""
+    provider, _, native = model.partition("/")
+    return provider, native
+
+
 def _server_side_code(text: str) -> ErrorCode:
     lowered = text.lower()
     if "memory" in lowered:
@@ -37,8 +43,8 @@ def _server_side_code(text: str) -> ErrorCode:
 
 def from_status(status: int, text: str, model: str) -> ServiceError:
     """An error answer from Ollama (`model` is the full name, `ollama/...`)."""
-    details = {"provider": "ollama", "model": model, "upstreamStatus": status, "upstreamError": text}
-    native = model.removeprefix("ollama/")
+    provider, native = _split(model)
+    details = {"provider": provider, "model": model, "upstreamStatus": status, "upstreamError": text}
     lowered = text.lower()
     if status == 404:
         return ServiceError(
@@ -67,16 +73,19 @@ def from_status(status: int, text: str, model: str) -> ServiceError:
 
 def from_stream_line(text: str, model: str) -> ServiceError:
     """An `{"error": ...}` line in the middle of a streamed reply."""
+    provider, native = _split(model)
     return ServiceError(
         _server_side_code(text),
-        f"Ollama failed while generating with {model.removeprefix('ollama/')}: {text}",
-        details={"provider": "ollama", "model": model, "upstreamError": text},
+        f"Ollama failed while generating with {native}: {text}",
+        details={"provider": provider, "model": model, "upstreamError": text},
     )
 
 
-def from_transport(exc: httpx.HTTPError, host: str, model: str | None, started: bool) -> ServiceError:
+def from_transport(
+    exc: httpx.HTTPError, host: str, model: str | None, started: bool, provider: str = "ollama"
+) -> ServiceError:
     """A transport failure; `started` says whether part of the reply had already arrived."""
-    details = {"provider": "ollama", "host": host, **({"model": model} if model else {})}
+    details = {"provider": provider, "host": host, **({"model": model} if model else {})}
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return ServiceError(
             ErrorCode.PROVIDER_UNAVAILABLE, f"Ollama is not reachable at {host}; {INSTALL_HINT}", details=details
