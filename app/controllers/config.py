@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Any
 
 import msgspec
@@ -23,6 +24,7 @@ from app.schemas.config import (
     ConfigOut,
     ConfigValueOut,
     ModelTableOut,
+    ProviderTableOut,
     RevisionOut,
     RevisionsOut,
     ValidationOut,
@@ -75,8 +77,14 @@ def config_view(service: ConfigurationService) -> ConfigOut:
         )
         for name, table in config.models.items()
     }
+    providers = {
+        name: ProviderTableOut(**asdict(table), source=config.provider_sources.get(name, "file"))
+        for name, table in config.providers.items()
+    }
     path = str(service.path) if service.path is not None else None
-    return ConfigOut(settings=settings, models=models, config_file=path, last_error=service.last_error)
+    return ConfigOut(
+        settings=settings, models=models, providers=providers, config_file=path, last_error=service.last_error
+    )
 
 
 async def document_from(request: Request[Any, Any, Any]) -> dict[str, Any]:

@@ -25,9 +25,22 @@ class ModelTableOut(msgspec.Struct, rename="camel"):
     source: str
 
 
+class ProviderTableOut(msgspec.Struct, rename="camel"):
+    """One `[providers.<name>]` table: another Ollama host, whose models are named `<name>/<model>`."""
+
+    type: str
+    host: str
+    enabled: bool
+    timeout_s: float
+    num_ctx: int
+    keep_alive_s: float
+    source: str
+
+
 class ConfigOut(msgspec.Struct, rename="camel"):
     settings: dict[str, ConfigValueOut]
     models: dict[str, ModelTableOut]
+    providers: dict[str, ProviderTableOut]
     config_file: str | None
     # the last refused change (file, api or restore) since the last applied one
     last_error: dict[str, Any] | None

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,13 @@ import msgspec
 
 from app.db.tables import ConfigRevision
 from app.errors import ErrorCode, ServiceError
+from app.providers.hf import HFProvider
 from app.providers.ollama import OllamaProvider
 from app.providers.types import ModelInfo
 from app.services import config_model as cm
+from app.services.conversations import default_conversation_model
+from app.services.discovered import DiscoveredModels
+from app.services.model_services import hf_pool_settings
 from app.services.model_settings import ModelSettings
 from app.settings import Settings, SettingsError
 
@@ -57,6 +62,10 @@ class ConfigurationService:
         self.catalog = catalog
         #: set by the lifespan: the chat service whose `settings` a change replaces
         self.chat: Any = None
+        #: set by the lifespan: the conversation service whose default model follows the settings
+        self.conversations: Any = None
+        #: set by the lifespan: the stored model configurations (model_metadata), kept in line with this
+        self.discovered: DiscoveredModels | None = None
         self.current = cm.build(start, {}, {})
         self.last_error: dict[str, Any] | None = None
         self._signature: tuple[int, int] | None = None
@@ -74,12 +83,34 @@ class ConfigurationService:
     # -- life cycle ------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Read the file (an invalid one stops start-up, like `load_settings`), record it, start watching."""
+        """Read the file (an invalid one stops start-up, like `load_settings`), bring back the changes made
+        through the API before the last stop, apply what the providers were not built with (provider
+        tables, API values), record it, and start watching."""
         text = self._read()
         document = cm.parse_toml(text) if text is not None else {}
-        self.current = cm.build(self.start_settings, document, {})
+        # what model_services built the providers from: the start-up settings, no provider tables
+        built = replace(cm.build(self.start_settings, document, {}), providers={}, provider_sources={})
+        self.current = built
+        api = await stored_api_layer()
+        try:
+            new = cm.build(self.start_settings, document, api)
+        except SettingsError as exc:
+            log.warning(
+                "the changes made through the API before the last stop no longer validate (%s); starting without them",
+                exc,
+            )
+            await self._record("reset", api, {}, valid=False, error=str(exc), applied=False)
+            new = cm.build(self.start_settings, document, {})
         self._content_hash = _digest(text)
-        await self._record("startup", document, {}, valid=True, error=None, applied=True)
+        await self._apply(built, new)
+        await self._record(
+            "startup",
+            document,
+            cm.diff(cm.flat_view(built), cm.flat_view(new)),
+            valid=True,
+            error=None,
+            applied=True,
+        )
         self._watcher = asyncio.create_task(self._watch(), name="config-watch")
 
     async def stop(self) -> None:
@@ -114,6 +145,14 @@ class ConfigurationService:
     async def patch(self, changes: Mapping[str, Any]) -> dict[str, Any]:
         """Apply API changes over the file (None removes an API value); env-set keys are refused."""
         normalized = _snake_keys(changes)
+        at_start = sorted(k for k in normalized if k in cm.RESTART_KEYS or cm.is_secret(k))
+        if at_start:
+            raise ServiceError(
+                ErrorCode.INVALID_REQUEST,
+                f"{', '.join(at_start)} cannot be changed through the API: "
+                "set it in the config file or the environment (it takes effect at the next start)",
+                details={"keys": at_start},
+            )
         env_keys = sorted(k for k in normalized if self.current.sources.get(k) == "env")
         if env_keys:
             raise ServiceError(
@@ -187,11 +226,7 @@ class ConfigurationService:
                     raise _invalid(errors) from None
                 return revision
             old = self.current
-            commit = await self._prepare_providers(old.settings, new.settings)
-            self.current = new
-            if self.chat is not None:
-                self.chat.settings = new.settings
-            commit()
+            await self._apply(old, new)
             self.last_error = None
             changes = cm.diff(cm.flat_view(old), cm.flat_view(new))
             log.info("configuration applied from %s: %s", source, ", ".join(changes) or "no changes")
@@ -202,34 +237,68 @@ class ConfigurationService:
         log.warning("configuration change from %s refused, keeping the running one: %s", source, error)
         return await self._record(source, content, {}, valid=False, error=str(error), applied=False)
 
-    async def _prepare_providers(self, old: Settings, new: Settings) -> Callable[[], None]:
-        """Build and open a new Ollama provider when its keys changed; the returned commit swaps it in."""
+    async def _apply(self, old: cm.EffectiveConfig, new: cm.EffectiveConfig) -> None:
+        """Swap `new` in: providers built and opened first, then everything replaced with no `await` in
+        between; the `hf` pool is reconfigured last (it may unload idle models and preload new ones)."""
+        commit = await self._prepare_providers(old, new)
+        self.current = new
+        if self.chat is not None:
+            self.chat.settings = new.settings
+        if self.conversations is not None:
+            settings = new.settings
+            self.conversations.default_model = default_conversation_model(
+                settings.ollama_enabled, settings.hf_default_model
+            )
+        commit()
+        if self.discovered is not None:
+            try:
+                await self.discovered.sync_settings()
+            except Exception:  # the change is in effect; the stored copy catches up at the next change
+                log.exception("could not store the models' new settings in model_metadata")
+        hf = self.registry.get(HFProvider.name) if self.registry is not None else None
+        pool_keys = cm.HF_POOL_KEYS
+        if isinstance(hf, HFProvider) and any(getattr(old.settings, k) != getattr(new.settings, k) for k in pool_keys):
+            await hf.reconfigure(**hf_pool_settings(new.settings))
+
+    async def _prepare_providers(self, old: cm.EffectiveConfig, new: cm.EffectiveConfig) -> Callable[[], None]:
+        """Build and open the Ollama providers whose settings changed (the main one from the `ollama_*`
+        keys, the others from `[providers.<name>]`); the returned commit swaps them in and retires the
+        ones they replace or that went away."""
         registry = self.registry
         if registry is None:
             return lambda: None
-        fresh: OllamaProvider | None = None
-        repoint = any(getattr(old, key) != getattr(new, key) for key in cm.OLLAMA_KEYS)
-        if repoint and new.ollama_enabled:
-            fresh = OllamaProvider(
-                new.ollama_host,
-                timeout_s=new.ollama_timeout_s,
-                num_ctx=new.ollama_num_ctx,
-                keep_alive_s=new.ollama_keep_alive_s,
-            )
-            await fresh.initialize()
+        wanted_old, wanted_new = _ollama_hosts(old), _ollama_hosts(new)
+        fresh: dict[str, OllamaProvider] = {}
+        for name, table in wanted_new.items():
+            if wanted_old.get(name) != table or registry.get(name) is None:
+                provider = OllamaProvider(
+                    table.host,
+                    timeout_s=table.timeout_s,
+                    num_ctx=table.num_ctx,
+                    keep_alive_s=table.keep_alive_s,
+                    name=name,
+                )
+                await provider.initialize()
+                fresh[name] = provider
+        gone = [name for name in wanted_old if name not in wanted_new]
 
         def commit() -> None:
-            registry.fallback_models = new.fallback_models
-            registry.retries, registry.retry_backoff_s = new.provider_retries, new.provider_retry_backoff_s
-            if not repoint:
+            settings = new.settings
+            registry.fallback_models = settings.fallback_models
+            registry.retries, registry.retry_backoff_s = settings.provider_retries, settings.provider_retry_backoff_s
+            if not fresh and not gone:
                 return
-            retired = registry.unregister(OllamaProvider.name)
-            others = [registry.unregister(p.name) for p in registry.providers]
-            for provider in [fresh, *others]:  # Ollama first, as the catalog lists it
+            retired = [registry.unregister(name) for name in [*fresh, *gone]]
+            kept = {p.name: p for p in registry.providers}
+            for provider in kept.values():
+                registry.unregister(provider.name)
+            # the catalog lists providers in registration order: the Ollama hosts as configured, then the rest
+            current = {**fresh, **{name: kept.pop(name) for name in wanted_new if name in kept}}
+            for provider in [*(current[name] for name in wanted_new if name in current), *kept.values()]:
+                registry.register(provider)
+            for provider in retired:
                 if provider is not None:
-                    registry.register(provider)
-            if retired is not None:
-                self._retire(retired, old.stream_timeout_s)
+                    self._retire(provider, old.settings.stream_timeout_s)
             if self.catalog is not None:
                 self.catalog.invalidate()
 
@@ -301,6 +370,40 @@ class ConfigurationService:
             raise SettingsError("BETH_CONFIG", str(self.path), f"cannot read the file: {exc}", "file") from exc
 
 
+def _ollama_hosts(config: cm.EffectiveConfig) -> dict[str, cm.ProviderTable]:
+    """Every enabled Ollama host of a configuration, by provider name: the main one first."""
+    settings = config.settings
+    hosts: dict[str, cm.ProviderTable] = {}
+    if settings.ollama_enabled:
+        hosts[OllamaProvider.name] = cm.ProviderTable(
+            type="ollama",
+            host=settings.ollama_host,
+            timeout_s=settings.ollama_timeout_s,
+            num_ctx=settings.ollama_num_ctx,
+            keep_alive_s=settings.ollama_keep_alive_s,
+        )
+    hosts.update({name: table for name, table in config.providers.items() if table.enabled})
+    return hosts
+
+
+async def stored_api_layer() -> cm.Document:
+    """The changes made through the API, replayed from the revisions since the last restore (which
+    drops them), so that they survive a restart."""
+    rows = (
+        await ConfigRevision.select(ConfigRevision.source, ConfigRevision.content)
+        .where(ConfigRevision.applied.eq(True) | (ConfigRevision.source == "reset"))
+        .order_by(ConfigRevision.id)
+        .output(load_json=True)
+    )
+    api: cm.Document = {}
+    for row in rows:
+        if row["source"] in ("restore", "reset"):
+            api = {}
+        elif row["source"] == "api" and isinstance(row["content"], Mapping):
+            api = cm.merge(api, row["content"])
+    return api
+
+
 def _digest(text: str | None) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest() if text is not None else None
 
@@ -310,7 +413,7 @@ def _snake_keys(changes: Mapping[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in changes.items():
         name = cm.snake_case(key)
-        if name == "models" and isinstance(value, Mapping):
+        if name in cm.TABLES and isinstance(value, Mapping):
             result[name] = {
                 model: _snake_keys(table) if isinstance(table, Mapping) else table for model, table in value.items()
             }
@@ -350,6 +453,10 @@ async def configuration(app: Any, settings: Settings) -> AsyncIterator[Configura
     )
     chat = getattr(app.state, "chat", None)
     service.chat = chat
+    service.conversations = getattr(app.state, "conversations", None)
+    service.discovered = getattr(app.state, "discovered", None)
+    if service.discovered is not None:
+        service.discovered.model_settings = service
     await service.start()
     if chat is not None:
         chat.model_settings = service

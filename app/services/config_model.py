@@ -5,8 +5,9 @@ used both by the hot reload and by the API. Layers, lowest first: defaults < con
 environment. The environment layer is what `load_settings` found at start-up with source `env` (CLI flags
 included): it always wins, and the API refuses to override it.
 
-A document is the TOML shape: service keys (top level or under `[service]`) and `[models."<name>"]`
-tables with `enabled`, `system_prompt`, `context_budget`, `keep_alive_s` and `[...options]`.
+A document is the TOML shape: service keys (top level or under `[service]`), `[models."<name>"]`
+tables with `enabled`, `system_prompt`, `context_budget`, `keep_alive_s` and `[...options]`, and
+`[providers.<name>]` tables for more provider hosts than the main Ollama (`type = "ollama"`, `host`, ...).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
+from app.providers.names import RESERVED_PREFIXES
 from app.providers.types import GenerationOptions, ModelInfo
 from app.services.model_settings import ModelSettings
 from app.settings import CONVERTERS, ENV_NAMES, Settings, SettingsError, to_float, to_int
@@ -46,11 +48,6 @@ RESTART_KEYS: frozenset[str] = frozenset(
         "memory_check_interval_s",
         "hf_models_dir",
         "hf_auto_export_default",
-        "hf_execution_provider",
-        "hf_num_threads",
-        "hf_memory_budget_mb",
-        "hf_keep_alive_s",
-        "hf_preload",
         "stream_flush_interval_s",
         "stream_stale_s",
         "image_max_mb",
@@ -65,6 +62,15 @@ RESTART_KEYS: frozenset[str] = frozenset(
         "config_reload_interval_s",
         "beth_admin_token",
     }
+)
+#: keys the `hf` provider's model pool runs with: a change reconfigures the running pool
+HF_POOL_KEYS: tuple[str, ...] = (
+    "hf_execution_provider",
+    "hf_num_threads",
+    "hf_memory_budget_mb",
+    "hf_max_loaded_models",
+    "hf_keep_alive_s",
+    "hf_preload",
 )
 #: keys the Ollama provider is built from: a change builds a new provider and swaps it in
 OLLAMA_KEYS: tuple[str, ...] = (
@@ -116,6 +122,42 @@ MODEL_CONVERTERS: dict[str, Callable[[object], Any]] = {
 }
 
 
+PROVIDER_TYPES: tuple[str, ...] = ("ollama",)
+#: names the service gives its own providers (and `openai/`, reserved); a table may not take them
+RESERVED_PROVIDER_NAMES: frozenset[str] = frozenset(prefix.rstrip("/") for prefix in RESERVED_PREFIXES)
+PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def _provider_type(raw: object) -> str:
+    if raw not in PROVIDER_TYPES:
+        raise ValueError(f"must be one of: {', '.join(PROVIDER_TYPES)}")
+    return str(raw)
+
+
+#: a `[providers.<name>]` table's keys; the Ollama ones check like the main Ollama's settings
+PROVIDER_CONVERTERS: dict[str, Callable[[object], Any]] = {
+    "type": _provider_type,
+    "host": CONVERTERS["ollama_host"],
+    "enabled": _bool,
+    "timeout_s": CONVERTERS["ollama_timeout_s"],
+    "num_ctx": CONVERTERS["ollama_num_ctx"],
+    "keep_alive_s": CONVERTERS["ollama_keep_alive_s"],
+}
+PROVIDER_REQUIRED: tuple[str, ...] = ("type", "host")
+
+
+@dataclass(frozen=True)
+class ProviderTable:
+    """One `[providers.<name>]` table, validated: another Ollama host, reached as `<name>/<model>`."""
+
+    type: str
+    host: str
+    enabled: bool = True
+    timeout_s: float = Settings.ollama_timeout_s
+    num_ctx: int = Settings.ollama_num_ctx
+    keep_alive_s: float = Settings.ollama_keep_alive_s
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """One `[models."<name>"]` table, validated."""
@@ -147,6 +189,8 @@ class EffectiveConfig:
     model_sources: Mapping[str, str]
     file: Document
     api: Document
+    providers: Mapping[str, ProviderTable] = field(default_factory=dict)
+    provider_sources: Mapping[str, str] = field(default_factory=dict)
 
     def for_model(self, name: str, info: ModelInfo | None) -> ModelSettings:
         """The table for the prefixed name, the name as asked, or the provider's own name, in that order."""
@@ -168,17 +212,24 @@ def parse_toml(text: str) -> Document:
     return normalize(data)
 
 
+TABLES: tuple[str, ...] = ("models", "providers")
+
+
 def normalize(data: Mapping[str, Any]) -> Document:
-    """Flatten an optional `[service]` table; keep `models`; other tables are other services' business."""
+    """Flatten an optional `[service]` table; keep `models` and `providers`; other tables are other
+    services' business."""
     service = data.get("service", data)
     if not isinstance(service, Mapping):
         raise SettingsError("service", service, "must be a table", "file")
     document: Document = {key: value for key, value in service.items() if not isinstance(value, Mapping)}
-    models = data.get("models", {})
-    if not isinstance(models, Mapping):
-        raise SettingsError("models", models, "must be a table of model tables", "file")
-    if models:
-        document["models"] = {str(name): dict(table) for name, table in models.items()}
+    for key in TABLES:
+        tables = data.get(key, {})
+        if not isinstance(tables, Mapping):
+            raise SettingsError(key, tables, f"must be a table of {key[:-1]} tables", "file")
+        if tables:
+            document[key] = {
+                str(name): dict(table) if isinstance(table, Mapping) else table for name, table in tables.items()
+            }
     return document
 
 
@@ -208,6 +259,8 @@ def document_errors(document: Mapping[str, Any], source: str) -> list[SettingsEr
     for key, value in document.items():
         if key == "models":
             errors += _models_errors(value, source)
+        elif key == "providers":
+            errors += _providers_errors(value, source)
         elif key not in CONVERTERS:
             errors.append(SettingsError(key, value, "unknown key", source))
         else:
@@ -227,31 +280,63 @@ def _models_errors(models: object, source: str) -> list[SettingsError]:
         if not isinstance(table, Mapping):
             errors.append(SettingsError(prefix, table, "must be a table", source))
             continue
-        for key, value in table.items():
-            if key == "options":
-                errors += _options_errors(f"{prefix}.options", value, source)
-            elif key not in MODEL_CONVERTERS:
-                known = ", ".join([*MODEL_CONVERTERS, "options"])
-                errors.append(SettingsError(f"{prefix}.{key}", value, f"unknown key (known: {known})", source))
-            else:
-                try:
-                    MODEL_CONVERTERS[key](value)
-                except ValueError as exc:
-                    errors.append(SettingsError(f"{prefix}.{key}", value, str(exc), source))
+        if "options" in table:
+            errors += _options_errors(f"{prefix}.options", table["options"], source)
+        settings = {key: value for key, value in table.items() if key != "options"}
+        errors += _keys_errors(prefix, settings, MODEL_CONVERTERS, source, also_known=("options",))
+    return errors
+
+
+def _providers_errors(providers: object, source: str) -> list[SettingsError]:
+    if not isinstance(providers, Mapping):
+        return [SettingsError("providers", providers, "must be a table of provider tables", source)]
+    errors: list[SettingsError] = []
+    for name, table in providers.items():
+        prefix = f"providers.{name}"
+        if name in RESERVED_PROVIDER_NAMES:
+            reason = "is the service's own provider name; the main Ollama is set with the ollama_* keys"
+            errors.append(SettingsError(prefix, name, reason, source))
+            continue
+        if not PROVIDER_NAME.match(str(name)):
+            reason = "a provider name is lower-case letters, digits, - and _ (it becomes the model prefix)"
+            errors.append(SettingsError(prefix, name, reason, source))
+            continue
+        if not isinstance(table, Mapping):
+            errors.append(SettingsError(prefix, table, "must be a table", source))
+            continue
+        errors += [
+            SettingsError(f"{prefix}.{key}", None, "is required", source)
+            for key in PROVIDER_REQUIRED
+            if key not in table
+        ]
+        errors += _keys_errors(prefix, table, PROVIDER_CONVERTERS, source)
     return errors
 
 
 def _options_errors(prefix: str, options: object, source: str) -> list[SettingsError]:
     if not isinstance(options, Mapping):
         return [SettingsError(prefix, options, "must be a table", source)]
+    return _keys_errors(prefix, options, OPTION_CONVERTERS, source, what="option")
+
+
+def _keys_errors(
+    prefix: str,
+    table: Mapping[str, Any],
+    converters: Mapping[str, Callable[[object], Any]],
+    source: str,
+    *,
+    what: str = "key",
+    also_known: tuple[str, ...] = (),
+) -> list[SettingsError]:
+    """Each key of one table checked by its converter: unknown keys (naming the known ones) and bad values."""
     errors: list[SettingsError] = []
-    for key, value in options.items():
-        if key not in OPTION_CONVERTERS:
-            known = ", ".join(OPTION_CONVERTERS)
-            errors.append(SettingsError(f"{prefix}.{key}", value, f"unknown option (known: {known})", source))
+    for key, value in table.items():
+        if key not in converters:
+            known = ", ".join([*converters, *also_known])
+            errors.append(SettingsError(f"{prefix}.{key}", value, f"unknown {what} (known: {known})", source))
             continue
         try:
-            OPTION_CONVERTERS[key](value)
+            converters[key](value)
         except ValueError as exc:
             errors.append(SettingsError(f"{prefix}.{key}", value, str(exc), source))
     return errors
@@ -277,7 +362,7 @@ def build(start: Settings, file: Document, api: Document) -> EffectiveConfig:
     sources: dict[str, str] = {}
     for layer, source in ((file, "file"), (api, "api")):
         for key, value in layer.items():
-            if key != "models" and key not in env_keys:
+            if key not in TABLES and key not in env_keys:
                 values[key], sources[key] = CONVERTERS[key](value), source
     for key in env_keys:
         values[key], sources[key] = getattr(start, key), "env"
@@ -287,7 +372,13 @@ def build(start: Settings, file: Document, api: Document) -> EffectiveConfig:
     tables = merge(file.get("models", {}), api.get("models", {}))
     model_sources = {name: "api" if name in api.get("models", {}) else "file" for name in tables}
     models = {name: _model_config(table) for name, table in tables.items()}
-    return EffectiveConfig(settings, models, sources, model_sources, file, api)
+    provider_tables = merge(file.get("providers", {}), api.get("providers", {}))
+    provider_sources = {name: "api" if name in api.get("providers", {}) else "file" for name in provider_tables}
+    providers = {
+        name: ProviderTable(**{key: PROVIDER_CONVERTERS[key](value) for key, value in table.items()})
+        for name, table in provider_tables.items()
+    }
+    return EffectiveConfig(settings, models, sources, model_sources, file, api, providers, provider_sources)
 
 
 def env_name(key: str) -> str:
@@ -331,6 +422,9 @@ def flat_view(config: EffectiveConfig) -> dict[str, Any]:
             view[f"{prefix}.{key}"] = getattr(model, key)
         for key, value in model.options.items():
             view[f"{prefix}.options.{key}"] = value
+    for name, provider in config.providers.items():
+        for key in PROVIDER_CONVERTERS:
+            view[f"providers.{name}.{key}"] = getattr(provider, key)
     return view
 
 
@@ -350,8 +444,11 @@ def configured_document(config: EffectiveConfig) -> Document:
 
 
 def to_toml(document: Mapping[str, Any]) -> str:
-    """A small TOML writer for our documents: scalars, string lists, and the `[models."<name>"]` tables."""
-    lines = [f"{key} = {_toml_value(value)}" for key, value in document.items() if key != "models"]
+    """A small TOML writer for our documents: scalars, string lists, and the models' and providers' tables."""
+    lines = [f"{key} = {_toml_value(value)}" for key, value in document.items() if key not in TABLES]
+    for name, table in document.get("providers", {}).items():
+        lines += ["", f"[providers.{_toml_string(name)}]"]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
     for name, table in document.get("models", {}).items():
         lines += ["", f"[models.{_toml_string(name)}]"]
         lines += [f"{key} = {_toml_value(value)}" for key, value in table.items() if key != "options"]

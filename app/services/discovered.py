@@ -2,32 +2,46 @@
 
 When the catalog lists a model for the first time (a new export, a model pulled into Ollama), a
 `model_metadata` row is generated from what the provider reports (context length, capabilities,
-quantization) with default settings (enabled, no overrides); later listings refresh those facts but
-never overwrite what an operator set (enabled, options, prompt, budget, keep-alive). Providers get a
-`provider_configs` row the same way.
+quantization) and the model's settings (enabled, default options, prompt, budget, keep-alive): the
+defaults, or what the operator configured for it. Later listings refresh the facts; the settings
+columns mirror the configuration service (`sync_settings` after each applied change), so the stored
+row and the running configuration never disagree. Providers get a `provider_configs` row the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
 from app.db.tables import ModelMetadata, ProviderConfig
 from app.providers.types import ModelInfo
+from app.services.model_settings import ModelSettings, ModelSettingsSource, NoModelSettings
 
 log = logging.getLogger(__name__)
 
 
 class DiscoveredModels:
-    def __init__(self) -> None:
+    def __init__(self, model_settings: ModelSettingsSource | None = None) -> None:
+        #: where each model's settings come from; the configuration service, once it has started
+        self.model_settings: ModelSettingsSource = model_settings or NoModelSettings()
         self._stored: set[str] = set()
         self._providers: set[str] = set()
+        self._lock = asyncio.Lock()
 
     async def record(self, models: Sequence[ModelInfo]) -> list[str]:
-        """Store new models and providers, refresh facts of known ones; returns the names that were new."""
+        """Store new models and providers, refresh facts of known ones; returns the names that were new.
+
+        Catalog refreshes can overlap: one at a time here, and an insert that another replica made first
+        is left as it is (ON CONFLICT DO NOTHING)."""
+        async with self._lock:
+            return await self._record(models)
+
+    async def _record(self, models: Sequence[ModelInfo]) -> list[str]:
         new: list[str] = []
         now = datetime.now(UTC)
         for model in models:
@@ -50,21 +64,43 @@ class DiscoveredModels:
                     ModelMetadata.name == model.name
                 )
             else:
+                settings = _columns(self.model_settings.for_model(model.name, model))
                 await ModelMetadata.insert(
                     ModelMetadata(
                         name=model.name,
-                        enabled=True,
-                        default_options="{}",
                         metadata="{}",
                         created_at=now,
                         updated_at=now,
-                        **{column._meta.name: value for column, value in facts.items()},
+                        **{column._meta.name: value for column, value in {**facts, **settings}.items()},
                     )
-                )
+                ).on_conflict(target=ModelMetadata.name, action="DO NOTHING")
                 new.append(model.name)
                 log.info("discovered model %s: stored its default configuration", model.name)
             self._stored.add(model.name)
         return new
+
+    async def sync_settings(self) -> int:
+        """Bring every stored model's settings columns in line with `model_settings`; returns how many rows
+        changed. Rows whose model is not listed right now are matched by their stored names."""
+        rows = await ModelMetadata.select(ModelMetadata.name, ModelMetadata.provider, *SETTINGS_COLUMNS).output(
+            load_json=True
+        )
+        changed = 0
+        for row in rows:
+            name, provider = row["name"], row["provider"]
+            native = name.removeprefix(f"{provider}/")
+            wanted = _columns(
+                self.model_settings.for_model(name, ModelInfo(name=name, provider=provider, native_name=native))
+            )
+            stored = {column: row[column._meta.name] for column in SETTINGS_COLUMNS}
+            if _comparable(stored) != _comparable(wanted):
+                await ModelMetadata.update({**wanted, ModelMetadata.updated_at: datetime.now(UTC)}).where(
+                    ModelMetadata.name == name
+                )
+                changed += 1
+        if changed:
+            log.info("stored settings of %d models updated from the configuration", changed)
+        return changed
 
     async def _provider(self, name: str, now: datetime) -> None:
         if not await ProviderConfig.exists().where(ProviderConfig.name == name):
@@ -72,5 +108,35 @@ class DiscoveredModels:
                 ProviderConfig(
                     name=name, kind=name, display_name=name, enabled=True, settings="{}", created_at=now, updated_at=now
                 )
-            )
+            ).on_conflict(target=ProviderConfig.name, action="DO NOTHING")
         self._providers.add(name)
+
+
+SETTINGS_COLUMNS = (
+    ModelMetadata.enabled,
+    ModelMetadata.default_options,
+    ModelMetadata.system_prompt,
+    ModelMetadata.context_budget,
+    ModelMetadata.keep_alive_s,
+)
+
+
+def _columns(settings: ModelSettings) -> dict[Any, Any]:
+    """A model's settings as `model_metadata` columns (options as the JSON of those that are set)."""
+    options = msgspec.to_builtins(settings.options) if settings.options is not None else {}
+    keep_alive = settings.keep_alive_s
+    return {
+        ModelMetadata.enabled: settings.enabled,
+        ModelMetadata.default_options: msgspec.json.encode(options).decode(),
+        ModelMetadata.system_prompt: settings.system_prompt,
+        ModelMetadata.context_budget: settings.context_budget,
+        ModelMetadata.keep_alive_s: round(keep_alive) if keep_alive is not None else None,
+    }
+
+
+def _comparable(columns: dict[Any, Any]) -> dict[str, Any]:
+    """Column values with the JSON one decoded, so a stored row and a wanted one compare by content."""
+    result = {column._meta.name: value for column, value in columns.items()}
+    options = result["default_options"]
+    result["default_options"] = msgspec.json.decode(options) if isinstance(options, str | bytes) else options
+    return result

@@ -11,11 +11,12 @@ import httpx
 import pytest
 
 from tests.fixtures.ollama import FakeOllama
-from tests.fixtures.server import ServerProcess
+from tests.fixtures.server import ServerProcess, create_postgres_database, drop_postgres_database
 
 CONFIG_ENV = {
     "CONFIG_RELOAD_INTERVAL_S": "0.2",
     "CHAT_MAX_TOKENS": "24",
+    "CATALOG_TTL_S": "0.2",
     "HF_AUTO_EXPORT_DEFAULT": "0",
     "STREAM_FLUSH_INTERVAL_S": "0.1",
 }
@@ -34,15 +35,31 @@ def ollamas() -> Iterator[tuple[FakeOllama, FakeOllama]]:
 
 
 @pytest.fixture(scope="module")
+def config_database_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database of this module's own, of the session's kind: changes made through the API are stored
+    and brought back at the next start, so they must not reach the other tests' servers."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path_factory.mktemp('config-db') / 'beth.sqlite3'}"
+        return
+    url = create_postgres_database()
+    yield url
+    drop_postgres_database(url)
+
+
+@pytest.fixture(scope="module")
 def config_server(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory, ollamas: tuple[FakeOllama, FakeOllama]
+    config_database_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    ollamas: tuple[FakeOllama, FakeOllama],
+    tiny_export: Path,
 ) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp("config")
     (workdir / "models").mkdir()
+    (workdir / "models" / "tiny").symlink_to(tiny_export, target_is_directory=True)
     config = workdir / "beth.toml"
     config.write_text(first_config(ollamas[0]))
     env = {**CONFIG_ENV, "BETH_CONFIG": str(config), "HF_MODELS_DIR": str(workdir / "models")}
-    process = ServerProcess(workdir, database_url, env)
+    process = ServerProcess(workdir, config_database_url, env)
     process.start()
     yield process
     process.stop()

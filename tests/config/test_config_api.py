@@ -180,8 +180,8 @@ def test_events_stream_each_revision(admin: httpx.Client, config_server: ServerP
         assert events.headers["content-type"].startswith("text/event-stream")
         lines = (line for line in events.iter_lines() if line)
         assert next(lines) == ": connected"
-        assert admin.patch("/api/v1/config", json={"catalog_ttl_s": 12}).status_code == 200
+        assert admin.patch("/api/v1/config", json={"provider_retries": 3}).status_code == 200
         block = [next(lines), next(lines)]
     assert block[0] == "event: config"
-    assert '"catalog_ttl_s"' in block[1]
+    assert '"provider_retries"' in block[1]
     assert '"source":"api"' in block[1]

@@ -127,3 +127,37 @@ def test_without_a_token_only_loopback_clients_are_admins() -> None:
 def test_paths_are_plain_strings_in_views() -> None:
     assert cm.plain(Path("/x")) == "/x"
     assert cm.plain(("a", "b")) == ["a", "b"]
+
+
+def test_provider_tables_are_validated_and_built_with_ollama_defaults() -> None:
+    document = cm.parse_toml('[providers.gpu-box]\ntype = "ollama"\nhost = "http://10.0.0.5:11434/"\nnum_ctx = 4096\n')
+    config = cm.build(start_settings(), document, {})
+    assert config.providers == {"gpu-box": cm.ProviderTable(type="ollama", host="http://10.0.0.5:11434", num_ctx=4096)}
+    assert config.provider_sources == {"gpu-box": "file"}
+    assert cm.flat_view(config)["providers.gpu-box.host"] == "http://10.0.0.5:11434"
+    assert tomllib.loads(cm.to_toml(cm.configured_document(config)))["providers"]["gpu-box"]["num_ctx"] == 4096
+
+    bad = cm.parse_toml(
+        '[providers.ollama]\ntype = "ollama"\nhost = "http://x"\n'
+        '[providers."Bad Name"]\ntype = "ollama"\nhost = "http://x"\n'
+        '[providers.box]\ntype = "vllm"\nport = 1\n'
+    )
+    errors = {(e.key, e.reason) for e in cm.document_errors(bad, "file")}
+    keys = {key for key, _ in errors}
+    assert keys == {
+        "providers.ollama",
+        "providers.Bad Name",
+        "providers.box.type",
+        "providers.box.host",
+        "providers.box.port",
+    }
+    assert any("ollama_* keys" in reason for key, reason in errors if key == "providers.ollama")
+    assert any("is required" in reason for key, reason in errors if key == "providers.box.host")
+    assert any("must be one of: ollama" in reason for key, reason in errors if key == "providers.box.type")
+
+
+def test_hf_pool_keys_apply_live_and_start_up_keys_need_a_restart() -> None:
+    assert not set(cm.HF_POOL_KEYS) & cm.RESTART_KEYS
+    assert {"hf_models_dir", "port", "database_url"} <= cm.RESTART_KEYS
+    config = cm.build(start_settings(), {"hf_max_loaded_models": 2, "hf_default_model": "hf/tiny"}, {})
+    assert (config.settings.hf_max_loaded_models, config.settings.hf_default_model) == (2, "tiny")
