@@ -1,0 +1,152 @@
+"""Changes that reach running parts: Ollama hosts added and removed in the file, the `hf` model pool
+re-tuned, the default model followed, and API changes brought back after a restart (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.api.test_graphql_web_client import create_conversation
+from tests.config.conftest import config_file, first_config, wait_for
+from tests.fixtures.ollama import FakeOllama
+from tests.fixtures.server import ServerProcess
+from tests.fixtures.web_client import stream_message
+
+
+def model_names(client: httpx.Client) -> list[str]:
+    return [model["name"] for model in client.get("/api/v1/models").json()["models"]]
+
+
+def loaded(client: httpx.Client, name: str) -> bool:
+    response = client.get(f"/api/v1/models/{name}")
+    assert response.status_code == 200, response.text
+    return response.json()["loaded"]
+
+
+def test_an_ollama_host_added_in_the_file_serves_its_models_and_leaves_when_removed(
+    admin: httpx.Client, config_server: ServerProcess, ollamas: tuple[FakeOllama, FakeOllama]
+) -> None:
+    first, second = ollamas
+    config_file(config_server).write_text(
+        first_config(first) + f'\n[providers.second]\ntype = "ollama"\nhost = "{second.url}"\ntimeout_s = 30\n'
+    )
+    wait_for(lambda: "second/llama3.1:8b" in model_names(admin))
+    table = admin.get("/api/v1/config").json()["providers"]["second"]
+    assert table == {
+        "type": "ollama",
+        "host": second.url,
+        "enabled": True,
+        "timeoutS": 30.0,
+        "numCtx": 8192,
+        "keepAliveS": 300.0,
+        "source": "file",
+    }
+    assert "ollama/llama3.1:8b" in model_names(admin)  # the main Ollama keeps its models
+
+    conversation = create_conversation(admin, model="second/llama3.1:8b")
+    reply = stream_message(
+        admin, model="second/llama3.1:8b", message="to the second host", conversation_id=conversation
+    )
+    assert reply.error is None
+    assert reply.text == "Hello from llama3.1:8b!"
+    assert any(r["messages"][-1]["content"] == "to the second host" for r in second.chats())
+    assert not any(r["messages"][-1]["content"] == "to the second host" for r in first.chats())
+
+    # A table the service cannot take keeps the running configuration, and says why.
+    config_file(config_server).write_text(
+        first_config(first) + '\n[providers.hf]\ntype = "ollama"\nhost = "http://x"\n'
+    )
+    error = wait_for(lambda: admin.get("/api/v1/config").json()["lastError"])
+    assert error["key"] == "providers.hf"
+    assert "second/llama3.1:8b" in model_names(admin)
+
+    config_file(config_server).write_text(first_config(first))
+    wait_for(lambda: "second/llama3.1:8b" not in model_names(admin))
+    assert admin.get("/api/v1/config").json()["providers"] == {}
+    gone = stream_message(admin, model="second/llama3.1:8b", message="anyone there?", conversation_id=conversation)
+    assert gone.error is not None
+    assert not any(r["messages"][-1]["content"] == "anyone there?" for r in second.chats())
+
+
+def test_hf_pool_settings_apply_without_a_restart(admin: httpx.Client) -> None:
+    settings = admin.get("/api/v1/config").json()["settings"]
+    for key in ("hf_preload", "hf_keep_alive_s", "hf_max_loaded_models", "hf_memory_budget_mb", "hf_num_threads"):
+        assert settings[key]["restartRequired"] is False, key
+    assert not loaded(admin, "hf/tiny")
+
+    response = admin.patch("/api/v1/config", json={"hfPreload": ["tiny"], "hfMaxLoadedModels": 1})
+    assert response.status_code == 200, response.text
+    wait_for(lambda: loaded(admin, "hf/tiny"))
+
+    # out of the preload list, with a short keep-alive: the idle model is unloaded by the new sweeper
+    response = admin.patch("/api/v1/config", json={"hfPreload": [], "hfKeepAliveS": 0.2})
+    assert response.status_code == 200, response.text
+    wait_for(lambda: not loaded(admin, "hf/tiny"))
+
+    # a budget too small for the model refuses the next load with MEMORY_EXCEEDED, no restart needed
+    assert admin.patch("/api/v1/config", json={"hfMemoryBudgetMb": 1}).status_code == 200
+    refused = admin.post("/api/v1/models/hf/tiny/load")
+    assert refused.json()["error"]["code"] == "MEMORY_EXCEEDED", refused.text
+    reset = {"hfPreload": None, "hfKeepAliveS": None, "hfMaxLoadedModels": None, "hfMemoryBudgetMb": None}
+    assert admin.patch("/api/v1/config", json=reset).status_code == 200
+    assert admin.post("/api/v1/models/hf/tiny/load").status_code == 200
+
+
+def test_the_default_model_follows_whether_ollama_is_enabled(admin: httpx.Client) -> None:
+    def created_model() -> str:
+        response = admin.post("/api/v1/conversations", json={"tabName": "no model named"})
+        assert response.status_code == 201, response.text
+        return response.json()["llmModel"]
+
+    assert created_model() == "llama3.1:8b"
+    assert admin.patch("/api/v1/config", json={"ollamaEnabled": False, "hfDefaultModel": "tiny"}).status_code == 200
+    assert created_model() == "hf/tiny"
+    wait_for(lambda: not any(name.startswith("ollama/") for name in model_names(admin)))
+    assert admin.patch("/api/v1/config", json={"ollamaEnabled": None, "hfDefaultModel": None}).status_code == 200
+    assert created_model() == "llama3.1:8b"
+
+
+def test_changes_made_through_the_api_survive_a_restart(admin: httpx.Client, config_server: ServerProcess) -> None:
+    refused = admin.patch("/api/v1/config", json={"port": 5000})
+    assert refused.status_code == 400
+    assert "next start" in refused.json()["error"]["message"]
+
+    changes = {"systemPrompt": "Kept across restarts", "models": {"llama3.1:8b": {"options": {"seed": 9}}}}
+    assert admin.patch("/api/v1/config", json=changes).status_code == 200
+    config_server.stop()
+    config_server.start()
+    with httpx.Client(base_url=config_server.url, timeout=30) as client:
+        config = client.get("/api/v1/config").json()
+        assert config["settings"]["system_prompt"]["value"] == "Kept across restarts"
+        assert config["settings"]["system_prompt"]["source"] == "api"
+        assert config["models"]["llama3.1:8b"]["options"] == {"seed": 9}
+        startup = client.get("/api/v1/config/revisions").json()["revisions"][0]
+        assert startup["source"] == "startup"
+        assert startup["diff"]["system_prompt"]["to"] == "Kept across restarts"
+
+        # a restore drops the API layer, and that too is what the next start sees
+        restored = client.post("/api/v1/config/restore", content=config_file(config_server).read_text())
+        assert restored.status_code == 200, restored.text
+    config_server.stop()
+    config_server.start()
+    with httpx.Client(base_url=config_server.url, timeout=30) as client:
+        config = client.get("/api/v1/config").json()
+        assert config["settings"]["system_prompt"]["source"] == "file"
+        assert "llama3.1:8b" not in config["models"]
+
+
+def test_stored_model_configurations_mirror_the_configuration(admin: httpx.Client) -> None:
+    def stored() -> dict:
+        response = admin.get("/api/v1/model-configs/ollama/llama3.1:8b")
+        return response.json() if response.status_code == 200 else {}
+
+    model_names(admin)  # a listing stores what it discovers
+    assert wait_for(stored)["enabled"] is True
+    table = {"enabled": False, "systemPrompt": "Stored too", "keepAliveS": 60, "options": {"temperature": 0.5}}
+    assert admin.patch("/api/v1/config", json={"models": {"llama3.1:8b": table}}).status_code == 200
+    row = stored()
+    assert (row["enabled"], row["systemPrompt"], row["keepAliveS"]) == (False, "Stored too", 60)
+    assert row["defaultOptions"] == {"temperature": 0.5}
+
+    assert admin.patch("/api/v1/config", json={"models": {"llama3.1:8b": None}}).status_code == 200
+    row = stored()
+    assert (row["enabled"], row["systemPrompt"], row["keepAliveS"], row["defaultOptions"]) == (True, None, None, {})
