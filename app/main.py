@@ -103,8 +103,11 @@ async def chat_turns(app: Litestar, settings: Settings) -> AsyncIterator[None]:
     expiry = asyncio.create_task(images.run_expiry(), name="image-expiry")
     registry = getattr(app.state, "registry", None)
     hf = registry.get("hf") if registry is not None else None
+    pool = getattr(hf, "pool", None)
+    if pool is not None:
+        pool.listeners.append(metrics.observe_pool)
     guard = MemoryGuard(
-        getattr(hf, "pool", None),
+        pool,
         min_available_bytes=settings.memory_min_available_mb * 2**20,
         interval_s=settings.memory_check_interval_s,
     )

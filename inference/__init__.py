@@ -8,7 +8,7 @@ from inference.export_folder import ExportInfo, is_export_folder, read_export
 from inference.generator import Generator
 from inference.model import OnnxCausalLM
 from inference.params import GenerationParams
-from inference.pool import LoadedModel, ModelPool
+from inference.pool import LoadedModel, ModelPool, PoolEvent
 from inference.run import GenerationRun
 from inference.tokenizer import ChatTokenizer
 
@@ -26,6 +26,7 @@ __all__ = [
     "LoadedModel",
     "ModelPool",
     "OnnxCausalLM",
+    "PoolEvent",
     "RuntimeOptions",
     "TextDelta",
     "Usage",

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from inference.chat_model import ChatModel
 from inference.errors import (
@@ -42,6 +43,21 @@ class _Entry:
     last_used: float = 0.0
     pinned: bool = False
     unload_requested: bool = False
+    unload_reason: str = "requested"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolEvent:
+    """What the pool did, for the service's metrics: a load (and how long it took) or an unload and why.
+
+    Unload reasons: `idle` (past the keep-alive), `evicted` (room for another model), `requested`
+    (an explicit unload), `reconfigured` (new runtime options or limits), `closed`, or the caller's own.
+    """
+
+    kind: Literal["loaded", "load_failed", "unloaded"]
+    alias: str
+    seconds: float | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +104,8 @@ class ModelPool:
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._admission = asyncio.Lock()  # one admission decision (budget, eviction) at a time
+        #: called with every PoolEvent, on the event loop; a listener that raises is logged and skipped
+        self.listeners: list[Callable[[PoolEvent], None]] = []
 
     async def __aenter__(self) -> ModelPool:
         await self.start()
@@ -129,7 +147,7 @@ class ModelPool:
             for alias, entry in list(self._entries.items()):
                 entry.pinned = entry.pinned and alias in self.preload
                 if stale:
-                    await self.unload(alias)
+                    await self.unload(alias, reason="reconfigured")
             await self._evict_idle(lambda: self._fits(0, 0), "to honour the new pool settings")
         if keep_alive_changed:
             await self._restart_sweeper()
@@ -159,7 +177,7 @@ class ModelPool:
                 await self._sweeper
             self._sweeper = None
         for alias in list(self._entries):
-            await self._drop(alias)
+            await self._drop(alias, "closed")
 
     def available(self) -> list[str]:
         """Aliases of the export folders in `models_dir`, loaded or not."""
@@ -214,17 +232,17 @@ class ModelPool:
         entry.leases -= 1
         entry.last_used = time.monotonic()
         if entry.leases == 0 and (entry.unload_requested or self.keep_alive_s == 0):
-            await self._drop(alias)
+            await self._drop(alias, entry.unload_reason if entry.unload_requested else "idle")
 
-    async def unload(self, alias: str) -> bool:
+    async def unload(self, alias: str, reason: str = "requested") -> bool:
         """Unload now, or as soon as the last lease ends; False when it was not loaded."""
         entry = self._entries.get(alias)
         if entry is None:
             return False
         if entry.leases or entry.model is None:
-            entry.unload_requested = True
+            entry.unload_requested, entry.unload_reason = True, reason
             return True
-        await self._drop(alias)
+        await self._drop(alias, reason)
         return True
 
     async def unload_idle(self) -> list[str]:
@@ -238,7 +256,7 @@ class ModelPool:
             if e.model is not None and not e.leases and not e.pinned and now - e.last_used >= self.keep_alive_s
         ]
         for alias in idle:
-            await self._drop(alias)
+            await self._drop(alias, "idle")
         return idle
 
     async def _begin_load(self, alias: str) -> _Entry:
@@ -255,6 +273,7 @@ class ModelPool:
             return entry
 
     async def _load(self, alias: str, entry: _Entry) -> None:
+        started = time.perf_counter()
         try:
             model = await asyncio.to_thread(self._loader, entry.info, self.options)
         except BaseException as exc:
@@ -267,14 +286,16 @@ class ModelPool:
             entry.loading.set_exception(error)
             entry.loading.exception()  # retrieved here so a load nobody waits for does not warn
             log.warning("loading %s failed: %s", alias, error.message)
+            self._emit(PoolEvent("load_failed", alias, time.perf_counter() - started))
             return
         finally:
             self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
         entry.model = model
         entry.last_used = time.monotonic()
         entry.loading.set_result(model)
+        self._emit(PoolEvent("loaded", alias, time.perf_counter() - started))
         if entry.unload_requested and not entry.leases:
-            await self._drop(alias)
+            await self._drop(alias, entry.unload_reason)
 
     async def _make_room(self, alias: str, size: int) -> None:
         """Evict idle models, least recently used first, until `size` and one more model fit; refuse what
@@ -316,18 +337,26 @@ class ModelPool:
                 return
             victim = min(idle)[1]
             log.info("unloading %s %s", victim, why)
-            await self._drop(victim)
+            await self._drop(victim, "evicted")
 
-    async def _drop(self, alias: str) -> None:
+    async def _drop(self, alias: str, reason: str) -> None:
         entry = self._entries.get(alias)
         if entry is None:
             return
         if entry.model is None:  # still loading: unload as soon as it is in, unless leased by then
-            entry.unload_requested = True
+            entry.unload_requested, entry.unload_reason = True, reason
             return
         del self._entries[alias]
         await asyncio.to_thread(entry.model.close)
-        log.info("unloaded %s", alias)
+        log.info("unloaded %s (%s)", alias, reason)
+        self._emit(PoolEvent("unloaded", alias, reason=reason))
+
+    def _emit(self, event: PoolEvent) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # metrics must never break loading or unloading
+                log.exception("pool listener failed on %s", event)
 
     async def _sweep(self) -> None:
         interval = max(0.05, min(self.keep_alive_s or 30.0, 30.0) / 2)

@@ -58,7 +58,7 @@ class MemoryGuard:
             return []
         unloaded: list[str] = []
         for model in sorted((m for m in self.pool.loaded() if m.leases == 0), key=lambda m: -m.idle_s):
-            if await self.pool.unload(model.alias):
+            if await self.pool.unload(model.alias, reason="memory_pressure"):
                 unloaded.append(model.alias)
                 self.pressure_unloads += 1
                 log.warning(

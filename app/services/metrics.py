@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app.services.usage import UsageRecord
+from inference.pool import PoolEvent
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 RATE_BUCKETS = (1, 5, 10, 20, 40, 60, 80, 100, 150, 200, 400)
@@ -60,6 +61,29 @@ class ServiceMetrics:
             "beth_tokens_per_second", "Completion tokens per second of a generation", ["provider", "model"],
             buckets=RATE_BUCKETS, registry=self.registry,
         )  # fmt: skip
+
+        self.model_loads = Counter(
+            "beth_model_loads", "hf model loads by outcome (loaded, load_failed)", ["model", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.model_load_seconds = Histogram(
+            "beth_model_load_seconds", "Time to load an hf model", ["model"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.model_unloads = Counter(
+            "beth_model_unloads", "hf models unloaded, by reason (idle, evicted, memory_pressure, requested, ...)",
+            ["model", "reason"], registry=self.registry,
+        )  # fmt: skip
+
+    def observe_pool(self, event: PoolEvent) -> None:
+        """The hf model pool's loads (and their time) and unloads (and why: an eviction is `evicted`)."""
+        model = f"hf/{event.alias}"
+        if event.kind == "unloaded":
+            self.model_unloads.labels(model, event.reason or "unknown").inc()
+            return
+        self.model_loads.labels(model, event.kind).inc()
+        if event.kind == "loaded" and event.seconds is not None:
+            self.model_load_seconds.labels(model).observe(event.seconds)
 
     def observe_generation(self, record: UsageRecord) -> None:
         labels = (record.provider, record.model)

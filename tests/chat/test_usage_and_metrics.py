@@ -118,3 +118,13 @@ def test_discovered_models_get_a_stored_default_configuration(fresh: httpx.Clien
     assert one.status_code == 200
     assert one.json()["contextLength"] > 0
     assert fresh.get("/api/v1/model-configs/hf/nothing").json()["error"]["code"] == "MODEL_NOT_FOUND"
+
+
+def test_model_loads_and_unloads_are_counted(fresh: httpx.Client) -> None:
+    assert fresh.post("/api/v1/models/hf/tiny/load").status_code == 200
+    assert fresh.post("/api/v1/models/hf/tiny/unload").status_code == 200
+    text = fresh.get("/metrics").text
+    assert metric(text, "beth_model_loads_total", model="hf/tiny", status="loaded") == 1
+    assert metric(text, "beth_model_load_seconds_count", model="hf/tiny") == 1
+    assert metric(text, "beth_model_load_seconds_sum", model="hf/tiny") > 0
+    assert metric(text, "beth_model_unloads_total", model="hf/tiny", reason="requested") == 1

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from inference import ExportInfo, InferenceError, RuntimeOptions
+from inference import ExportInfo, InferenceError, PoolEvent, RuntimeOptions
 from inference.pool import ModelPool
 
 pytestmark = pytest.mark.anyio
@@ -249,3 +249,23 @@ async def test_reconfigure_applies_limits_options_and_preload_to_a_running_pool(
         assert not loader.models["b"].closed
     assert loader.models["a"].closed
     assert [m.alias for m in pool.loaded()] == ["b"]
+
+
+async def test_listeners_hear_loads_with_their_time_and_unloads_with_their_reason(tmp_path: Path) -> None:
+    loader = Loader()
+    pool = _pool(_fake_exports(tmp_path, "a", "b"), loader, max_loaded_models=1)
+    events: list[PoolEvent] = []
+    pool.listeners.append(events.append)
+    pool.listeners.append(lambda event: 1 / 0)  # a broken listener is logged, never fatal
+    async with pool.lease("a"):
+        pass
+    async with pool.lease("b"):
+        pass
+    await pool.unload("b")
+    assert [(e.kind, e.alias, e.reason) for e in events] == [
+        ("loaded", "a", None),
+        ("unloaded", "a", "evicted"),
+        ("loaded", "b", None),
+        ("unloaded", "b", "requested"),
+    ]
+    assert all(e.seconds is not None and e.seconds >= 0.05 for e in events if e.kind == "loaded")
