@@ -1,11 +1,12 @@
-"""Stop token ids, stop strings, the length limit, the context check and UTF-8-safe streaming."""
+"""Stop token ids, stop strings on a real model, the length limit, the context check and UTF-8-safe streaming.
+
+The stop-string filter on its own is tested in test_stop_strings.py."""
 
 from __future__ import annotations
 
 import pytest
 
 from inference import ChatModel, GenerationParams, InferenceError, TextDelta
-from inference.stop_strings import StopStringFilter
 from tests.fixtures.models import TINY_EOS_IDS
 from tests.inference.conftest import GREEDY, PROMPTS
 
@@ -56,16 +57,6 @@ def test_stop_strings_end_generation_and_are_never_emitted(tiny_model: ChatModel
     assert stop not in result.text
     assert streamed == result.text == free.text[: free.text.index(stop)]
     assert len(result.token_ids) < len(free.token_ids)
-
-
-def test_stop_string_filter_holds_back_a_possible_start() -> None:
-    stops = StopStringFilter(["</end>"])
-    assert stops.push("hello </") == "hello "
-    assert stops.push("en") == ""
-    assert stops.push("x") == "</enx"
-    assert stops.push(" and </end> more") == " and "
-    assert stops.stopped
-    assert stops.flush() == ""
 
 
 def test_max_new_tokens_ends_with_length(tiny_model: ChatModel) -> None:
