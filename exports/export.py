@@ -24,7 +24,7 @@ from exports.facts import (
 )
 from exports.loading import LoadedModel, eos_token_ids, load_source, require_torch
 from exports.manifest import Manifest, Source, Validation, write_manifest
-from exports.optimize import fuse_for_decoding
+from exports.optimize import optimize_for_decoding
 from exports.progress import ExportProgress, NullProgress
 from exports.quantize import QuantizeMode, check_mode, is_large, quantize_graph
 from exports.sources import ResolvedSource, resolve_source
@@ -145,10 +145,10 @@ def _convert(loaded: LoadedModel, staging: Path, eos_ids: list[int], progress: E
     progress.start("convert", "Exporting to ONNX with Optimum (text-generation-with-past)")
     graph = export_onnx(loaded, staging, eos_ids)
     progress.finish("convert", _size(graph))
-    progress.start("optimize", "Fusing rotary embeddings (ONNX Runtime transformer optimizer)")
-    optimized = fuse_for_decoding(graph, loaded.model.config, large=is_large(graph))
-    progress.finish("optimize", "fused" if optimized else "nothing to fuse")
-    return graph, optimized
+    progress.start("optimize", "Optimizing the graph for decoding (rotary, attention, last-position logits)")
+    steps = optimize_for_decoding(graph, loaded.model.config, large=is_large(graph))
+    progress.finish("optimize", ", ".join(steps) if steps else "nothing to optimize")
+    return graph, bool(steps)
 
 
 def _validation(base: Comparison, final: Comparison, mode: QuantizeMode, thresholds: Thresholds) -> Validation:

@@ -1,15 +1,17 @@
-"""ONNX Runtime's transformer fusions, applied only where they were measured to speed up decoding.
+"""Graph rewrites for decoding, applied only where they were measured to speed it up.
 
-Measured on SmolLM2-135M, CPU, ms per decoded token after a 40-token prompt, median of 6
-interleaved runs (A/B in one process, so machine noise hits both alike):
-  float, 2 threads: 29.5 -> 27.5 with RotaryEmbedding fused (-7%); 1 thread: 38.9 -> 38.4;
-  int4, 2 threads: 19.5 -> 17.4 (-11%).
-A modest gain for ~12 s of export time, so it is kept. (A first, single-run measurement had
-suggested -30%: it was machine noise; measure A/B.) SkipSimplifiedLayerNormalization fusion gave
-nothing more and needs symbolic shape inference (~13 s); attention, gelu and the other fusions find
-nothing in these graphs. So only the rotary fusion runs, and only for models with rotary embeddings.
+Measured on SmolLM2-135M, CPU, 2 threads, ms per decoded token after a 40-token prompt, medians of A/B
+runs in one process (so machine noise hits both alike):
+- RotaryEmbedding fusion: float 29.5 -> 27.5 (-7%); int4 19.5 -> 17.4 (-11%). (A first, single-run
+  measurement had suggested -30%: it was machine noise; measure A/B.)
+- GroupQueryAttention in place of each layer's attention subgraph (exports/attention.py), on top of the
+  rotary fusion: float 26.9 -> 22.6; int4 17.0 -> 13.4 (-21%); 2,476 -> 429 nodes run per step.
+- Last-position logits (exports/last_logits.py): nothing per decoded token, but no [prompt, vocabulary]
+  projection in prefill.
+SkipSimplifiedLayerNormalization fusion gave nothing more and needs symbolic shape inference (~13 s);
+ONNX Runtime's own attention and gelu fusions find nothing in these graphs.
 
-`optimize_model` took 35-47 s for this one fusion, nearly all in rebuilding the output-name index
+`optimize_model` took 35-47 s for the rotary fusion, nearly all in rebuilding the output-name index
 for every pattern match; the fusion does not change the node list until it has matched everything,
 so the class from `_indexed_model_class` keeps that index until a node is added or removed:
 11 s, and node for node the same graph.
@@ -21,6 +23,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from exports.attention import use_group_query_attention
+from exports.last_logits import keep_last_position_logits
+
 log = logging.getLogger(__name__)
 
 
@@ -28,12 +33,36 @@ def has_rotary_embeddings(config: Any) -> bool:
     return getattr(config, "rope_theta", None) is not None or getattr(config, "rope_scaling", None) is not None
 
 
-def fuse_for_decoding(graph: Path, config: Any, *, large: bool) -> bool:
-    """Fuse rotary embeddings in `graph` in place; False (graph untouched) when nothing applies or fusion fails."""
+def optimize_for_decoding(graph: Path, config: Any, *, large: bool) -> tuple[str, ...]:
+    """Rewrite `graph` in place for decoding; return the steps applied (empty: the graph is untouched).
+
+    rotary: RotaryEmbedding fusion; group-query-attention: one attention node per layer (exports/attention.py),
+    which needs the fused rotary caches; last-position-logits: prefill projects only the last position onto
+    the vocabulary (exports/last_logits.py). Every step is optional: a step that fails or finds nothing to
+    do leaves the graph as correct as before.
+    """
+    import onnx
+
+    model, steps = _fused_model(graph, config)
+    if model is None:
+        model = _indexed_model_class()(onnx.load(str(graph)), 0, 0)
+    if steps and use_group_query_attention(model.model, config):
+        steps.append("group-query-attention")
+    if keep_last_position_logits(model.model):
+        steps.append("last-position-logits")
+    if not steps:
+        return ()
+    model._forget()
+    model.prune_graph()
+    model.topological_sort()
+    _replace(graph, model, large)
+    return tuple(steps)
+
+
+def _fused_model(graph: Path, config: Any) -> tuple[Any, list[str]]:
+    """The graph loaded with rotary embeddings fused, or (None, []) when the fusion does not apply or fails."""
     if not has_rotary_embeddings(config):
-        return False
-    fused = graph.with_name(graph.name + ".fused")
-    previous = list(graph.parent.glob(graph.name + "*"))  # the graph and its external data, if any
+        return None, []
     try:
         import onnx
 
@@ -41,18 +70,26 @@ def fuse_for_decoding(graph: Path, config: Any, *, large: bool) -> bool:
         model.disable_shape_inference()
         model.fuse_rotary_embeddings()
         if not model.get_fused_operator_statistics().get("RotaryEmbedding"):
-            return False
-        model.prune_graph()
-        model.topological_sort()
-        model.save_model_to_file(str(fused), use_external_data_format=large)
+            return None, []
     except Exception as exc:  # an optimization is optional: the unfused graph is still correct
         log.warning("rotary fusion skipped: %s: %s", type(exc).__name__, exc)
-        fused.unlink(missing_ok=True)
-        return False
+        return None, []
+    return model, ["rotary"]
+
+
+def _replace(graph: Path, model: Any, large: bool) -> None:
+    """Save beside `graph`, then let the new file (and its external data) take the graph's place."""
+    rewritten = graph.with_name(graph.name + ".optimized")
+    previous = list(graph.parent.glob(graph.name + "*"))  # the graph and its external data, if any
+    try:
+        model.save_model_to_file(str(rewritten), use_external_data_format=large)
+    except BaseException:
+        for partial in graph.parent.glob(rewritten.name + "*"):
+            partial.unlink()
+        raise
     for old in previous:
         old.unlink()
-    fused.rename(graph)
-    return True
+    rewritten.rename(graph)
 
 
 def _indexed_model_class() -> type:

@@ -17,7 +17,7 @@ PRESENT_PREFIX = "present."
 
 
 class OrtDecoder:
-    """Runs one export's graph; `logits_for(ids, prompt_len)` returns logits for every position of `ids`."""
+    """Runs one export's graph; `logits_for(ids, prompt_len)` returns the logits that predict the continuation."""
 
     def __init__(self, graph: Path, threads: int = 0) -> None:
         import onnxruntime as ort
@@ -59,9 +59,14 @@ class OrtDecoder:
         return outputs["logits"][0].astype(np.float32), present
 
     def logits_for(self, ids: list[int], prompt_len: int) -> npt.NDArray[np.float32]:
-        """Prefill `ids[:prompt_len]` in one run, then feed the rest one token at a time through the cache."""
+        """Prefill `ids[:prompt_len]` in one run, then feed the rest one token at a time through the cache.
+
+        Returns the rows of positions `prompt_len - 1 .. len(ids) - 1`: the last prompt position and every
+        fed continuation token. Exported graphs return logits for the last position only
+        (exports/last_logits.py), so earlier prompt positions have none to compare.
+        """
         logits, past = self._step(ids[:prompt_len], 0, self._empty_past())
-        rows = [logits]
+        rows = [logits[-1:]]
         for position in range(prompt_len, len(ids)):
             step_logits, past = self._step([ids[position]], position, past)
             rows.append(step_logits)

@@ -97,6 +97,7 @@ def sensitive_matmuls(graph: Path, *, for_int8: bool) -> list[str]:
 
 
 def _int8(graph: Path, output: Path, large: bool) -> None:
+    from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(
@@ -107,7 +108,8 @@ def _int8(graph: Path, output: Path, large: bool) -> None:
         weight_type=QuantType.QInt8,
         nodes_to_exclude=sensitive_matmuls(graph, for_int8=True),
         use_external_data_format=large,
-        extra_options={"MatMulConstBOnly": True},
+        # ONNX shape inference cannot type contrib ops' outputs (GroupQueryAttention): they are float here
+        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT},
     )
 
 

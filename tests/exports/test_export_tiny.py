@@ -122,6 +122,41 @@ def test_default_alias_is_the_folder_name_with_the_quantization(tmp_path: Path, 
     assert (tmp_path / "tiny-llama-int4" / "manifest.json").is_file()
 
 
-def test_rotary_embeddings_are_fused_for_faster_decoding(tiny_export: Path) -> None:
+def test_each_layer_attends_with_one_group_query_attention_node_that_applies_rotary(tiny_export: Path) -> None:
     assert read_manifest(tiny_export).graph_optimized
-    assert "RotaryEmbedding" in {node.op_type for node in _graph(tiny_export).graph.node}
+    nodes = _graph(tiny_export).graph.node
+    attention = [node for node in nodes if node.op_type == "GroupQueryAttention"]
+    assert [list(node.output)[1:] for node in attention] == [
+        [f"present.{layer}.key", f"present.{layer}.value"] for layer in (0, 1)
+    ]
+    for node in attention:
+        attributes = {item.name: onnx.helper.get_attribute_value(item) for item in node.attribute}
+        assert attributes["do_rotary"] == 1
+        assert (attributes["num_heads"], attributes["kv_num_heads"]) == (4, 2)
+    # Optimum's per-layer attention subgraph (mask, softmax, repeated cache, separate rotary) is gone
+    assert not {"Softmax", "Expand", "RotaryEmbedding"} & {node.op_type for node in nodes}
+
+
+def test_prefill_returns_the_last_positions_logits_only(tiny_export: Path, tiny_hf_model: Path) -> None:
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    session = ort.InferenceSession(str(tiny_export / "model.onnx"), providers=["CPUExecutionProvider"])
+    ids = [[5, 17, 42, 99, 7, 3]]
+    feeds = {
+        "input_ids": np.array(ids, dtype=np.int64),
+        "attention_mask": np.ones((1, 6), dtype=np.int64),
+        "position_ids": np.arange(6, dtype=np.int64)[None, :],
+    }
+    for item in session.get_inputs():
+        if item.name.startswith("past_key_values."):
+            feeds[item.name] = np.zeros((1, item.shape[1], 0, item.shape[3]), dtype=np.float32)
+    logits = session.run(["logits"], feeds)[0]
+    torch_model = AutoModelForCausalLM.from_pretrained(tiny_hf_model, dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected = torch_model(torch.tensor(ids)).logits[:, -1:].numpy()
+    assert logits.shape == expected.shape == (1, 1, torch_model.config.vocab_size)
+    assert np.abs(logits - expected).max() < 1e-4
+
