@@ -160,3 +160,7 @@ def test_prefill_returns_the_last_positions_logits_only(tiny_export: Path, tiny_
     assert logits.shape == expected.shape == (1, 1, torch_model.config.vocab_size)
     assert np.abs(logits - expected).max() < 1e-4
 
+
+def test_int4_quantizes_the_vocabulary_projection_too(tiny_export_int4: Path) -> None:
+    producer = next(node for node in _graph(tiny_export_int4).graph.node if "logits" in node.output)
+    assert producer.op_type == "MatMulNBits"
