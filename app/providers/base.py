@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from app.errors import ErrorCode, ServiceError
 from app.providers.types import ChatChunk, ChatRequest, ChatResult, ModelInfo, ProviderHealth, Usage
@@ -64,6 +64,11 @@ class ModelProvider(ABC):
         return ChatResult(
             text="".join(parts), usage=usage, finish_reason=finish, model=request.model, provider=self.name
         )  # type: ignore[arg-type]
+
+    async def token_counter(self, native_name: str) -> Callable[[str], int] | None:
+        """A function that counts a text's tokens exactly, when this provider holds the model's tokenizer;
+        None lets the chat turn estimate instead."""
+        return None
 
     async def load(self, native_name: str) -> None:
         raise ServiceError(ErrorCode.CAPABILITY_UNSUPPORTED, f"{self.name} models cannot be loaded explicitly")

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from inference.errors import InferenceError
 from inference.events import GenerationResult, TextDelta
 from inference.params import GenerationParams
 from inference.pool import ModelPool
+from inference.tokenizer import ChatTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class HFProvider(ModelProvider):
             preload=preload,
         )
         self._broken: list[BrokenExport] = []
+        self._tokenizers: dict[str, ChatTokenizer] = {}
         self._starting: asyncio.Task[None] | None = None
 
     async def initialize(self) -> None:
@@ -119,6 +121,19 @@ class HFProvider(ModelProvider):
             )
         except InferenceError as exc:
             log.error("preloading hf models failed (they load on first use instead): %s", exc.message)
+
+    async def token_counter(self, native_name: str) -> Callable[[str], int] | None:
+        """Counts with the export's own tokenizer (read once, without loading the model)."""
+        tokenizer = self._tokenizers.get(native_name)
+        if tokenizer is None:
+            try:
+                info = await asyncio.to_thread(self.pool.info, native_name)
+                tokenizer = await asyncio.to_thread(ChatTokenizer, info.path)
+            except (InferenceError, OSError) as exc:
+                log.debug("no tokenizer for %s, the turn estimates instead: %s", native_name, exc)
+                return None
+            self._tokenizers[native_name] = tokenizer
+        return lambda text: len(tokenizer.encode(text))
 
     async def shutdown(self) -> None:
         if self._starting is not None:

@@ -157,6 +157,15 @@ class ProviderRegistry:
 
     # -- chat ------------------------------------------------------------------------------------------
 
+    async def token_counter(self, model_name: str) -> Callable[[str], int] | None:
+        """The model's exact token counter (see `ModelProvider.token_counter`), or None: also when the name
+        does not resolve, since the turn reports that error when it opens the stream."""
+        try:
+            resolved = self.resolve(model_name)
+            return await resolved.provider.token_counter(resolved.native_name)
+        except ServiceError:
+            return None
+
     async def open_chat_stream(self, model_name: str, request: ChatRequest) -> RoutedStream:
         """Open a reply from `model_name`, or from the fallback list when it cannot start (see module doc).
 

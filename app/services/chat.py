@@ -63,6 +63,7 @@ class RoutedStream(Protocol):
 
 class Router(Protocol):
     async def open_chat_stream(self, model_name: str, request: ChatRequest) -> RoutedStream: ...
+    async def token_counter(self, model_name: str) -> Callable[[str], int] | None: ...
 
 
 class Catalog(Protocol):
@@ -146,6 +147,7 @@ class ChatService:
             current=ChatMessage(role="user", content=request.text, images=images_b64),
             context_length=context_length,
             max_new_tokens=max_tokens,
+            count_text=await self.router.token_counter(model_name) if self.router is not None else None,
         )
         session = await self.sessions.open(
             conversation_id=conversation.id,

@@ -7,7 +7,7 @@ Oldest turns are dropped first; the current turn is never dropped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from app.db.tables import Message
@@ -17,11 +17,17 @@ from app.providers.types import ChatMessage
 # A conservative estimate for budgeting across providers whose tokenizers we do not hold: real
 # tokenizers average about 4 characters per token on English text, and fewer on code or other scripts.
 CHARS_PER_TOKEN = 3.0
+# the chat template's role markers and separators around each message
 PER_MESSAGE_OVERHEAD_TOKENS = 8
 
 
-def estimate_tokens(text: str) -> int:
-    return int(len(text) / CHARS_PER_TOKEN) + PER_MESSAGE_OVERHEAD_TOKENS
+def estimate_text_tokens(text: str) -> int:
+    return int(len(text) / CHARS_PER_TOKEN)
+
+
+def estimate_tokens(text: str, count_text: Callable[[str], int] = estimate_text_tokens) -> int:
+    """One message's cost: its text (counted exactly when the provider holds the tokenizer) plus overhead."""
+    return count_text(text) + PER_MESSAGE_OVERHEAD_TOKENS
 
 
 @dataclass(frozen=True)
@@ -38,13 +44,16 @@ def build_context(
     current: ChatMessage,
     context_length: int,
     max_new_tokens: int,
+    count_text: Callable[[str], int] | None = None,
 ) -> TurnContext:
     """System prompt + as much recent history as fits + the current turn, within `context_length`.
 
+    `count_text` counts a text's tokens exactly (the hf models' tokenizers); without it they are estimated.
     Raises CONTEXT_LENGTH_EXCEEDED when the system prompt and the current turn alone do not fit.
     """
+    count = count_text or estimate_text_tokens
     budget = context_length - max_new_tokens
-    fixed = estimate_tokens(system_prompt) + estimate_tokens(current.content)
+    fixed = estimate_tokens(system_prompt, count) + estimate_tokens(current.content, count)
     if fixed > budget:
         raise ServiceError(
             ErrorCode.CONTEXT_LENGTH_EXCEEDED,
@@ -54,7 +63,7 @@ def build_context(
     kept: list[ChatMessage] = []
     used = fixed
     for message in reversed(history):
-        cost = estimate_tokens(message.text)
+        cost = estimate_tokens(message.text, count)
         if used + cost > budget:
             break
         kept.append(ChatMessage(role="user" if message.sender == "user" else "assistant", content=message.text))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,8 +13,10 @@ from tests.api.test_graphql_web_client import (
     DELETE_MESSAGES_AFTER,
     GET_MESSAGES,
     SEND_MESSAGE,
+    add_message,
     create_conversation,
 )
+from tests.chat.conftest import chat_env
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.server import ServerProcess, graphql
 from tests.fixtures.web_client import ClientStream, stream_message, terminate
@@ -334,3 +337,24 @@ def test_warmup_loads_each_providers_first_model_and_never_throws(chat: httpx.Cl
     assert "hf/SmolLM2-135M-Instruct" in result["models"]
     assert result["count"] == len(result["models"])
     assert len(chat_ollama.chats()) > before
+
+
+def test_hf_history_is_trimmed_by_the_models_own_token_count(
+    tmp_path: Path, chat_ollama: FakeOllama, chat_models_dir: Path
+) -> None:
+    # "ж" is two byte-level tokens for the tiny model's tokenizer, far above the 3-characters-per-token
+    # estimate: 300 of them look like ~100 tokens but are ~600, more than the model's 512-token context.
+    # (The default system prompt alone is ~600 tiny-model tokens, hence a short one.)
+    server = ServerProcess(tmp_path, f"sqlite:///{tmp_path / 'trim.sqlite3'}", chat_env(chat_ollama, chat_models_dir))
+    server.env["SYSTEM_PROMPT"] = "Be brief."
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            conversation_id = create_conversation(client, model="hf/tiny")
+            add_message(client, conversation_id, "ж" * 300, "user")
+            add_message(client, conversation_id, "ok", "llm")
+            reply = stream_message(client, model="hf/tiny", message="hi", conversation_id=conversation_id)
+            assert reply.error is None, reply.error_payload
+            assert reply.ended
+    finally:
+        server.stop()
