@@ -105,7 +105,7 @@ def _build(
 ) -> Manifest:
     """Convert, validate, quantize and describe the model inside `staging`; raise on any refusal."""
     eos_ids = eos_token_ids(loaded)
-    graph, optimized = _convert(loaded, staging, eos_ids, progress)
+    graph, optimized = _convert(loaded, staging, eos_ids, progress, pack=mode != "int8")
     references = torch_references(loaded, progress)
     base = compare(graph, references, progress, "validate", "Validating ONNX against PyTorch")
     require_logit_diff(base, thresholds.max_logit_diff)
@@ -140,13 +140,15 @@ def _build(
     return manifest
 
 
-def _convert(loaded: LoadedModel, staging: Path, eos_ids: list[int], progress: ExportProgress) -> tuple[Path, bool]:
-    """The float ONNX graph in `staging`, fused for decoding where that was measured to help."""
+def _convert(
+    loaded: LoadedModel, staging: Path, eos_ids: list[int], progress: ExportProgress, *, pack: bool
+) -> tuple[Path, bool]:
+    """The float ONNX graph in `staging`, fused for decoding where that was measured to help (`pack`: see optimize)."""
     progress.start("convert", "Exporting to ONNX with Optimum (text-generation-with-past)")
     graph = export_onnx(loaded, staging, eos_ids)
     progress.finish("convert", _size(graph))
     progress.start("optimize", "Optimizing the graph for decoding (rotary, attention, last-position logits)")
-    steps = optimize_for_decoding(graph, loaded.model.config, large=is_large(graph))
+    steps = optimize_for_decoding(graph, loaded.model.config, large=is_large(graph), pack=pack)
     progress.finish("optimize", ", ".join(steps) if steps else "nothing to optimize")
     return graph, bool(steps)
 

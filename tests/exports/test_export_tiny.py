@@ -164,3 +164,31 @@ def test_prefill_returns_the_last_positions_logits_only(tiny_export: Path, tiny_
 def test_int4_quantizes_the_vocabulary_projection_too(tiny_export_int4: Path) -> None:
     producer = next(node for node in _graph(tiny_export_int4).graph.node if "logits" in node.output)
     assert producer.op_type == "MatMulNBits"
+
+
+def _one_matmul_per_attention_and_mlp(model: onnx.ModelProto, matmul: str) -> None:
+    nodes = model.graph.node
+    producers = {output: node for node in nodes for output in node.output}
+    attention = [node for node in nodes if node.op_type == "GroupQueryAttention"]
+    assert len(attention) == 2
+    for node in attention:  # packed form: query holds q, k and v; key and value are empty
+        assert producers[node.input[0]].op_type == matmul
+        assert list(node.input[1:3]) == ["", ""]
+    splits = [node for node in nodes if node.op_type == "Split"]
+    assert [producers[node.input[0]].op_type for node in splits] == [matmul, matmul]
+    assert not [node for node in nodes if "/gate_proj/" in node.name or "/up_proj/" in node.name]
+    assert len([node for node in nodes if node.op_type == matmul]) == 2 * 4 + 1  # qkv, o, gate/up, down; lm_head
+
+
+def test_each_layer_projects_q_k_v_and_gate_up_with_one_matmul(tiny_export: Path) -> None:
+    _one_matmul_per_attention_and_mlp(_graph(tiny_export), "MatMul")
+
+
+def test_int4_quantizes_the_packed_projections(tiny_export_int4: Path) -> None:
+    _one_matmul_per_attention_and_mlp(_graph(tiny_export_int4), "MatMulNBits")
+
+
+def test_int8_keeps_the_projections_apart(tiny_export_int8: Path) -> None:
+    attention = [node for node in _graph(tiny_export_int8).graph.node if node.op_type == "GroupQueryAttention"]
+    assert len(attention) == 2
+    assert all(node.input[1] and node.input[2] for node in attention)  # one int8 weight scale per projection
