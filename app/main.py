@@ -39,6 +39,7 @@ from app.services.model_services import model_services
 from app.services.streams import StreamSessions
 from app.services.usage import UsageStats
 from app.settings import Settings, load_settings
+from inference.pool import ModelPool
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +103,15 @@ async def chat_turns(app: Litestar, settings: Settings) -> AsyncIterator[None]:
     sessions.start_watcher()
     expiry = asyncio.create_task(images.run_expiry(), name="image-expiry")
     registry = getattr(app.state, "registry", None)
-    hf = registry.get("hf") if registry is not None else None
-    pool = getattr(hf, "pool", None)
+
+    def hf_pool() -> ModelPool | None:  # looked up each time: a config change may replace the hf provider
+        return getattr(registry.get("hf"), "pool", None) if registry is not None else None
+
+    pool = hf_pool()
     if pool is not None:
         pool.listeners.append(metrics.observe_pool)
     guard = MemoryGuard(
-        pool,
+        hf_pool,
         min_available_bytes=settings.memory_min_available_mb * 2**20,
         interval_s=settings.memory_check_interval_s,
     )

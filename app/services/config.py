@@ -26,13 +26,14 @@ import msgspec
 
 from app.db.tables import ConfigRevision
 from app.errors import ErrorCode, ServiceError
+from app.providers.base import ModelProvider
 from app.providers.hf import HFProvider
 from app.providers.ollama import OllamaProvider
 from app.providers.types import ModelInfo
 from app.services import config_model as cm
 from app.services.conversations import default_conversation_model
 from app.services.discovered import DiscoveredModels
-from app.services.model_services import hf_pool_settings
+from app.services.model_services import build_hf_provider, hf_pool_settings
 from app.services.model_settings import ModelSettings
 from app.settings import Settings, SettingsError
 
@@ -261,14 +262,18 @@ class ConfigurationService:
             await hf.reconfigure(**hf_pool_settings(new.settings))
 
     async def _prepare_providers(self, old: cm.EffectiveConfig, new: cm.EffectiveConfig) -> Callable[[], None]:
-        """Build and open the Ollama providers whose settings changed (the main one from the `ollama_*`
-        keys, the others from `[providers.<name>]`); the returned commit swaps them in and retires the
-        ones they replace or that went away."""
+        """Build and open the providers whose settings changed (the Ollama hosts: the main one from the
+        `ollama_*` keys, the others from `[providers.<name>]`; the `hf` provider when its models directory
+        moved); the returned commit swaps them in and retires the ones they replace or that went away."""
         registry = self.registry
         if registry is None:
             return lambda: None
         wanted_old, wanted_new = _ollama_hosts(old), _ollama_hosts(new)
-        fresh: dict[str, OllamaProvider] = {}
+        fresh: dict[str, ModelProvider] = {}
+        hf = registry.get(HFProvider.name)
+        if isinstance(hf, HFProvider) and old.settings.models_dir != new.settings.models_dir:
+            fresh[HFProvider.name] = build_hf_provider(new.settings)
+            await fresh[HFProvider.name].initialize()
         for name, table in wanted_new.items():
             if wanted_old.get(name) != table or registry.get(name) is None:
                 provider = OllamaProvider(
@@ -288,15 +293,20 @@ class ConfigurationService:
             registry.retries, registry.retry_backoff_s = settings.provider_retries, settings.provider_retry_backoff_s
             if not fresh and not gone:
                 return
+            previous = [p.name for p in registry.providers]
             retired = [registry.unregister(name) for name in [*fresh, *gone]]
             kept = {p.name: p for p in registry.providers}
-            for provider in kept.values():
-                registry.unregister(provider.name)
+            for name in kept:
+                registry.unregister(name)
             # the catalog lists providers in registration order: the Ollama hosts as configured, then the rest
-            current = {**fresh, **{name: kept.pop(name) for name in wanted_new if name in kept}}
-            for provider in [*(current[name] for name in wanted_new if name in current), *kept.values()]:
-                registry.register(provider)
+            order = [*wanted_new, *(name for name in previous if name not in wanted_new and name not in gone)]
+            for name in order:
+                provider = fresh.get(name) or kept.get(name)
+                if provider is not None:
+                    registry.register(provider)
             for provider in retired:
+                if isinstance(provider, HFProvider) and isinstance(fresh.get(provider.name), HFProvider):
+                    fresh[provider.name].pool.listeners.extend(provider.pool.listeners)  # type: ignore[attr-defined]
                 if provider is not None:
                     self._retire(provider, old.settings.stream_timeout_s)
             if self.catalog is not None:
@@ -309,6 +319,9 @@ class ConfigurationService:
 
         async def close() -> None:
             try:
+                if isinstance(provider, HFProvider):  # free the memory of its idle models now, the rest later
+                    for model in provider.pool.loaded():
+                        await provider.pool.unload(model.alias, reason="reconfigured")
                 await asyncio.sleep(after_s)
             finally:
                 await provider.shutdown()

@@ -46,7 +46,6 @@ RESTART_KEYS: frozenset[str] = frozenset(
         "log_format",
         "memory_min_available_mb",
         "memory_check_interval_s",
-        "hf_models_dir",
         "hf_auto_export_default",
         "stream_flush_interval_s",
         "stream_stale_s",

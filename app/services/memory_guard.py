@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,12 +44,17 @@ def read_memory() -> MemoryReading:
 
 
 class MemoryGuard:
-    def __init__(self, pool: ModelPool | None, *, min_available_bytes: int, interval_s: float) -> None:
-        self.pool = pool
+    def __init__(self, pool_of: Callable[[], ModelPool | None], *, min_available_bytes: int, interval_s: float) -> None:
+        #: the hf pool in service now (a config change that re-points the models directory replaces it)
+        self.pool_of = pool_of
         self.min_available_bytes = min_available_bytes
         self.interval_s = interval_s
         self.last = MemoryReading(None, None)
         self.pressure_unloads = 0
+
+    @property
+    def pool(self) -> ModelPool | None:
+        return self.pool_of()
 
     async def check(self) -> list[str]:
         """One look; under pressure, unload idle models until enough is available. Returns what was unloaded."""

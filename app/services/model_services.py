@@ -38,10 +38,13 @@ def build_registry(settings: Settings) -> ProviderRegistry:
                 keep_alive_s=settings.ollama_keep_alive_s,
             )
         )
-    registry.register(
-        HFProvider(settings.models_dir, default_max_tokens=settings.chat_max_tokens, **hf_pool_settings(settings))
-    )
+    registry.register(build_hf_provider(settings))
     return registry
+
+
+def build_hf_provider(settings: Settings) -> HFProvider:
+    """The `hf` provider for `settings`' models directory (at start-up, and when a change re-points it)."""
+    return HFProvider(settings.models_dir, default_max_tokens=settings.chat_max_tokens, **hf_pool_settings(settings))
 
 
 def hf_pool_settings(settings: Settings) -> dict[str, Any]:

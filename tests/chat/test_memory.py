@@ -45,7 +45,7 @@ def test_a_model_larger_than_the_budget_is_refused_without_loading(
 def test_memory_pressure_unloads_idle_models_only(tiny_export: Path) -> None:
     async def scenario() -> tuple[list[str], list[str], list[str]]:
         pool = ModelPool(tiny_export.parent, num_threads=1, keep_alive_s=None)
-        guard = MemoryGuard(pool, min_available_bytes=2**62, interval_s=60)  # always "under pressure"
+        guard = MemoryGuard(lambda: pool, min_available_bytes=2**62, interval_s=60)  # always "under pressure"
         async with pool.lease(tiny_export.name):
             while_busy = await guard.check()  # in use: never unloaded
         idle = await guard.check()

@@ -54,11 +54,12 @@ def config_server(
     tiny_export: Path,
 ) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp("config")
-    (workdir / "models").mkdir()
-    (workdir / "models" / "tiny").symlink_to(tiny_export, target_is_directory=True)
+    # the default models directory (<data dir>/models), so that the file may re-point it
+    (workdir / "data" / "models").mkdir(parents=True)
+    (workdir / "data" / "models" / "tiny").symlink_to(tiny_export, target_is_directory=True)
     config = workdir / "beth.toml"
     config.write_text(first_config(ollamas[0]))
-    env = {**CONFIG_ENV, "BETH_CONFIG": str(config), "HF_MODELS_DIR": str(workdir / "models")}
+    env = {**CONFIG_ENV, "BETH_CONFIG": str(config)}
     process = ServerProcess(workdir, config_database_url, env)
     process.start()
     yield process

@@ -157,7 +157,7 @@ def test_provider_tables_are_validated_and_built_with_ollama_defaults() -> None:
 
 
 def test_hf_pool_keys_apply_live_and_start_up_keys_need_a_restart() -> None:
-    assert not set(cm.HF_POOL_KEYS) & cm.RESTART_KEYS
-    assert {"hf_models_dir", "port", "database_url"} <= cm.RESTART_KEYS
+    assert not {*cm.HF_POOL_KEYS, "hf_models_dir"} & cm.RESTART_KEYS
+    assert {"data_dir", "port", "database_url"} <= cm.RESTART_KEYS
     config = cm.build(start_settings(), {"hf_max_loaded_models": 2, "hf_default_model": "hf/tiny"}, {})
     assert (config.settings.hf_max_loaded_models, config.settings.hf_default_model) == (2, "tiny")

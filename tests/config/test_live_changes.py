@@ -3,6 +3,8 @@ re-tuned, the default model followed, and API changes brought back after a resta
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 
 from tests.api.test_graphql_web_client import create_conversation
@@ -65,6 +67,31 @@ def test_an_ollama_host_added_in_the_file_serves_its_models_and_leaves_when_remo
     gone = stream_message(admin, model="second/llama3.1:8b", message="anyone there?", conversation_id=conversation)
     assert gone.error is not None
     assert not any(r["messages"][-1]["content"] == "anyone there?" for r in second.chats())
+
+
+def test_the_models_directory_is_re_pointed_without_a_restart(
+    admin: httpx.Client,
+    config_server: ServerProcess,
+    ollamas: tuple[FakeOllama, FakeOllama],
+    tmp_path: Path,
+    tiny_export_int8: Path,
+) -> None:
+    (tmp_path / "tiny-int8").symlink_to(tiny_export_int8, target_is_directory=True)
+    assert admin.post("/api/v1/models/hf/tiny/load").status_code == 200
+    config_file(config_server).write_text(first_config(ollamas[0]) + f'hf_models_dir = "{tmp_path}"\n')
+    wait_for(lambda: "hf/tiny-int8" in model_names(admin))
+    assert "hf/tiny" not in model_names(admin)
+    conversation = create_conversation(admin, model="hf/tiny-int8")
+    reply = stream_message(admin, model="hf/tiny-int8", message="hi", conversation_id=conversation)
+    assert reply.error is None, reply.error_payload
+    metrics = admin.get("/metrics").text
+    # the old directory's idle model was unloaded at once; the new provider's loads are still counted
+    assert 'beth_model_unloads_total{model="hf/tiny",reason="reconfigured"} 1.0' in metrics
+    assert 'beth_model_loads_total{model="hf/tiny-int8",status="loaded"} 1.0' in metrics
+
+    config_file(config_server).write_text(first_config(ollamas[0]))
+    wait_for(lambda: "hf/tiny" in model_names(admin))
+    assert "hf/tiny-int8" not in model_names(admin)
 
 
 def test_hf_pool_settings_apply_without_a_restart(admin: httpx.Client) -> None:
