@@ -9,7 +9,7 @@ import strawberry
 from strawberry.types import Info
 
 from app.errors import invalid
-from app.schemas.common import epoch_ms
+from app.schemas.usage import UsageRowOut
 from app.services.usage import DEFAULT_WINDOW, PERIODS, UsageRow
 
 
@@ -28,18 +28,9 @@ class UsageStat:
 
     @classmethod
     def of(cls, row: UsageRow) -> UsageStat:
-        return cls(
-            provider=row.provider,
-            model=row.model,
-            period_start=epoch_ms(row.period_start),
-            requests=row.requests,
-            errors=row.errors,
-            cancelled=row.cancelled,
-            prompt_tokens=row.prompt_tokens,
-            completion_tokens=row.completion_tokens,
-            average_duration_ms=round(row.average_duration_ms, 2),
-            average_time_to_first_token_ms=round(row.average_time_to_first_token_ms, 2),
-        )
+        """The REST row's view (one rounding, one date format), without the fields this type lacks."""
+        out = UsageRowOut.of(row)
+        return cls(**{name: getattr(out, name) for name in cls.__annotations__})
 
 
 async def resolve_usage(
