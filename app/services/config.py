@@ -257,9 +257,9 @@ class ConfigurationService:
             except Exception:  # the change is in effect; the stored copy catches up at the next change
                 log.exception("could not store the models' new settings in model_metadata")
         hf = self.registry.get(HFProvider.name) if self.registry is not None else None
-        pool_keys = cm.HF_POOL_KEYS
-        if isinstance(hf, HFProvider) and any(getattr(old.settings, k) != getattr(new.settings, k) for k in pool_keys):
-            await hf.reconfigure(**hf_pool_settings(new.settings))
+        pool = hf_pool_settings(new.settings)
+        if isinstance(hf, HFProvider) and pool != hf_pool_settings(old.settings):
+            await hf.reconfigure(**pool)
 
     async def _prepare_providers(self, old: cm.EffectiveConfig, new: cm.EffectiveConfig) -> Callable[[], None]:
         """Build and open the providers whose settings changed (the Ollama hosts: the main one from the
@@ -272,8 +272,10 @@ class ConfigurationService:
         fresh: dict[str, ModelProvider] = {}
         hf = registry.get(HFProvider.name)
         if isinstance(hf, HFProvider) and old.settings.models_dir != new.settings.models_dir:
-            fresh[HFProvider.name] = build_hf_provider(new.settings)
-            await fresh[HFProvider.name].initialize()
+            fresh_hf = build_hf_provider(new.settings)
+            fresh_hf.pool.listeners.extend(hf.pool.listeners)  # metrics follow the pool in service
+            await fresh_hf.initialize()
+            fresh[HFProvider.name] = fresh_hf
         for name, table in wanted_new.items():
             if wanted_old.get(name) != table or registry.get(name) is None:
                 provider = OllamaProvider(
@@ -305,8 +307,6 @@ class ConfigurationService:
                 if provider is not None:
                     registry.register(provider)
             for provider in retired:
-                if isinstance(provider, HFProvider) and isinstance(fresh.get(provider.name), HFProvider):
-                    fresh[provider.name].pool.listeners.extend(provider.pool.listeners)  # type: ignore[attr-defined]
                 if provider is not None:
                     self._retire(provider, old.settings.stream_timeout_s)
             if self.catalog is not None:

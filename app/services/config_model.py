@@ -62,7 +62,7 @@ RESTART_KEYS: frozenset[str] = frozenset(
         "beth_admin_token",
     }
 )
-#: keys the `hf` provider's model pool runs with: a change reconfigures the running pool
+#: keys the `hf` provider's model pool runs with (`model_services.hf_pool_settings`): all apply live
 HF_POOL_KEYS: tuple[str, ...] = (
     "hf_execution_provider",
     "hf_num_threads",
