@@ -27,6 +27,7 @@ from app.errors import ErrorCode, ServiceError
 from app.logging_setup import stream_session_id
 from app.providers.types import ChatChunk, ChatMessage, ChatRequest, GenerationOptions, ModelInfo
 from app.services.chat_events import (
+    FINAL_EVENTS,
     Completed,
     Failed,
     ImagesProcessed,
@@ -172,7 +173,7 @@ class ChatService:
             while True:
                 event = await events.get()
                 yield event
-                if isinstance(event, Terminated | Completed | Failed):
+                if isinstance(event, FINAL_EVENTS):
                     finished = True
                     return
         finally:
