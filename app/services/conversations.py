@@ -24,7 +24,6 @@ MAX_TAB_NAME_CHARS = 255
 MAX_MODEL_CHARS = 255
 MAX_MESSAGE_CHARS = 1_000_000
 SENDERS = ("user", "llm")
-MESSAGE_STATUSES = ("complete", "partial", "failed")
 
 CONVERSATION_NOT_FOUND = "Conversation not found"
 PASSWORD_REQUIRED = "Password required for private conversation"
@@ -36,20 +35,6 @@ class Page:
     conversations: list[Conversation]
     total: int
     message_counts: dict[str, int]
-
-
-@dataclass(frozen=True)
-class MessageUsage:
-    """What the model side reports about a reply; stored with the assistant message."""
-
-    provider: str | None = None
-    model: str | None = None
-    status: str = "complete"
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    time_to_first_token_ms: float | None = None
-    duration_ms: float | None = None
-    finish_reason: str | None = None
 
 
 def _now() -> datetime:
@@ -232,15 +217,11 @@ class ConversationService:
         text: str,
         sender: str,
         has_images: bool = False,
-        usage: MessageUsage | None = None,
     ) -> Message:
         """Store one message and move the conversation's `updated_at` to it, atomically."""
         _check_text("text", text, MAX_MESSAGE_CHARS, required=sender == "user")
         if sender not in SENDERS:
             raise invalid('Sender must be either "user" or "llm"', field="sender")
-        usage = usage or MessageUsage()
-        if usage.status not in MESSAGE_STATUSES:
-            raise invalid(f"status must be one of {', '.join(MESSAGE_STATUSES)}", field="status")
         now = _now()
         row = Message(
             conversation_id=conversation.id,
@@ -249,14 +230,6 @@ class ConversationService:
             timestamp=now,
             created_at=now,
             has_images=has_images,
-            provider=usage.provider,
-            model=usage.model,
-            status=usage.status,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            time_to_first_token_ms=usage.time_to_first_token_ms,
-            duration_ms=usage.duration_ms,
-            finish_reason=usage.finish_reason,
         )
         async with Message._meta.db.transaction():
             await row.save()
