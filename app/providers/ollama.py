@@ -120,7 +120,6 @@ class OllamaProvider(ModelProvider):
         return self._model_info(native_name, facts, await self._loaded_names(), {})
 
     def _model_info(self, native: str, facts: ShowFacts, loaded: set[str], entry: dict[str, Any]) -> ModelInfo:
-        context = min(facts.context_length, self.num_ctx) if facts.context_length else self.num_ctx
         metadata: dict[str, object] = {"maxContextLength": facts.context_length}
         if entry.get("digest"):
             metadata["digest"] = entry["digest"]
@@ -134,12 +133,16 @@ class OllamaProvider(ModelProvider):
             family=facts.family,
             parameter_size=facts.parameter_size,
             quantization=facts.quantization,
-            context_length=context,
+            context_length=self._context_length(facts),
             capabilities=facts.capabilities,
             loaded=native in loaded,
             size_bytes=entry.get("size") if isinstance(entry.get("size"), int) else None,
             metadata=metadata,
         )
+
+    def _context_length(self, facts: ShowFacts) -> int:
+        """The model's context, capped by `num_ctx`."""
+        return min(facts.context_length, self.num_ctx) if facts.context_length else self.num_ctx
 
     async def _loaded_names(self) -> set[str]:
         """Models in memory (`/api/ps`); an Ollama without `/api/ps` just reports none loaded."""
@@ -234,8 +237,8 @@ class OllamaProvider(ModelProvider):
     async def _options(self, native: str, options: GenerationOptions) -> dict[str, Any]:
         num_ctx = options.context_length
         if num_ctx is None:
-            try:
-                num_ctx = (await self.model_info(native)).context_length
+            try:  # only the (cached) `/api/show` facts: which models are loaded does not matter here
+                num_ctx = self._context_length(await self._facts(native, "", None))
             except ServiceError:
                 num_ctx = None  # the chat call itself will report what is wrong
         sent: dict[str, Any] = {"num_ctx": num_ctx or self.num_ctx}
