@@ -208,8 +208,8 @@ class StreamSessions:
     async def terminate(self, session_id: str, conversation_id: str, reason: str) -> Termination:
         """Stop a session (here or on another replica) and report its partial reply.
 
-        Raises ServiceError with the old contract's distinctions: unknown session, wrong conversation,
-        not ACTIVE (details carry the stored status, partial text and reason).
+        Raises ServiceError with the old contract's distinctions in `details["kind"]`: unknown session,
+        wrong conversation, not ACTIVE (details then carry the stored status, partial text and reason).
         """
         if reason not in REASONS:
             raise ServiceError(
@@ -217,13 +217,13 @@ class StreamSessions:
             )
         row = await StreamSession.objects().where(StreamSession.id == session_id).first()
         if row is None:
-            raise ServiceError(ErrorCode.NOT_FOUND, "Stream session not found", details={"error": "Session not found"})
+            raise ServiceError(ErrorCode.NOT_FOUND, "Stream session not found", details={"kind": "session_not_found"})
         if row.conversation_id != conversation_id:
             raise ServiceError(
                 ErrorCode.UNAUTHORIZED,
                 "Session does not belong to the specified conversation",
                 status=403,
-                details={"error": "Session conversation mismatch"},
+                details={"kind": "mismatch"},
             )
         live = self.live.get(session_id)
         if live is not None:
@@ -238,7 +238,7 @@ class StreamSessions:
                 ErrorCode.INVALID_REQUEST,
                 f"Session is in {row.status} state and cannot be terminated",
                 details={
-                    "error": "Session not terminable",
+                    "kind": "not_terminable",
                     "sessionStatus": row.status,
                     "partialResponse": row.partial_response,
                     "tokenCount": row.token_count,
