@@ -161,16 +161,20 @@ class StreamSessions:
                 StreamSession.updated_at: _now(),
                 StreamSession.ended_at: _now(),
             }
-            # A row already closed elsewhere (terminated on another replica) keeps that status and reason.
-            await StreamSession.update(
-                {
-                    **values,
-                    StreamSession.status: status,
-                    StreamSession.termination_reason: reason,
-                    StreamSession.error_message: error,
-                }
-            ).where((StreamSession.id == session.id) & (StreamSession.status == ACTIVE))
-            await StreamSession.update(values).where(StreamSession.id == session.id)
+            closed = (
+                await StreamSession.update(
+                    {
+                        **values,
+                        StreamSession.status: status,
+                        StreamSession.termination_reason: reason,
+                        StreamSession.error_message: error,
+                    }
+                )
+                .where((StreamSession.id == session.id) & (StreamSession.status == ACTIVE))
+                .returning(StreamSession.id)
+            )
+            if not closed:  # closed elsewhere (terminated on another replica): keep its status and reason
+                await StreamSession.update(values).where(StreamSession.id == session.id)
             if saved_id is None:
                 row = (
                     await StreamSession.select(StreamSession.assistant_message_id)
