@@ -13,7 +13,6 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from app.controllers.sse import SSE_HEADERS, typed_events, with_keepalive
-from app.db.tables import Message
 from app.schemas.common import ErrorDetail
 from app.schemas.conversations import (
     AddMessageRequest,
@@ -27,7 +26,7 @@ from app.schemas.conversations import (
     VerifiedPassword,
     VerifyPasswordRequest,
 )
-from app.services.chat import ChatService, TurnRequest, run_to_completion
+from app.services.chat import ChatService, TurnRequest, run_to_completion, saved_messages
 from app.services.conversations import ConversationService
 
 Password = Annotated[str | None, Parameter(header="X-Conversation-Password", required=False)]
@@ -102,13 +101,11 @@ class ConversationController(Controller):
                 status_code=200,
             )
         outcome = await run_to_completion(chat, turn)
-        ids = [outcome.user_message_id, *([outcome.reply_message_id] if outcome.reply_message_id else [])]
-        rows = {row.id: row for row in await Message.objects().where(Message.id.is_in(ids))}
-        reply = rows.get(outcome.reply_message_id) if outcome.reply_message_id else None
+        user_message, reply = await saved_messages(outcome)
         error = outcome.error
         return Response(
             ChatReply(
-                user_message=MessageOut.of(rows[outcome.user_message_id]),
+                user_message=MessageOut.of(user_message),
                 reply=MessageOut.of(reply) if reply else None,
                 model=outcome.model,
                 response_time_ms=round(outcome.response_time_ms, 1),

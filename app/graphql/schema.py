@@ -14,7 +14,6 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 from strawberry.types import ExecutionContext
 
-from app.db.tables import Message as MessageRow
 from app.errors import ErrorCode, ServiceError
 from app.graphql.models import resolve_available_models, resolve_models, resolve_providers
 from app.graphql.types import (
@@ -36,7 +35,7 @@ from app.graphql.types import (
     WarmupOllamaResponse,
 )
 from app.graphql.usage import resolve_usage
-from app.services.chat import TurnRequest, run_to_completion
+from app.services.chat import TurnRequest, run_to_completion, saved_messages
 from app.services.conversations import parse_message_id
 from app.services.termination import terminate_stream
 from app.services.warmup import warm_up
@@ -120,12 +119,10 @@ class Mutation:
                 conversation_id=conversation.id, text=input.text, model=input.llm_model, password=input.password
             ),
         )
-        ids = [outcome.user_message_id, *([outcome.reply_message_id] if outcome.reply_message_id else [])]
-        rows = {row.id: row for row in await MessageRow.objects().where(MessageRow.id.is_in(ids))}
-        reply = rows.get(outcome.reply_message_id) if outcome.reply_message_id else None
+        user_message, reply = await saved_messages(outcome)
         return AddMessageResponse(
             message="Message added successfully",
-            user_message=Message.of(rows[outcome.user_message_id]),
+            user_message=Message.of(user_message),
             llm_message=Message.of(reply) if reply else None,
             llm_model=outcome.model or input.llm_model or conversation.llm_model,
             error=outcome.error.message if outcome.error else None,

@@ -437,3 +437,10 @@ async def run_to_completion(chat: ChatService, request: TurnRequest) -> TurnOutc
             raise
         error = Failed(str(exc.code), exc.message, exc.details)
     return TurnOutcome(user_message_id, reply, model, error, (time.perf_counter() - started) * 1000)
+
+
+async def saved_messages(outcome: TurnOutcome) -> tuple[Message, Message | None]:
+    """A finished turn's stored user message and reply (None when there is none), read in one query."""
+    ids = [outcome.user_message_id, *([outcome.reply_message_id] if outcome.reply_message_id else [])]
+    rows = {row.id: row for row in await Message.objects().where(Message.id.is_in(ids))}
+    return rows[outcome.user_message_id], rows.get(outcome.reply_message_id) if outcome.reply_message_id else None
