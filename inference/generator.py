@@ -40,11 +40,6 @@ class Generator:
         self.first_token_at: float | None = None
         self.finished_at: float | None = None
 
-    @property
-    def token_ids(self) -> list[int]:
-        """Prompt and generated ids, in order."""
-        return self._history[: self._history_length].tolist()
-
     def append_tokens(self, token_ids: Sequence[int]) -> None:
         """Queue prompt tokens; refuse them when they and `max_new_tokens` cannot fit the context."""
         if self.generated or self.finish_reason:

@@ -105,9 +105,7 @@ class OnnxCausalLM:
         self.load_seconds = time.perf_counter() - started
         self.device = "cuda" if self.provider == CUDA else "cpu"
         self.cache_slots = _cache_slots(self.session)
-        self.input_names = {i.name for i in self.session.get_inputs()}
-        self.has_position_ids = "position_ids" in self.input_names
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.has_position_ids = any(i.name == "position_ids" for i in self.session.get_inputs())
         self.empty_cache = [self._empty(slot) for slot in self.cache_slots]
         self._fetch = ["logits", *(slot.present_name for slot in self.cache_slots)]
         self._fetch_devices = [_CPU_DEVICE] * len(self._fetch)

@@ -88,10 +88,6 @@ class ChatTokenizer:
         self.chat_template = _chat_template(folder, config)
         self._compiled: jinja2.Template | None = None
 
-    @property
-    def vocab_size(self) -> int:
-        return self.tokenizer.get_vocab_size(with_added_tokens=True)
-
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         try:
             return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
