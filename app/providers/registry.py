@@ -32,9 +32,9 @@ from app.providers.types import ChatChunk, ChatRequest, ModelInfo
 
 log = logging.getLogger(__name__)
 
-#: errors before the first chunk that let the next model in the fallback list try
-# Transient: worth another try of the same model, after a short pause, before any fallback.
+#: transient: worth another try of the same model, after a short pause, before any fallback
 RETRY_ON: frozenset[ErrorCode] = frozenset({ErrorCode.PROVIDER_UNAVAILABLE, ErrorCode.OVERLOADED})
+#: errors before the first chunk that let the next model in the fallback list try
 FALLBACK_ON: frozenset[ErrorCode] = frozenset(
     {
         ErrorCode.PROVIDER_UNAVAILABLE,

@@ -25,6 +25,7 @@ import msgspec
 from app.db.tables import Conversation, Message
 from app.errors import ErrorCode, ServiceError
 from app.logging_setup import stream_session_id
+from app.providers.routed import RoutedStream
 from app.providers.types import ChatChunk, ChatMessage, ChatRequest, GenerationOptions, ModelInfo
 from app.services.chat_events import (
     FINAL_EVENTS,
@@ -48,18 +49,6 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class RoutedStream(Protocol):
-    """What the provider registry hands back: chunks from whichever model answered."""
-
-    provider: str
-    model: str
-    fallback_from: str | None
-
-    def __aiter__(self) -> AsyncIterator[ChatChunk]: ...
-    async def __anext__(self) -> ChatChunk: ...
-    async def aclose(self) -> None: ...
 
 
 class Router(Protocol):
