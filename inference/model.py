@@ -207,8 +207,8 @@ def _open_session(path: Path, options: RuntimeOptions, provider: str) -> ort.Inf
     except MemoryError as exc:
         raise InferenceError(HF_MEMORY_ERROR, f"not enough memory to load {path}", {"path": str(path)}) from exc
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        code = HF_MEMORY_ERROR if "bad_alloc" in reason or "out of memory" in reason.lower() else HF_MODEL_LOAD_FAILED
+        reason = _first_line(exc)
+        code = HF_MEMORY_ERROR if _out_of_memory(exc, reason) else HF_MODEL_LOAD_FAILED
         raise InferenceError(code, f"cannot load {path}: {reason}", {"path": str(path)}) from exc
 
 
@@ -247,9 +247,19 @@ def _empty_dim(index: int, dim: object) -> int:
 
 
 def _run_error(exc: Exception) -> InferenceError:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = _first_line(exc)
     if "terminate" in text.lower():
         return InferenceError(HF_CANCELLED, "the step was interrupted")
-    if isinstance(exc, MemoryError) or "bad_alloc" in text or "out of memory" in text.lower():
+    if _out_of_memory(exc, text):
         return InferenceError(HF_MEMORY_ERROR, f"out of memory while generating: {text}")
     return InferenceError(HF_INFERENCE_FAILED, f"the model failed to run: {text}")
+
+
+def _first_line(exc: Exception) -> str:
+    """The first line of the message, or the exception's type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _out_of_memory(exc: Exception, text: str) -> bool:
+    return isinstance(exc, MemoryError) or "bad_alloc" in text or "out of memory" in text.lower()
