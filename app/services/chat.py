@@ -207,12 +207,14 @@ class ChatService:
         answered_by, provider = model_name, session.provider or ""
         outcome = UsageRecord(provider="", model=model_name, status="failed")
         final: TurnEvent | None = None
+        # one waiter on the session's cancel event for the whole generation, not one per chunk
+        stopped = asyncio.ensure_future(session.cancel.wait())
         try:
-            stream = await self._until_stopped(self._open(model_name, request), session, deadline)
+            stream = await self._until_stopped(self._open(model_name, request), session, stopped, deadline)
             answered_by, provider = stream.model, stream.provider
             while True:
                 try:
-                    chunk = await self._until_stopped(anext(stream), session, deadline)
+                    chunk = await self._until_stopped(anext(stream), session, stopped, deadline)
                 except StopAsyncIteration:
                     raise ServiceError(
                         ErrorCode.GENERATION_FAILED, "The model stream ended without a final chunk"
@@ -284,6 +286,7 @@ class ChatService:
                 error_code=str(error.code),
             )
         finally:
+            stopped.cancel()
             if stream is not None:
                 with suppress(Exception):
                     await stream.aclose()
@@ -369,14 +372,15 @@ class ChatService:
         )
 
     @staticmethod
-    async def _until_stopped(awaitable: Awaitable[T], session: LiveSession, deadline: float) -> T:
-        """Await `awaitable` unless the session is cancelled or its deadline passes first (then raise _Stopped)."""
+    async def _until_stopped(
+        awaitable: Awaitable[T], session: LiveSession, stopped: asyncio.Future[object], deadline: float
+    ) -> T:
+        """Await `awaitable` unless the session is cancelled (`stopped`, its cancel event's waiter) or its
+        deadline passes first (then raise _Stopped)."""
         work = asyncio.ensure_future(awaitable)
         if not session.cancel.is_set():
-            stop = asyncio.ensure_future(session.cancel.wait())
             timeout = max(0.0, deadline - asyncio.get_running_loop().time())
-            done, _ = await asyncio.wait({work, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
+            done, _ = await asyncio.wait({work, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if work in done:
                 return work.result()
             if not session.cancel.is_set():
