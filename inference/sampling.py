@@ -27,7 +27,7 @@ class Sampler:
             logits = apply_repetition_penalty(logits, history, params.repetition_penalty)
         if params.greedy:
             return int(np.argmax(logits))
-        scores = logits.astype(np.float32) / np.float32(params.temperature)
+        scores = logits.astype(np.float32, copy=False) / np.float32(params.temperature)  # logits are float32 already
         candidates: np.ndarray | None = None  # None: every id, in order
         if 0 < params.top_k < scores.size:
             candidates = np.argpartition(scores, -params.top_k)[-params.top_k :]
