@@ -117,8 +117,7 @@ class ModelPool:
     async def start(self) -> None:
         """Load the preload list and start unloading idle models."""
         await self._load_preload()
-        if self.keep_alive_s is not None and self._sweeper is None:
-            self._sweeper = asyncio.create_task(self._sweep(), name="model-pool-sweeper")
+        self._start_sweeper()
 
     async def reconfigure(
         self,
@@ -160,22 +159,24 @@ class ModelPool:
             entry.pinned = True
             await self.release(alias)
 
-    async def _restart_sweeper(self) -> None:
+    def _start_sweeper(self) -> None:
+        if self.keep_alive_s is not None and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(), name="model-pool-sweeper")
+
+    async def _stop_sweeper(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
-        if self.keep_alive_s is not None:
-            self._sweeper = asyncio.create_task(self._sweep(), name="model-pool-sweeper")
+
+    async def _restart_sweeper(self) -> None:
+        await self._stop_sweeper()
+        self._start_sweeper()
 
     async def close(self) -> None:
         """Unload everything (running generations are cancelled)."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        await self._stop_sweeper()
         for alias in list(self._entries):
             await self._drop(alias, "closed")
 
