@@ -29,11 +29,6 @@ class Figures:
     decode_tps: float
 
 
-def measure(generate: runners.Generate, prompts: dict[int, list[int]], rounds: int) -> Figures:
-    """One runner alone (used by the pytest-benchmark suite and for a quick look)."""
-    return _figures(_samples({"x": generate}, prompts, rounds)["x"])
-
-
 def _timed(generate: runners.Generate, ids: Sequence[int], new_tokens: int) -> float:
     started = time.perf_counter()
     generate(ids, new_tokens)
@@ -75,9 +70,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     warnings.filterwarnings("ignore")
 
     folders = {variant: export_folder(variant) for variant in args.variants}
-    from inference import ChatModel
+    from inference import ChatTokenizer
 
-    encode = ChatModel.load(folders[args.variants[0]]).tokenizer.encode
+    encode = ChatTokenizer(folders[args.variants[0]]).encode
     prompts = {length: prompt_ids(encode, length) for length in PROMPT_LENGTHS}
     generators: dict[str, runners.Generate] = {"pytorch (fp32 weights)": runners.pytorch()}
     for variant, folder in folders.items():

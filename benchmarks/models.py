@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 ALIAS = "SmolLM2-135M-Instruct"
@@ -41,10 +42,9 @@ def export_folder(variant: str) -> Path:
     return folder
 
 
-def prompt_ids(tokenizer_encode: object, length: int) -> list[int]:
+def prompt_ids(encode: Callable[[str], list[int]], length: int) -> list[int]:
     """Exactly `length` token ids of plain English prose (fixed, so every run feeds the same prompt)."""
-    encode = tokenizer_encode  # a callable str -> list[int]
     ids: list[int] = []
     while len(ids) < length:
-        ids = encode(_TEXT * (1 + len(ids) // 10 + length // 30))  # type: ignore[operator]
+        ids = encode(_TEXT * (1 + len(ids) // 10 + length // 30))
     return ids[:length]

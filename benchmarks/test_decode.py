@@ -16,10 +16,10 @@ from benchmarks.models import NEW_TOKENS, PROMPT_LENGTHS, VARIANTS, export_folde
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
 def engine(request: pytest.FixtureRequest) -> tuple[runners.Generate, dict[int, list[int]]]:
-    from inference import ChatModel
+    from inference import ChatTokenizer
 
     folder = export_folder(request.param)
-    encode = ChatModel.load(folder).tokenizer.encode
+    encode = ChatTokenizer(folder).encode
     return runners.engine(folder), {length: prompt_ids(encode, length) for length in PROMPT_LENGTHS}
 
 
