@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from exports import graph_nodes
+
 log = logging.getLogger(__name__)
 
 # Families whose attention is plain causal softmax(QK^T * scale) V with rotary embeddings and no
@@ -55,7 +57,7 @@ def use_group_query_attention(model: Any, config: Any) -> int:
     if not _supported(config):
         return 0
     graph = model.graph
-    producers = {output: node for node in graph.node for output in node.output}
+    producers = graph_nodes.producers(graph)
     layers = []
     for layer in range(int(config.num_hidden_layers)):
         found = _find_layer(graph, producers, layer)
@@ -169,14 +171,11 @@ def _scale(producers: dict[str, Any], softmax: Any) -> float | None:
 
 def _sequence_length_nodes() -> list[Any]:
     """seqlens_k = sum(attention_mask) - 1 and total_sequence_length = attention_mask's width, as int32."""
-    from onnx import helper, numpy_helper
-
-    def constant(name: str, value: np.ndarray) -> Any:
-        return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value, name))
+    from onnx import helper
 
     return [
-        constant("gqa_axis_1", np.array([1], dtype=np.int64)),
-        constant("gqa_one", np.array(1, dtype=np.int64)),
+        graph_nodes.constant_node("gqa_axis_1", np.array([1], dtype=np.int64)),
+        graph_nodes.constant_node("gqa_one", np.array(1, dtype=np.int64)),
         helper.make_node("ReduceSum", ["attention_mask", "gqa_axis_1"], ["gqa_mask_sum"], keepdims=0),
         helper.make_node("Sub", ["gqa_mask_sum", "gqa_one"], ["gqa_seqlens_k_64"]),
         helper.make_node("Cast", ["gqa_seqlens_k_64"], [SEQLENS], to=6),  # int32

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from exports.graph_nodes import constant_node
+
 log = logging.getLogger(__name__)
 
 LOGITS = "logits"
@@ -25,7 +27,7 @@ LAST_HIDDEN = "last_position_hidden_state"
 
 def keep_last_position_logits(model: Any) -> bool:
     """Edit `model` (an onnx ModelProto) in place; False (untouched) when `logits` is not a MatMul's output."""
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     graph = model.graph
     producer = next((node for node in graph.node if LOGITS in node.output), None)
@@ -39,7 +41,7 @@ def keep_last_position_logits(model: Any) -> bool:
         "last_position_axes": np.array([1], dtype=np.int64),
     }
     for name, value in constants.items():
-        graph.node.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value, name)))
+        graph.node.append(constant_node(name, value))
     graph.node.append(helper.make_node("Slice", [hidden, *constants], [LAST_HIDDEN], name="/lm_head/LastPosition"))
     producer.input[0] = LAST_HIDDEN
     for output in graph.output:

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from exports import graph_nodes
+
 log = logging.getLogger(__name__)
 
 
@@ -63,7 +65,7 @@ def _pack_attention_inputs(model: Any) -> int:
 
 def _pack_gate_up(model: Any) -> int:
     """`Mul(Mul(g, Sigmoid(g)), u)` with g and u MatMuls of one input: MatMul([g | u]) -> Split -> g, u."""
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     graph = model.graph
     if not any(entry.domain in ("", "ai.onnx") and entry.version >= 13 for entry in model.opset_import):
@@ -97,11 +99,7 @@ def _pack_gate_up(model: Any) -> int:
         split_sizes = packing.name + "_split_sizes"
         outputs = [gate.output[0], up.output[0]]
         packed = _merge(graph, packing, weights)
-        graph.node.append(
-            helper.make_node(
-                "Constant", [], [split_sizes], value=numpy_helper.from_array(np.array(sizes, np.int64), split_sizes)
-            )
-        )
+        graph.node.append(graph_nodes.constant_node(split_sizes, np.array(sizes, np.int64)))
         graph.node.append(
             helper.make_node("Split", [packed, split_sizes], outputs, name=packing.name + "_Split", axis=-1)
         )
@@ -109,13 +107,12 @@ def _pack_gate_up(model: Any) -> int:
 
 
 def _indexes(graph: Any) -> tuple[dict[str, Any], dict[str, list[Any]], dict[str, Any]]:
-    producers = {output: node for node in graph.node for output in node.output}
     readers: dict[str, list[Any]] = {}
     for node in graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
     weights = {initializer.name: initializer for initializer in graph.initializer}
-    return producers, readers, weights
+    return graph_nodes.producers(graph), readers, weights
 
 
 def _packing(
