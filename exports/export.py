@@ -26,7 +26,7 @@ from exports.loading import LoadedModel, eos_token_ids, load_source, require_tor
 from exports.manifest import Manifest, Source, Validation, write_manifest
 from exports.optimize import optimize_for_decoding
 from exports.progress import ExportProgress, NullProgress
-from exports.quantize import QuantizeMode, check_mode, is_large, quantize_graph
+from exports.quantize import QuantizeMode, check_mode, graph_bytes, is_large, quantize_graph
 from exports.sources import ResolvedSource, resolve_source
 from exports.staging import check_alias, check_destination, publish, staging_folder
 from exports.validation import (
@@ -208,5 +208,4 @@ def _threshold(flag: str, value: float | None, default: float, upper: float | No
 
 
 def _size(path: Path) -> str:
-    total = sum(item.stat().st_size for item in path.parent.glob(path.name + "*"))
-    return f"{path.name}, {total / 1e6:.1f} MB"
+    return f"{path.name}, {graph_bytes(path) / 1e6:.1f} MB"

@@ -78,9 +78,14 @@ def _root_logger_quiet() -> Iterator[None]:
         root.setLevel(level)
 
 
+def graph_bytes(graph: Path) -> int:
+    """Bytes on disk of a graph and its external data files."""
+    return sum(path.stat().st_size for path in graph.parent.glob(graph.name + "*"))
+
+
 def is_large(graph: Path) -> bool:
     """Whether a graph (with its external data) is too large to be saved as a single protobuf file."""
-    return sum(path.stat().st_size for path in graph.parent.glob(graph.name + "*")) > EXTERNAL_DATA_ABOVE
+    return graph_bytes(graph) > EXTERNAL_DATA_ABOVE
 
 
 def sensitive_matmuls(graph: Path, *, for_int8: bool) -> list[str]:
