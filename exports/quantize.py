@@ -88,12 +88,10 @@ def is_large(graph: Path) -> bool:
     return graph_bytes(graph) > EXTERNAL_DATA_ABOVE
 
 
-def sensitive_matmuls(graph: Path, *, for_int8: bool) -> list[str]:
-    """MatMul nodes to keep in float: for int8 the one producing `logits`, the edge layers and MLP outputs."""
+def sensitive_matmuls(graph: Path) -> list[str]:
+    """MatMul nodes int8 keeps in float: the one producing `logits`, the edge layers and MLP outputs."""
     import onnx
 
-    if not for_int8:
-        return []
     nodes = [node for node in onnx.load(str(graph), load_external_data=False).graph.node if node.op_type == "MatMul"]
     keep = {node.name for node in nodes if "logits" in node.output}
     layers = {int(match.group(1)) for node in nodes if (match := LAYER.search(node.name))}
@@ -114,7 +112,7 @@ def _int8(graph: Path, output: Path, large: bool) -> None:
         op_types_to_quantize=["MatMul"],
         per_channel=False,
         weight_type=QuantType.QInt8,
-        nodes_to_exclude=sensitive_matmuls(graph, for_int8=True),
+        nodes_to_exclude=sensitive_matmuls(graph),
         use_external_data_format=large,
         # ONNX shape inference cannot type contrib ops' outputs (GroupQueryAttention): they are float here
         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT},
@@ -131,7 +129,6 @@ def _int4(graph: Path, output: Path, large: bool) -> None:
         block_size=INT4_BLOCK_SIZE,
         is_symmetric=INT4_SYMMETRIC,
         accuracy_level=INT4_ACCURACY_LEVEL,
-        nodes_to_exclude=sensitive_matmuls(graph, for_int8=False),
     )
     quantizer.process()
     quantizer.model.save_model_to_file(str(output), use_external_data_format=large)
