@@ -105,7 +105,7 @@ def _build(
 ) -> Manifest:
     """Convert, validate, quantize and describe the model inside `staging`; raise on any refusal."""
     eos_ids = eos_token_ids(loaded)
-    graph, optimized = _convert(loaded, staging, eos_ids, progress, pack=mode != "int8")
+    graph, rewrites = _convert(loaded, staging, eos_ids, progress, pack=mode != "int8")
     references = torch_references(loaded, progress)
     base = compare(graph, references, progress, "validate", "Validating ONNX against PyTorch")
     require_logit_diff(base, thresholds.max_logit_diff)
@@ -133,7 +133,7 @@ def _build(
         versions=tool_versions(),
         created_at=now_iso(),
         export_seconds=round(time.monotonic() - started, 1),
-        graph_optimized=optimized,
+        graph_rewrites=list(rewrites),
     )
     write_manifest(staging, manifest)
     progress.finish("manifest", f"{len(manifest.files)} files, {manifest.size_bytes / 1e6:.1f} MB")
@@ -142,15 +142,16 @@ def _build(
 
 def _convert(
     loaded: LoadedModel, staging: Path, eos_ids: list[int], progress: ExportProgress, *, pack: bool
-) -> tuple[Path, bool]:
-    """The float ONNX graph in `staging`, fused for decoding where that was measured to help (`pack`: see optimize)."""
+) -> tuple[Path, tuple[str, ...]]:
+    """The float ONNX graph in `staging`, fused for decoding where that was measured to help (`pack`: see optimize),
+    and the rewrites applied."""
     progress.start("convert", "Exporting to ONNX with Optimum (text-generation-with-past)")
     graph = export_onnx(loaded, staging, eos_ids)
     progress.finish("convert", _size(graph))
     progress.start("optimize", "Optimizing the graph for decoding (rotary, attention, last-position logits)")
     steps = optimize_for_decoding(graph, loaded.model.config, large=is_large(graph), pack=pack)
     progress.finish("optimize", ", ".join(steps) if steps else "nothing to optimize")
-    return graph, bool(steps)
+    return graph, steps
 
 
 def _validation(base: Comparison, final: Comparison, mode: QuantizeMode, thresholds: Thresholds) -> Validation:

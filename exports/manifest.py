@@ -82,7 +82,7 @@ class Manifest(msgspec.Struct, frozen=True):
     versions: Versions
     created_at: str
     export_seconds: float = 0.0
-    graph_optimized: bool = False
+    graph_rewrites: list[str] = []  # exports/optimize.py's steps; the engine drafts only on some of them
     format_version: int = FORMAT_VERSION
 
     @property

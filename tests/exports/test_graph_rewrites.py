@@ -31,9 +31,9 @@ def _projection_graph(logits_op: str) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
 
 
-def _run(model: onnx.ModelProto, hidden: np.ndarray) -> np.ndarray:
+def _run(model: onnx.ModelProto, hidden: np.ndarray, **extra: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(["logits"], {"hidden": hidden})[0]
+    return session.run(["logits"], {"hidden": hidden, **extra})[0]
 
 
 def test_last_position_logits_are_the_last_row_of_the_full_logits() -> None:
@@ -44,7 +44,20 @@ def test_last_position_logits_are_the_last_row_of_the_full_logits() -> None:
     last = _run(model, hidden)
     assert last.shape == (1, 1, 6)
     np.testing.assert_allclose(last, full[:, -1:], rtol=1e-6)
-    assert model.graph.output[0].type.tensor_type.shape.dim[1].dim_value == 1
+    assert model.graph.output[0].type.tensor_type.shape.dim[1].dim_param == "logits_to_keep"
+
+
+def test_logits_to_keep_is_an_optional_input_that_returns_more_rows() -> None:
+    model = _projection_graph("MatMul")
+    hidden = np.random.default_rng(1).standard_normal((1, 5, 4)).astype(np.float32)
+    full = _run(model, hidden)
+    keep_last_position_logits(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    # clients that know nothing of it (Optimum) see the same required inputs as before
+    assert [item.name for item in session.get_inputs()] == ["hidden"]
+    assert [item.name for item in session.get_overridable_initializers()] == ["logits_to_keep"]
+    three = _run(model, hidden, logits_to_keep=np.array([3], dtype=np.int64))
+    np.testing.assert_allclose(three, full[:, -3:], rtol=1e-6)
 
 
 def test_logits_not_made_by_a_matmul_are_left_alone() -> None:
