@@ -32,6 +32,8 @@ _OPT_LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+# A step over more tokens than this costs more than its drafts could save (see inference/lookahead.py).
+MAX_LOOKAHEAD_TOKENS = 16
 
 log = logging.getLogger(__name__)
 _probe_lock = threading.Lock()
@@ -40,13 +42,14 @@ _cuda_usable: bool | None = None
 
 @dataclass(frozen=True, slots=True)
 class RuntimeOptions:
-    """Settings for every session the engine opens: provider, threads and graph optimization."""
+    """Settings for every session the engine opens: provider, threads, graph optimization, drafting."""
 
     execution_provider: ProviderChoice = "auto"
     intra_op_num_threads: int = 0  # 0: ONNX Runtime's default (one per physical core)
     inter_op_num_threads: int = 1
     graph_optimization: str = "all"  # disable | basic | extended | all
     device_id: int = 0
+    lookahead_tokens: int = 4  # drafted tokens a greedy step may check (inference/lookahead.py); 0: off
 
 
 def cuda_usable(device_id: int = 0) -> bool:
@@ -129,6 +132,11 @@ def session_options(options: RuntimeOptions) -> ort.SessionOptions:
         )
     if options.intra_op_num_threads < 0 or options.inter_op_num_threads < 0:
         raise InferenceError(HF_CONFIGURATION_ERROR, "thread counts must be 0 (default) or positive")
+    if not 0 <= options.lookahead_tokens <= MAX_LOOKAHEAD_TOKENS:
+        raise InferenceError(
+            HF_CONFIGURATION_ERROR,
+            f"lookahead_tokens must be between 0 (off) and {MAX_LOOKAHEAD_TOKENS}, not {options.lookahead_tokens}",
+        )
     so = ort.SessionOptions()
     so.graph_optimization_level = level
     so.intra_op_num_threads = options.intra_op_num_threads

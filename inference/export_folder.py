@@ -35,6 +35,7 @@ class ExportInfo:
     num_kv_heads: int = 0
     head_dim: int = 0
     weights_bytes: int = 0
+    graph_rewrites: tuple[str, ...] = ()  # exports/optimize.py's steps, from the manifest
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -83,6 +84,7 @@ def read_export(path: Path) -> ExportInfo:
         num_kv_heads=int(config.get("num_key_value_heads") or heads),
         head_dim=int(config.get("head_dim") or (hidden // heads if heads else 0)),
         weights_bytes=_graph_bytes(onnx_path),
+        graph_rewrites=tuple(str(step) for step in manifest.get("graph_rewrites") or ()),
     )
 
 

@@ -1,9 +1,13 @@
-"""`Generator`: the state of one generation, advanced one token at a time by the caller's loop.
+"""`Generator`: the state of one generation, advanced one step at a time by the caller's loop.
 
-The shape follows ONNX Runtime GenAI: `append_tokens` queues input, `generate_next_token` runs the model on
-what is queued and picks one token, `is_done` says when to stop. The model runs lazily at the start of the next
-step, so the step that picks the last token costs no wasted forward pass, and a scheduler could gather the
-queued tokens of several generators into one batched step.
+The shape follows ONNX Runtime GenAI: `append_tokens` queues input, `generate_next_tokens` runs the model on
+what is queued and picks the next token, `is_done` says when to stop. The model runs lazily at the start of the
+next step, so the step that picks the last token costs no wasted forward pass, and a scheduler could gather
+the queued tokens of several generators into one batched step.
+
+A greedy step on a graph that can check drafts (`OnnxCausalLM.verifies_drafts`) also feeds the tokens that
+`PromptLookup` expects next, and keeps every drafted token greedy agrees with, plus greedy's own token after
+them: several tokens for the price of about one step (inference/lookahead.py).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Literal
 import numpy as np
 
 from inference.errors import HF_CONTEXT_LENGTH_EXCEEDED, HF_INFERENCE_FAILED, InferenceError
+from inference.lookahead import PromptLookup
 from inference.model import OnnxCausalLM, SequenceState
 from inference.params import GenerationParams
 from inference.sampling import Sampler
@@ -39,6 +44,10 @@ class Generator:
         self._history_length = 0
         self.first_token_at: float | None = None
         self.finished_at: float | None = None
+        drafts = model.options.lookahead_tokens if params.greedy and model.verifies_drafts else 0
+        self.lookup = PromptLookup(drafts) if drafts else None
+        self.drafted_tokens = 0  # drafted tokens fed to the model, and how many of them were kept
+        self.accepted_tokens = 0
 
     def append_tokens(self, token_ids: Sequence[int]) -> None:
         """Queue prompt tokens; refuse them when they and `max_new_tokens` cannot fit the context."""
@@ -65,7 +74,7 @@ class Generator:
         """Feed up to `max_tokens` of a long queued prompt without picking a token; False when none is left.
 
         A long prompt in pieces lets a scheduler interleave other requests' steps and check cancellation
-        between the pieces; the last piece (at most `max_tokens`) is left for `generate_next_token`.
+        between the pieces; the last piece (at most `max_tokens`) is left for `generate_next_tokens`.
         """
         if self.state is None or len(self._pending) <= max_tokens:
             return False
@@ -73,14 +82,40 @@ class Generator:
         del self._pending[:max_tokens]
         return True
 
-    def generate_next_token(self) -> int:
-        """Run the model on the queued tokens and pick the next one (it is queued for the next step)."""
+    def generate_next_tokens(self) -> list[int]:
+        """Run the model on the queued tokens (and a draft, if any); return the tokens picked, at least one.
+
+        The last token returned is queued for the next step; the generation is done once a stop token is
+        picked or `max_new_tokens` are reached, and nothing after that is returned.
+        """
         if self.is_done():
             raise InferenceError(HF_INFERENCE_FAILED, "the generation has already finished")
         if not self._pending or self.state is None:
             raise InferenceError(HF_INFERENCE_FAILED, "append_tokens must give a prompt first")
-        logits = self.model.forward(self.state, self._pending)
-        token = self.sampler.choose(logits, self._history[: self._history_length])
+        state = self.state
+        draft = self._draft()
+        logits = self.model.forward(state, self._pending + draft, logits_to_keep=len(draft) + 1)
+        picked: list[int] = []
+        for position, scores in enumerate(logits):
+            token = self.sampler.choose(scores, self._history[: self._history_length])
+            picked.append(token)
+            self._accept(token)
+            if self.is_done() or position == len(draft) or token != draft[position]:
+                break
+        if draft:
+            self.drafted_tokens += len(draft)
+            self.accepted_tokens += len(picked) - 1
+            if self.state is not None:
+                self.model.rewind(state, self._history_length - 1)  # the newest token is fed next step
+        return picked
+
+    def _draft(self) -> list[int]:
+        """The tokens to check after the queued one: none while prefilling, or without a lookup."""
+        if self.lookup is None or len(self._pending) != 1:
+            return []
+        return self.lookup.draft(self.params.max_new_tokens - len(self.generated) - 1)
+
+    def _accept(self, token: int) -> None:
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
         self.generated.append(token)
@@ -90,13 +125,18 @@ class Generator:
             self.finish("stop")
         elif len(self.generated) >= self.params.max_new_tokens:
             self.finish("length")
-        return token
 
     def is_done(self) -> bool:
         return self.finish_reason is not None
 
-    def finish(self, reason: FinishReason) -> None:
-        """End the generation now (stop string, cancellation, timeout) and free its cache."""
+    def finish(self, reason: FinishReason, unused_tokens: int = 0) -> None:
+        """End the generation now (stop string, cancellation, timeout) and free its cache.
+
+        `unused_tokens`: how many of the last generated tokens the caller did not use (tokens of the same
+        step after a stop string); they are dropped from `generated`.
+        """
+        if unused_tokens:
+            del self.generated[len(self.generated) - unused_tokens :]
         if self.finish_reason is None:
             self.finish_reason = reason
             self.finished_at = time.perf_counter()
@@ -117,3 +157,5 @@ class Generator:
         end = self._history_length + len(token_ids)
         self._history[self._history_length : end] = token_ids
         self._history_length = end
+        if self.lookup is not None:
+            self.lookup.extend(token_ids)

@@ -5,6 +5,11 @@ output, whether it wants `position_ids`, and the cache's shape and type; nothing
 family. Each sequence keeps its cache as the OrtValues the last step produced, fed straight back as the
 next step's inputs (`run_with_ortvaluevector` on CPU, I/O binding on CUDA), so the cache is never copied
 through numpy and stays on the GPU under CUDA.
+
+Graphs exported with GroupQueryAttention and a `logits_to_keep` input (see exports/) also check drafted
+tokens: `forward` returns the logits of the last `logits_to_keep` positions, and `rewind` forgets the
+positions of rejected drafts without touching the cache. The op reads only as many cache positions as the
+attention mask's sum says, so the stale ones after them are ignored and overwritten by the next step.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ log = logging.getLogger(__name__)
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 _CPU_DEVICE = _C.OrtDevice(_C.OrtDevice.cpu(), _C.OrtDevice.default_memory(), 0, 0)
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+LOGITS_TO_KEEP = "logits_to_keep"
+# exports/optimize.py's name for the rewrite whose attention reads the cache up to the mask's sum only
+GROUP_QUERY_ATTENTION = "group-query-attention"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +75,7 @@ class SequenceState:
 
     def __init__(self, model: OnnxCausalLM) -> None:
         self.model = model
-        self.length = 0  # tokens already in the cache
+        self.length = 0  # tokens in the cache that count; after a `rewind` the cache holds more, unread
         self.run_options = ort.RunOptions()
         self.cache: list[Any] = []  # C-level OrtValues, in `model.cache_slots` order
         self.binding: ort.IOBinding | None = None
@@ -109,7 +117,14 @@ class OnnxCausalLM:
         self.empty_cache = [self._empty(slot) for slot in self.cache_slots]
         self._fetch = ["logits", *(slot.present_name for slot in self.cache_slots)]
         self._fetch_devices = [_CPU_DEVICE] * len(self._fetch)
+        overridable = {i.name for i in self.session.get_overridable_initializers()}
+        #: whether `forward` can return several positions' logits and `rewind` drop positions (CPU only:
+        #: the CUDA op's reading of a cache longer than the mask is untested)
+        self.verifies_drafts = (
+            LOGITS_TO_KEEP in overridable and GROUP_QUERY_ATTENTION in info.graph_rewrites and self.device == "cpu"
+        )
         step_inputs = ["input_ids", "attention_mask", *(["position_ids"] if self.has_position_ids else [])]
+        step_inputs += [LOGITS_TO_KEEP] if self.verifies_drafts else []
         self._feed_names = [*step_inputs, *(slot.past_name for slot in self.cache_slots)]
         self._ones = np.ones((1, info.context_length + 1), dtype=np.int64)
         log.info("loaded %s (%s) on %s in %.1fs", info.alias, info.onnx_path.name, self.provider, self.load_seconds)
@@ -131,8 +146,11 @@ class OnnxCausalLM:
         """An empty cache for one new sequence."""
         return SequenceState(self)
 
-    def forward(self, state: SequenceState, token_ids: Sequence[int]) -> np.ndarray:
-        """Feed `token_ids` after what `state` holds; return the last position's logits (float32, vocab)."""
+    def forward(self, state: SequenceState, token_ids: Sequence[int], logits_to_keep: int = 1) -> np.ndarray:
+        """Feed `token_ids` after what `state` holds; return the last `logits_to_keep` positions' logits.
+
+        The result is float32 [logits_to_keep, vocab]; more than one position needs `verifies_drafts`.
+        """
         count = len(token_ids)
         total = state.length + count
         if count == 0 or total > self._ones.shape[1]:
@@ -140,30 +158,58 @@ class OnnxCausalLM:
                 HF_INFERENCE_FAILED,
                 f"cannot feed {count} tokens after {state.length}: the context holds {self.context_length}",
             )
+        if not 1 <= logits_to_keep <= count or (logits_to_keep > 1 and not self.verifies_drafts):
+            raise InferenceError(HF_INFERENCE_FAILED, f"cannot return {logits_to_keep} positions of {count}")
         ids = np.asarray(token_ids, dtype=np.int64).reshape(1, count)
-        mask = self._ones[:, :total]
+        mask = self._mask(state, count)
         positions = np.arange(state.length, total, dtype=np.int64).reshape(1, count)
         try:
             if state.binding is None:
-                logits = self._run_cpu(state, ids, mask, positions)
+                logits = self._run_cpu(state, ids, mask, positions, logits_to_keep)
             else:
                 logits = self._run_bound(state, ids, mask, positions)
         except Exception as exc:
             raise _run_error(exc) from exc
         state.length = total
         # a copy: the array may view memory the session owns and frees with the step's outputs
-        return np.array(logits[0, -1], dtype=np.float32)
+        return np.array(logits[0, -logits_to_keep:], dtype=np.float32)
 
-    def _run_cpu(self, state: SequenceState, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    def rewind(self, state: SequenceState, length: int) -> None:
+        """Keep only the first `length` positions of the cache (drop rejected drafts); needs `verifies_drafts`."""
+        if not 0 <= length <= state.length or (length < state.length and not self.verifies_drafts):
+            raise InferenceError(HF_INFERENCE_FAILED, f"cannot rewind a cache of {state.length} to {length}")
+        state.length = length
+
+    def _mask(self, state: SequenceState, count: int) -> np.ndarray:
+        """The attention mask: its sum is the length read, its width the op's total sequence length.
+
+        The op accepts a width equal to the cache's length plus `count` (it appends), or no more than the
+        cache's length (it writes in place). After a rewind the cache is longer than `state.length`, so when
+        the new tokens overflow it the mask keeps that width and ends in zeros (the op's right padding).
+        """
+        total = state.length + count
+        cached = state.cache[0].shape()[2] if state.cache else state.length
+        if cached <= state.length or total <= cached:
+            return self._ones[:, :total]
+        mask = np.zeros((1, cached + count), dtype=np.int64)
+        mask[:, :total] = 1
+        return mask
+
+    def _run_cpu(
+        self, state: SequenceState, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, logits_to_keep: int
+    ) -> np.ndarray:
         feeds = _C.OrtValueVector()
         feeds.reserve(len(self._feed_names))
         feeds.push_back(_C.OrtValue.ortvalue_from_numpy(ids, _CPU_DEVICE))
         feeds.push_back(_C.OrtValue.ortvalue_from_numpy(mask, _CPU_DEVICE))
         if self.has_position_ids:
             feeds.push_back(_C.OrtValue.ortvalue_from_numpy(positions, _CPU_DEVICE))
+        keep = np.array([logits_to_keep], dtype=np.int64)
+        if self.verifies_drafts:
+            feeds.push_back(_C.OrtValue.ortvalue_from_numpy(keep, _CPU_DEVICE))
         for value in state.cache:
             feeds.push_back(value)
-        state._inputs = (ids, positions)
+        state._inputs = (ids, mask, positions, keep)
         outputs = _C.OrtValueVector()
         self.session.run_with_ortvaluevector(
             state.run_options, self._feed_names, feeds, self._fetch, outputs, self._fetch_devices

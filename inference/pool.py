@@ -79,6 +79,7 @@ class ModelPool:
         models_dir: Path | str,
         execution_provider: ProviderChoice = "auto",
         num_threads: int = 0,
+        lookahead_tokens: int = 4,
         inter_op_threads: int = 1,
         graph_optimization: str = "all",
         memory_budget_bytes: int | None = None,
@@ -93,6 +94,7 @@ class ModelPool:
             intra_op_num_threads=num_threads,
             inter_op_num_threads=inter_op_threads,
             graph_optimization=graph_optimization,
+            lookahead_tokens=lookahead_tokens,
         )
         self.memory_budget_bytes = memory_budget_bytes
         #: most models in memory at once (0: no limit); a load past it evicts the least recently used idle one

@@ -1,4 +1,4 @@
-"""`GenerationRun`: one request from prompt ids to text events, one token per `step()`.
+"""`GenerationRun`: one request from prompt ids to text events, one model step per `step()`.
 
 It wraps a `Generator` with what a request adds on top of tokens: streaming detokenization, stop strings,
 cancellation, a deadline, and usage figures. Both the synchronous loop (tests, benchmarks) and the scheduler
@@ -67,7 +67,7 @@ class GenerationRun:
         self.generator.interrupt()
 
     def step(self) -> list[Event]:
-        """Advance by one token (or finish); never call again once `done`."""
+        """Advance by one model step (a token, or several when drafts were kept) or finish; never call once `done`."""
         generator = self.generator
         reason = self._interruption()
         if reason is not None:
@@ -76,7 +76,7 @@ class GenerationRun:
         try:
             if generator.prefill_step(PREFILL_CHUNK):
                 return []
-            token = generator.generate_next_token()
+            tokens = generator.generate_next_tokens()
         except InferenceError as exc:
             if exc.code != HF_CANCELLED:
                 generator.close()
@@ -84,13 +84,18 @@ class GenerationRun:
             generator.finish(self._interruption() or "cancelled")
             return self._finish()
         events: list[Event] = []
-        if token not in generator.stop_token_ids:
-            text = self._stops.push(self._text_stream.push(token))
-            if text:
-                self._parts.append(text)
-                events.append(TextDelta(text))
+        pieces = []
+        for index, token in enumerate(tokens):
+            if token in generator.stop_token_ids:
+                break
+            pieces.append(self._stops.push(self._text_stream.push(token)))
             if self._stops.stopped:
-                generator.finish("stop")
+                generator.finish("stop", unused_tokens=len(tokens) - index - 1)
+                break
+        text = "".join(pieces)
+        if text:  # one delta per step, however many tokens it kept
+            self._parts.append(text)
+            events.append(TextDelta(text))
         if generator.is_done():
             events.extend(self._finish())
         return events

@@ -107,9 +107,9 @@ async def test_timeout_returns_the_partial_text(tiny_model: ChatModel) -> None:
     gate = threading.Event()
     original = tiny_model.model.forward
 
-    def slow_forward(state: Any, token_ids: Sequence[int]) -> np.ndarray:
+    def slow_forward(state: Any, token_ids: Sequence[int], logits_to_keep: int = 1) -> np.ndarray:
         gate.wait(0.02)  # never set: each step takes a little while, so the deadline passes mid-run
-        return original(state, token_ids)
+        return original(state, token_ids, logits_to_keep)
 
     tiny_model.model.forward = slow_forward  # type: ignore[method-assign]
     try:
@@ -143,10 +143,10 @@ async def test_the_event_loop_runs_while_a_step_is_under_way(
     opened_in_time: list[bool] = []
     original = tiny_model.model.forward
 
-    def gated_forward(state: Any, token_ids: Sequence[int]) -> np.ndarray:
+    def gated_forward(state: Any, token_ids: Sequence[int], logits_to_keep: int = 1) -> np.ndarray:
         if not opened_in_time:
             opened_in_time.append(gate.wait(10))
-        return original(state, token_ids)
+        return original(state, token_ids, logits_to_keep)
 
     monkeypatch.setattr(tiny_model.model, "forward", gated_forward)
 

@@ -1,0 +1,171 @@
+"""Drafted tokens (prompt lookup): checked in one step, kept only where greedy agrees, rewound otherwise."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference import ChatModel, GenerationParams, GenerationResult, InferenceError, OnnxCausalLM
+from inference.lookahead import PromptLookup
+from inference.run import GenerationRun
+from tests.inference.conftest import CPU_ONE_THREAD, PROMPTS
+
+NO_DRAFTS = dataclasses.replace(CPU_ONE_THREAD, lookahead_tokens=0)
+GREEDY_LONG = GenerationParams(max_new_tokens=64, temperature=0)
+# random weights repeat themselves soon under greedy decoding, which is what lookup drafts from
+REPEATING = [{"role": "user", "content": "one two three one two three one two three one two three"}]
+
+
+def test_lookup_drafts_what_followed_the_latest_earlier_occurrence_of_the_tail() -> None:
+    lookup = PromptLookup(max_tokens=3)
+    lookup.extend([5, 6, 7, 8, 9, 5, 6, 7, 1, 2, 5, 6])
+    assert lookup.draft(10) == [7, 1, 2]  # (5, 6) last came before 7, 1, 2, not before 7, 8, 9
+    assert lookup.draft(2) == [7, 1]
+    lookup.extend([7])
+    assert lookup.draft(10) == [1, 2, 5]  # the 3-gram (5, 6, 7) wins over the 2-gram (6, 7)
+
+
+def test_lookup_drafts_nothing_without_a_match_of_two_tokens() -> None:
+    lookup = PromptLookup(max_tokens=4)
+    assert lookup.draft(4) == []
+    lookup.extend([1, 2, 3, 4, 3])  # only the single token 3 repeats
+    assert lookup.draft(4) == []
+    lookup.extend([4])
+    assert lookup.draft(4) == [3, 4]  # what followed (3, 4), up to the end of what is known
+    assert lookup.draft(0) == []
+
+
+@pytest.fixture(scope="module")
+def plain_model(tiny_export: Path) -> Iterator[ChatModel]:
+    model = ChatModel.load(tiny_export, NO_DRAFTS)
+    yield model
+    model.close()
+
+
+def test_an_export_can_check_drafts_on_cpu(tiny_model: ChatModel) -> None:
+    assert tiny_model.model.verifies_drafts
+
+
+def test_several_positions_of_logits_equal_one_step_each(tiny_model: ChatModel) -> None:
+    model = tiny_model.model
+    prompt = tiny_model.tokenizer.encode("the quick brown fox jumps")
+    together = model.new_sequence()
+    model.forward(together, prompt[:-1])
+    batched = model.forward(together, [prompt[-1], 7, 8, 9], logits_to_keep=4)
+    alone = model.new_sequence()
+    model.forward(alone, prompt[:-1])
+    single = [model.forward(alone, [token])[0] for token in (prompt[-1], 7, 8, 9)]
+    assert batched.shape == (4, single[0].size)
+    np.testing.assert_allclose(batched, np.stack(single), atol=1e-4)
+
+
+def test_a_rewound_cache_ignores_the_dropped_positions(tiny_model: ChatModel) -> None:
+    model = tiny_model.model
+    prompt = tiny_model.tokenizer.encode("the quick brown fox jumps")
+    rewound = model.new_sequence()
+    model.forward(rewound, prompt)
+    model.forward(rewound, [11, 12, 13, 14], logits_to_keep=4)
+    model.rewind(rewound, len(prompt) + 1)  # keep 11, drop 12 13 14
+    after = [model.forward(rewound, tokens, logits_to_keep=len(tokens)) for tokens in ([15], [16, 17, 18, 19, 20])]
+    fresh = model.new_sequence()
+    model.forward(fresh, [*prompt, 11])
+    expected = [model.forward(fresh, tokens, logits_to_keep=len(tokens)) for tokens in ([15], [16, 17, 18, 19, 20])]
+    for got, want in zip(after, expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    assert rewound.length == fresh.length == len(prompt) + 7
+
+
+def test_rewinding_forward_is_refused(tiny_model: ChatModel) -> None:
+    model = tiny_model.model
+    state = model.new_sequence()
+    model.forward(state, [1, 2, 3])
+    with pytest.raises(InferenceError):
+        model.rewind(state, 4)
+    with pytest.raises(InferenceError):
+        model.forward(state, [4, 5], logits_to_keep=3)
+
+
+def test_a_graph_without_the_input_checks_no_drafts(tiny_export: Path) -> None:
+    from inference.export_folder import read_export
+
+    info = dataclasses.replace(read_export(tiny_export), graph_rewrites=())
+    model = OnnxCausalLM(info, CPU_ONE_THREAD)
+    assert not model.verifies_drafts
+    with pytest.raises(InferenceError):
+        model.forward(model.new_sequence(), [1, 2], logits_to_keep=2)
+
+
+@pytest.mark.parametrize("messages", [REPEATING, *PROMPTS])
+def test_drafting_keeps_the_greedy_tokens_in_fewer_steps(
+    tiny_model: ChatModel, plain_model: ChatModel, messages: list[dict[str, str]]
+) -> None:
+    drafted = tiny_model.start_chat(messages, GREEDY_LONG)
+    steps = sum(1 for _ in _steps(drafted))
+    plain = plain_model.start_chat(messages, GREEDY_LONG)
+    plain_steps = sum(1 for _ in _steps(plain))
+    assert drafted.result is not None
+    assert plain.result is not None
+    assert drafted.result.token_ids == plain.result.token_ids
+    assert drafted.result.text == plain.result.text
+    assert plain.generator.lookup is None
+    if messages is REPEATING:
+        assert drafted.generator.accepted_tokens > 0
+        assert steps == plain_steps - drafted.generator.accepted_tokens < plain_steps
+
+
+def test_sampling_never_drafts(tiny_model: ChatModel) -> None:
+    run = tiny_model.start_chat(REPEATING, GenerationParams(max_new_tokens=32, temperature=0.8, seed=3))
+    list(run.events())
+    assert run.generator.lookup is None
+    assert run.generator.drafted_tokens == 0
+
+
+def test_a_stop_string_inside_a_drafted_step_drops_the_tokens_after_it(
+    tiny_model: ChatModel, plain_model: ChatModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps = _picked_per_step(tiny_model, GREEDY_LONG, monkeypatch)[0]
+    stops = []
+    kept = 0  # tokens of the steps before
+    for picked in steps:
+        for index in range(kept, kept + len(picked) - 1):  # a token with kept drafts after it in its step
+            text = tiny_model.tokenizer.decode(_flat(steps)[: index + 1])
+            stop = text[-6:]
+            if stop.strip() and stop.isprintable() and text.find(stop) + len(stop) == len(text):
+                stops.append(stop)  # first seen at that token: the run must stop there
+        kept += len(picked)
+    assert len(stops) >= 2
+    for stop in stops[:4]:
+        params = dataclasses.replace(GREEDY_LONG, stop_strings=(stop,))
+        picked_steps, drafted = _picked_per_step(tiny_model, params, monkeypatch)
+        plain = plain_model.generate_chat(REPEATING, params)
+        assert (drafted.text, drafted.token_ids, drafted.finish_reason) == (plain.text, plain.token_ids, "stop")
+        assert drafted.usage.completion_tokens == plain.usage.completion_tokens == len(plain.token_ids)
+        assert len(_flat(picked_steps)) > len(drafted.token_ids)  # the step went on past the stop
+
+
+def _picked_per_step(
+    model: ChatModel, params: GenerationParams, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[list[int]], GenerationResult]:
+    """The tokens each step of a greedy chat on REPEATING picked, and its result."""
+    run = model.start_chat(REPEATING, params)
+    picked: list[list[int]] = []
+    generate = run.generator.generate_next_tokens
+    monkeypatch.setattr(run.generator, "generate_next_tokens", lambda: picked.append(generate()) or picked[-1])
+    result = list(run.events())[-1]
+    assert isinstance(result, GenerationResult)
+    return picked, result
+
+
+def _flat(steps: list[list[int]]) -> list[int]:
+    return [token for step in steps for token in step]
+
+
+def _steps(run: GenerationRun) -> Iterator[None]:
+    """Drive `run` to its end, one model step at a time (prefill pieces included)."""
+    while not run.done:
+        run.step()
+        yield None
