@@ -16,6 +16,7 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from exports.default_model import DEFAULT_ALIAS
+from inference.execution import MAX_LOOKAHEAD_TOKENS
 
 Source = Literal["default", "file", "env"]
 
@@ -61,6 +62,7 @@ class Settings:
     hf_auto_export_default: bool = True
     hf_execution_provider: str = "auto"
     hf_num_threads: int = 0
+    hf_lookahead_tokens: int = 4
     # The chat turn (issue 6)
     system_prompt: str = ""
     chat_max_tokens: int = 1024
@@ -144,6 +146,7 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "hf_auto_export_default": ("HF_AUTO_EXPORT_DEFAULT",),
     "hf_execution_provider": ("HF_EXECUTION_PROVIDER",),
     "hf_num_threads": ("HF_NUM_THREADS",),
+    "hf_lookahead_tokens": ("HF_LOOKAHEAD_TOKENS",),
     "system_prompt": ("SYSTEM_PROMPT",),
     "chat_max_tokens": ("CHAT_MAX_TOKENS",),
     "chat_context_length": ("CHAT_CONTEXT_LENGTH",),
@@ -325,6 +328,7 @@ CONVERTERS: dict[str, Callable[[object], Any]] = {
     "hf_auto_export_default": _to_bool,
     "hf_execution_provider": _to_choice(EXECUTION_PROVIDERS),
     "hf_num_threads": to_int(0, 256),
+    "hf_lookahead_tokens": to_int(0, MAX_LOOKAHEAD_TOKENS),
     "system_prompt": _to_text,
     "chat_max_tokens": to_int(1, 1_000_000),
     "chat_context_length": to_int(256, 10_000_000),

@@ -57,6 +57,7 @@ class HFProvider(ModelProvider):
         *,
         execution_provider: str = "auto",
         num_threads: int = 0,
+        lookahead_tokens: int = 4,
         memory_budget_bytes: int | None = None,
         max_loaded_models: int = 0,
         keep_alive_s: float | None = 300.0,
@@ -70,6 +71,7 @@ class HFProvider(ModelProvider):
             self.models_dir,
             execution_provider=execution_provider,  # type: ignore[arg-type]
             num_threads=num_threads,
+            lookahead_tokens=lookahead_tokens,
             memory_budget_bytes=memory_budget_bytes,
             max_loaded_models=max_loaded_models,
             keep_alive_s=keep_alive_s,
@@ -96,6 +98,7 @@ class HFProvider(ModelProvider):
         *,
         execution_provider: str,
         num_threads: int,
+        lookahead_tokens: int,
         memory_budget_bytes: int | None,
         max_loaded_models: int,
         keep_alive_s: float | None,
@@ -110,6 +113,7 @@ class HFProvider(ModelProvider):
             self.pool.options,
             execution_provider=execution_provider,  # type: ignore[arg-type]
             intra_op_num_threads=num_threads,
+            lookahead_tokens=lookahead_tokens,
         )
         try:
             await self.pool.reconfigure(

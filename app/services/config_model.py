@@ -66,6 +66,7 @@ RESTART_KEYS: frozenset[str] = frozenset(
 HF_POOL_KEYS: tuple[str, ...] = (
     "hf_execution_provider",
     "hf_num_threads",
+    "hf_lookahead_tokens",
     "hf_memory_budget_mb",
     "hf_max_loaded_models",
     "hf_keep_alive_s",

@@ -53,6 +53,7 @@ def hf_pool_settings(settings: Settings) -> dict[str, Any]:
     return {
         "execution_provider": settings.hf_execution_provider,
         "num_threads": settings.hf_num_threads,
+        "lookahead_tokens": settings.hf_lookahead_tokens,
         "memory_budget_bytes": settings.hf_memory_budget_mb * 2**20 or None,
         "max_loaded_models": settings.hf_max_loaded_models,
         "keep_alive_s": settings.hf_keep_alive_s,

@@ -96,7 +96,8 @@ def test_the_models_directory_is_re_pointed_without_a_restart(
 
 def test_hf_pool_settings_apply_without_a_restart(admin: httpx.Client) -> None:
     settings = admin.get("/api/v1/config").json()["settings"]
-    for key in ("hf_preload", "hf_keep_alive_s", "hf_max_loaded_models", "hf_memory_budget_mb", "hf_num_threads"):
+    live = ("hf_preload", "hf_keep_alive_s", "hf_max_loaded_models", "hf_memory_budget_mb", "hf_num_threads")
+    for key in (*live, "hf_lookahead_tokens"):
         assert settings[key]["restartRequired"] is False, key
     assert not loaded(admin, "hf/tiny")
 

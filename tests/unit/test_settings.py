@@ -52,6 +52,7 @@ def test_postgres_url_and_data_dir_from_the_environment(tmp_path: Path) -> None:
         ({"FORCE_HTTPS": "maybe"}, "FORCE_HTTPS", "must be a boolean"),
         ({"CORS_ORIGINS": "localhost:3000"}, "CORS_ORIGINS", "not an http(s) origin"),
         ({"HF_EXECUTION_PROVIDER": "tpu"}, "HF_EXECUTION_PROVIDER", "auto, cpu, cuda"),
+        ({"HF_LOOKAHEAD_TOKENS": "32"}, "HF_LOOKAHEAD_TOKENS", "between 0 and 16"),
     ],
 )
 def test_invalid_values_name_key_value_and_reason(env: dict[str, str], key: str, reason: str) -> None:
@@ -61,6 +62,14 @@ def test_invalid_values_name_key_value_and_reason(env: dict[str, str], key: str,
     assert key in message
     assert repr(next(iter(env.values()))) in message
     assert reason in message
+
+
+def test_the_lookahead_setting_reaches_the_hf_model_pool(tmp_path: Path) -> None:
+    from app.services.model_services import build_hf_provider
+
+    assert load_settings({}).hf_lookahead_tokens == 4
+    settings = load_settings({"HF_LOOKAHEAD_TOKENS": "0", "BETH_DATA_DIR": str(tmp_path)})
+    assert build_hf_provider(settings).pool.options.lookahead_tokens == 0
 
 
 def test_unknown_and_unreadable_file_keys_are_refused(tmp_path: Path) -> None:
