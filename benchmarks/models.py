@@ -17,6 +17,14 @@ VARIANTS = {"fp32": (ALIAS, "none"), "int4": (f"{ALIAS}-int4", "int4")}
 THREADS = 2
 NEW_TOKENS = 128
 PROMPT_LENGTHS = (32, 1000)
+LOOKAHEAD_TOKENS = 4  # the engine's default (HF_LOOKAHEAD_TOKENS); the engine also runs with 0, no drafts
+# Chat questions for a second decode figure: drafting gains depend on the text, so prose alone says too little.
+CHAT_QUESTIONS = (
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Explain how a bicycle works.",
+    "Give me three tips for learning Python.",
+)
 _TEXT = (
     "The lighthouse keeper walked along the cliff every evening, counting the ships that passed, writing their "
     "names in a worn notebook and wondering where each of them was going and who was waiting for it. "

@@ -16,11 +16,12 @@ from benchmarks.models import THREADS
 Generate = Callable[[Sequence[int], int], Any]
 
 
-def engine(folder: Path) -> Generate:
-    """Our engine (`inference.ChatModel`), CPU provider, THREADS intra-op threads."""
+def engine(folder: Path, lookahead_tokens: int) -> Generate:
+    """Our engine (`inference.ChatModel`), CPU provider, THREADS intra-op threads; 0 lookahead: no drafts."""
     from inference import ChatModel, GenerationParams, RuntimeOptions
 
-    model = ChatModel.load(folder, RuntimeOptions(execution_provider="cpu", intra_op_num_threads=THREADS))
+    options = RuntimeOptions(execution_provider="cpu", intra_op_num_threads=THREADS, lookahead_tokens=lookahead_tokens)
+    model = ChatModel.load(folder, options)
 
     def generate(ids: Sequence[int], new_tokens: int) -> Any:
         return model.generate(ids, GenerationParams(max_new_tokens=new_tokens, temperature=0, stop_token_ids=()))

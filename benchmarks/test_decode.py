@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from benchmarks import runners
-from benchmarks.models import NEW_TOKENS, PROMPT_LENGTHS, VARIANTS, export_folder, prompt_ids
+from benchmarks.models import LOOKAHEAD_TOKENS, NEW_TOKENS, PROMPT_LENGTHS, VARIANTS, export_folder, prompt_ids
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
@@ -20,7 +20,7 @@ def engine(request: pytest.FixtureRequest) -> tuple[runners.Generate, dict[int, 
 
     folder = export_folder(request.param)
     encode = ChatTokenizer(folder).encode
-    return runners.engine(folder), {length: prompt_ids(encode, length) for length in PROMPT_LENGTHS}
+    return runners.engine(folder, LOOKAHEAD_TOKENS), {length: prompt_ids(encode, length) for length in PROMPT_LENGTHS}
 
 
 def test_decode_128_tokens(benchmark: Any, engine: tuple[runners.Generate, dict[int, list[int]]]) -> None:
