@@ -5,9 +5,10 @@ what is queued and picks the next token, `is_done` says when to stop. The model 
 next step, so the step that picks the last token costs no wasted forward pass, and a scheduler could gather
 the queued tokens of several generators into one batched step.
 
-A greedy step on a graph that can check drafts (`OnnxCausalLM.verifies_drafts`) also feeds the tokens that
-`PromptLookup` expects next, and keeps every drafted token greedy agrees with, plus greedy's own token after
-them: several tokens for the price of about one step (inference/lookahead.py).
+A step on a graph that can check drafts (`OnnxCausalLM.verifies_drafts`) also feeds the tokens that
+`PromptLookup` expects next, and keeps the drafted tokens the sampler accepts (greedy: those it agrees with),
+plus the sampler's own token after them: several tokens for the price of about one step
+(inference/lookahead.py, inference/sampling.py).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Generator:
         self._history_length = 0
         self.first_token_at: float | None = None
         self.finished_at: float | None = None
-        drafts = model.options.lookahead_tokens if params.greedy and model.verifies_drafts else 0
+        drafts = model.options.lookahead_tokens if model.verifies_drafts else 0
         self.lookup = PromptLookup(drafts) if drafts else None
         self.drafted_tokens = 0  # drafted tokens fed to the model, and how many of them were kept
         self.accepted_tokens = 0
@@ -97,10 +98,11 @@ class Generator:
         logits = self.model.forward(state, self._pending + draft, logits_to_keep=len(draft) + 1)
         picked: list[int] = []
         for position, scores in enumerate(logits):
-            token = self.sampler.choose(scores, self._history[: self._history_length])
+            offered = draft[position] if position < len(draft) else None
+            token = self.sampler.choose(scores, self._history[: self._history_length], offered)
             picked.append(token)
             self._accept(token)
-            if self.is_done() or position == len(draft) or token != draft[position]:
+            if self.is_done() or token != offered:
                 break
         if draft:
             self.drafted_tokens += len(draft)

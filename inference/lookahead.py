@@ -4,11 +4,12 @@ Decoding on a CPU is bound by reading the weights, and one step over five tokens
 step over one does: on SmolLM2-135M with 2 threads a step costs 9.3 ms for one token and 12.4 ms for four
 (int4), 21.9 and 23.6 ms for one and five (fp32). So when the model is likely to repeat a span it has
 already seen (a name from the question, a phrase it used before, code it is editing), the generator feeds
-that span after the current token, and one step checks every drafted token: greedy picks its token at each
-position from that step's logits, the drafted tokens it agrees with are kept with its own token after them,
-and a wrong draft costs only its share of the step. This is prompt lookup decoding (the draft model is the
-text itself), as in transformers' `prompt_lookup_num_tokens` and llama.cpp's lookup decoding. Sampling
-(temperature above 0) never drafts.
+that span after the current token, and one step checks every drafted token: the sampler picks its token at
+each position from that step's logits, the drafted tokens it keeps are kept with its own token after them,
+and a wrong draft costs only its share of the step. Greedy keeps a drafted token when it is the argmax;
+sampling keeps it with its probability (speculative sampling, inference/sampling.py), so the text follows
+the same distribution as without drafts. This is prompt lookup decoding (the draft model is the text
+itself), as in transformers' `prompt_lookup_num_tokens` and llama.cpp's lookup decoding.
 
 The kept tokens are the ones one-token steps would pick as long as a several-token step computes the same
 logits. In float32 it does, to about 1e-5, and the texts are the same (tests/inference/test_lookahead.py). The
