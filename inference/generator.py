@@ -97,16 +97,21 @@ class Generator:
         draft = self._draft()
         logits = self.model.forward(state, self._pending + draft, logits_to_keep=len(draft) + 1)
         picked: list[int] = []
+        kept = 0  # drafted tokens kept
         for position, scores in enumerate(logits):
             offered = draft[position] if position < len(draft) else None
             token = self.sampler.choose(scores, self._history[: self._history_length], offered)
             picked.append(token)
             self._accept(token)
-            if self.is_done() or token != offered:
+            if token != offered:
                 break
-        if draft:
+            kept += 1
+            if self.is_done():
+                break
+        if draft and self.lookup is not None:
             self.drafted_tokens += len(draft)
-            self.accepted_tokens += len(picked) - 1
+            self.accepted_tokens += kept
+            self.lookup.record(len(draft), kept)
             if self.state is not None:
                 self.model.rewind(state, self._history_length - 1)  # the newest token is fed next step
         return picked
@@ -115,7 +120,7 @@ class Generator:
         """The tokens to check after the queued one: none while prefilling, or without a lookup."""
         if self.lookup is None or len(self._pending) != 1:
             return []
-        return self.lookup.draft(self.params.max_new_tokens - len(self.generated) - 1)
+        return self.lookup.draft(self.params.max_new_tokens - len(self.generated) - 1, self.model.step_cost)
 
     def _accept(self, token: int) -> None:
         if self.first_token_at is None:

@@ -17,17 +17,23 @@ int4 kernels round differently for one row and for several (the logits differ by
 int4 answer can take the other side of a near tie and differ from the one-token text after that point; it
 is still the greedy answer of the same weights, and the same request always gives the same text.
 
-Choosing the policy: replaying the default model's greedy answers to eight chat prompts against the measured
-step costs, drafts of up to 4 tokens after a matching 3- or 2-token n-gram saved 1.3x of the time per token
-in int4 and 1.4x in fp32, and lost time on none of the prompts; matching single tokens too drafted so often
-that half of the prompts got slower. README's Performance section has the measured figures.
+How long a draft is worth checking depends on the graph: an extra token costs about 3% of a step in fp32
+and about 19% in int4 (whose one-token step is much cheaper). So `draft` cuts the found tokens to the length
+with the most expected tokens per unit of cost, from the rate at which this sequence's recent drafts were
+kept and the step costs the model has timed (`OnnxCausalLM.step_cost`). Replaying the default model's
+greedy answers to eight chat prompts against the measured step costs: drafts found after a matching 3- or
+2-token n-gram and cut that way saved 1.13x-1.17x of the time per token in int4 and 1.2x-1.27x in fp32, and
+lost time on none of the prompts; a fixed 4 tokens lost time on some int4 prompts, and matching single
+tokens drafted so often that half of the prompts got slower. README's Performance section has the measured
+figures.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 NGRAM_SIZES = (3, 2)  # the longest match first: it predicts the continuation best
+MEMORY = 0.9  # weight of the earlier drafts' outcomes at each new one: the rate follows the text as it changes
 
 
 class PromptLookup:
@@ -39,6 +45,8 @@ class PromptLookup:
         self._history: list[int] = []
         # n-gram -> where the token after its latest earlier occurrence sits in the history
         self._continuations: dict[tuple[int, ...], int] = {}
+        self._kept = 1.0  # drafted tokens kept, of those checked: a prior of one in two
+        self._checked = 2.0
 
     def extend(self, token_ids: Iterable[int]) -> None:
         """Append tokens; each one becomes the continuation of the n-grams that end just before it."""
@@ -50,8 +58,13 @@ class PromptLookup:
                     self._continuations[tuple(history[end - size : end])] = end
             history.append(token)
 
-    def draft(self, limit: int) -> list[int]:
-        """Up to `min(limit, max_tokens)` tokens that followed the latest earlier occurrence of the tail."""
+    def draft(self, limit: int, step_cost: Callable[[int], float] | None = None) -> list[int]:
+        """Up to `min(limit, max_tokens)` tokens that followed the latest earlier occurrence of the tail.
+
+        With `step_cost` (a step's cost for a number of tokens, relative to a one-token step), the draft is
+        cut to the length that makes the most tokens per unit of cost, given how often this sequence's
+        drafts were kept: none when a step over more tokens costs more than its drafts are likely to save.
+        """
         count = min(limit, self.max_tokens)
         history = self._history
         if count <= 0:
@@ -61,5 +74,22 @@ class PromptLookup:
                 continue
             start = self._continuations.get(tuple(history[-size:]))
             if start is not None:
-                return history[start : start + count]
+                found = history[start : start + count]
+                return found if step_cost is None else found[: self._worth(len(found), step_cost)]
         return []
+
+    def record(self, drafted: int, kept: int) -> None:
+        """A step checked `drafted` tokens and kept the first `kept`: the rate that decides draft lengths."""
+        self._kept = MEMORY * self._kept + kept
+        self._checked = MEMORY * self._checked + min(drafted, kept + 1)  # after the first rejection: unknown
+
+    def _worth(self, available: int, step_cost: Callable[[int], float]) -> int:
+        rate = self._kept / self._checked
+        best_length, best_value = 0, 1.0  # a plain step: one token for one step's cost
+        expected = 0.0  # drafted tokens expected to be kept
+        for length in range(1, available + 1):
+            expected += rate**length
+            value = (1.0 + expected) / step_cost(length + 1)
+            if value > best_value:
+                best_length, best_value = length, value
+        return best_length

@@ -39,6 +39,36 @@ def test_lookup_drafts_nothing_without_a_match_of_two_tokens() -> None:
     assert lookup.draft(0) == []
 
 
+def test_drafts_are_cut_to_what_they_are_likely_to_save() -> None:
+    lookup = PromptLookup(max_tokens=4)
+    lookup.extend([1, 2, 3, 4, 5, 6, 1, 2])
+    assert lookup.draft(4, lambda count: 1.0) == [3, 4, 5, 6]  # free extra tokens: all of them
+    assert lookup.draft(4, lambda count: 1.0 + 10 * (count - 1)) == []  # dear ones: none
+    modest = lambda count: 1.0 + 0.25 * (count - 1)  # noqa: E731
+    for _ in range(20):
+        lookup.record(4, 4)
+    assert lookup.draft(4, modest) == [3, 4, 5, 6]  # drafts have been kept: worth checking
+    for _ in range(60):
+        lookup.record(4, 0)
+    assert lookup.draft(4, modest) == []  # drafts keep failing: not worth a dearer step
+
+
+def test_step_costs_come_from_timed_steps(tiny_export: Path) -> None:
+    from inference.model import STEP_COST_PRIOR
+
+    model = OnnxCausalLM.open(tiny_export, CPU_ONE_THREAD)
+    assert model.step_cost(3) == 1 + 2 * STEP_COST_PRIOR
+    state = model.new_sequence()
+    model.forward(state, [1, 2, 3, 4])  # the first step (a prompt) is not timed
+    assert model.step_seconds == {}
+    for _ in range(3):
+        model.forward(state, [5])
+        model.forward(state, [6, 7, 8], logits_to_keep=3)
+    assert set(model.step_seconds) == {1, 3}
+    assert model.step_cost(3) == max(1.0, model.step_seconds[3] / model.step_seconds[1])
+    assert model.step_cost(1) == 1.0
+
+
 @pytest.fixture(scope="module")
 def plain_model(tiny_export: Path) -> Iterator[ChatModel]:
     model = ChatModel.load(tiny_export, NO_DRAFTS)
