@@ -88,13 +88,8 @@ def _typed(event: TurnEvent) -> tuple[str, dict[str, Any]]:
             return "user_message", {"messageId": str(message_id)}
         case ImagesProcessed(processed, warnings, images):
             return "images", {"processed": processed, "warnings": warnings, "images": images}
-        case SessionStarted(session_id, model, provider, fallback_from):
-            return "session", {
-                "sessionId": session_id,
-                "model": model,
-                "provider": provider,
-                "fallbackFrom": fallback_from,
-            }
+        case SessionStarted(session_id, model, provider):
+            return "session", {"sessionId": session_id, "model": model, "provider": provider}
         case Token(text):
             return "token", {"text": text}
         case Terminated(session_id, partial, count, reason, message_id):
@@ -105,7 +100,7 @@ def _typed(event: TurnEvent) -> tuple[str, dict[str, Any]]:
                 "reason": reason,
                 "messageId": str(message_id) if message_id else None,
             }
-        case Completed(session_id, message_id, text, model, provider, usage, finish_reason):
+        case Completed(session_id, message_id, text, model, provider, usage, finish_reason, fallback_from):
             return "end", {
                 "sessionId": session_id,
                 "messageId": str(message_id),
@@ -114,6 +109,7 @@ def _typed(event: TurnEvent) -> tuple[str, dict[str, Any]]:
                 "provider": provider,
                 "usage": usage,
                 "finishReason": finish_reason,
+                "fallbackFrom": fallback_from,
             }
         case Failed(code, message, details, _):
             return "error", {"code": code, "message": message, "details": details}

@@ -231,9 +231,7 @@ class ChatService:
                     session.stop("TIMEOUT" if chunk.finish_reason == "timeout" else "USER_REQUESTED")
                     raise _Stopped
                 if chunk.done:
-                    final, outcome = await self._complete(
-                        session, conversation, answered_by, provider, chunk, started, first_token_at
-                    )
+                    final, outcome = await self._complete(session, conversation, stream, chunk, started, first_token_at)
                     return
         except _Stopped:
             reason = session.reason or "USER_REQUESTED"
@@ -308,12 +306,12 @@ class ChatService:
         self,
         session: LiveSession,
         conversation: Conversation,
-        model: str,
-        provider: str,
+        stream: RoutedStream,
         final: ChatChunk,
         started: float,
         first_token_at: float | None,
     ) -> tuple[Completed, UsageRecord]:
+        model, provider = stream.model, stream.provider
         if not session.text.strip():
             raise ServiceError(
                 ErrorCode.GENERATION_FAILED, "The model returned an empty reply", details={"model": model}
@@ -342,6 +340,7 @@ class ChatService:
                 "durationMs": reply.duration_ms,
             },
             finish_reason=reply.finish_reason or "stop",
+            fallback_from=stream.fallback_from,
         )
         return completed, UsageRecord(
             provider=provider,

@@ -23,7 +23,6 @@ class SessionStarted:
     session_id: str
     model: str
     provider: str
-    fallback_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +48,8 @@ class Completed:
     provider: str
     usage: dict[str, Any] = field(default_factory=dict)
     finish_reason: str = "stop"
+    # the model asked for, when it could not start and the fallback list's `model` answered instead
+    fallback_from: str | None = None
 
 
 @dataclass(frozen=True)

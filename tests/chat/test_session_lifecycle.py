@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -147,3 +148,35 @@ def test_images_for_a_text_model_go_to_the_vision_fallback(make_server, chat_oll
         assert client.get(f"/api/v1/conversations/{conversation_id}").json()["llmModel"] == "llama3.1:8b"
         text_only = stream_message(client, model="llama3.1:8b", message="and now?", conversation_id=conversation_id)
         assert text_only.text == "Hello from llama3.1:8b!"
+
+
+def test_a_fallback_reply_names_the_model_that_could_not_start(
+    database_url: str, tmp_path: Path, chat_models_dir: Path
+) -> None:
+    busy = FakeOllama().start()  # answers 503 to every chat: the provider is unavailable
+    busy.mode = "busy"
+    env = chat_env(busy, chat_models_dir, FALLBACK_MODELS="hf/SmolLM2-135M-Instruct", PROVIDER_RETRIES="0")
+    server = ServerProcess(tmp_path / "fallback", database_url, env)
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            conversation_id = create_conversation(client, model="llama3.1:8b")
+            url = f"/api/v1/conversations/{conversation_id}/messages"
+            with client.stream("POST", url, json={"text": "anyone there?", "stream": True}) as response:
+                assert response.status_code == 200
+                raw = response.read().decode()
+            reply = stored(client, conversation_id)[-1]
+    finally:
+        server.stop()
+        busy.stop()
+    events = {}
+    for block in raw.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            events[fields["event"]] = json.loads(fields["data"])
+    assert "end" in events, raw
+    assert events["session"]["model"] == "llama3.1:8b"  # what was asked for: nothing has answered yet
+    assert events["end"]["model"] == "hf/SmolLM2-135M-Instruct"
+    assert events["end"]["fallbackFrom"] == "llama3.1:8b"
+    assert reply["model"] == "hf/SmolLM2-135M-Instruct"
+    assert reply["status"] == "complete"
