@@ -6,9 +6,9 @@ next step, so the step that picks the last token costs no wasted forward pass, a
 the queued tokens of several generators into one batched step.
 
 A step on a graph that can check drafts (`OnnxCausalLM.verifies_drafts`) also feeds the tokens that
-`PromptLookup` expects next, and keeps the drafted tokens the sampler accepts (greedy: those it agrees with),
+`PromptLookup` expects next, and keeps the drafted tokens that the sampler picks anyway at their positions,
 plus the sampler's own token after them: several tokens for the price of about one step
-(inference/lookahead.py, inference/sampling.py).
+(inference/lookahead.py).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class Generator:
         kept = 0  # drafted tokens kept
         for position, scores in enumerate(logits):
             offered = draft[position] if position < len(draft) else None
-            token = self.sampler.choose(scores, self._history[: self._history_length], offered)
+            token = self.sampler.choose(scores, self._history[: self._history_length])
             picked.append(token)
             self._accept(token)
             if token != offered:

@@ -5,10 +5,12 @@ step over one does: on SmolLM2-135M with 2 threads a step costs 9.3 ms for one t
 (int4), 21.9 and 23.6 ms for one and five (fp32). So when the model is likely to repeat a span it has
 already seen (a name from the question, a phrase it used before, code it is editing), the generator feeds
 that span after the current token, and one step checks every drafted token: the sampler picks its token at
-each position from that step's logits, the drafted tokens it keeps are kept with its own token after them,
-and a wrong draft costs only its share of the step. Greedy keeps a drafted token when it is the argmax;
-sampling keeps it with its probability (speculative sampling, inference/sampling.py), so the text follows
-the same distribution as without drafts. This is prompt lookup decoding (the draft model is the text
+each position from that step's logits, exactly as it would one step at a time, the drafted tokens it picks
+anyway are kept with its own token after them, and a wrong draft costs only its share of the step. So greedy
+keeps a drafted token when it is the argmax, and sampling when its one draw for that position lands on it
+(with probability p(draft), as speculative sampling with a certain draft would keep it). The sampler draws
+one random number per token either way, so a seed gives the same text with drafts as without them, and the
+same text however long the drafts were (their lengths follow timings). This is prompt lookup decoding (the draft model is the text
 itself), as in transformers' `prompt_lookup_num_tokens` and llama.cpp's lookup decoding.
 
 The kept tokens are the ones one-token steps would pick as long as a several-token step computes the same

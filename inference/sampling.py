@@ -2,12 +2,6 @@
 
 Order (as in transformers' logits processors): repetition penalty, temperature, top-k, top-p, then a draw
 from a seeded generator, so the same seed gives the same text.
-
-A drafted token (inference/lookahead.py) is checked by speculative sampling with a draft that is certain of
-its token: it is kept with its probability p(draft), and otherwise the token is drawn from the distribution
-without it, renormalised. The kept or drawn token then follows the same distribution as a plain draw
-(p(draft) + 0 for the draft, (1 - p(draft)) * p(t) / (1 - p(draft)) = p(t) for any other t), so drafting
-changes how many random numbers a text uses, never how likely it is.
 """
 
 from __future__ import annotations
@@ -26,11 +20,8 @@ class Sampler:
         self.params = params
         self._rng = np.random.default_rng(params.seed)
 
-    def choose(self, logits: np.ndarray, history: np.ndarray, draft: int | None = None) -> int:
-        """Pick the next id; `history` holds every id so far (prompt and generated), for the penalty.
-
-        With `draft`, the answer is the draft exactly when it is kept (greedy: when it is the argmax).
-        """
+    def choose(self, logits: np.ndarray, history: np.ndarray) -> int:
+        """Pick the next id; `history` holds every id so far (prompt and generated), for the penalty."""
         params = self.params
         if params.repetition_penalty != 1.0 and history.size:
             logits = apply_repetition_penalty(logits, history, params.repetition_penalty)
@@ -44,24 +35,9 @@ class Sampler:
         probs = _softmax(scores)
         if params.top_p < 1.0:
             candidates, probs = _nucleus(candidates, probs, params.top_p)
-        if draft is not None:
-            at = _position(candidates, draft, probs.size)
-            if at is not None:
-                if self._rng.random() < probs[at]:
-                    return draft
-                probs = probs.copy()  # _softmax's array, or _nucleus's
-                probs[at] = 0.0
         cumulative = np.cumsum(probs, dtype=np.float64)
         index = min(int(np.searchsorted(cumulative, self._rng.random() * cumulative[-1], side="right")), probs.size - 1)
         return int(index if candidates is None else candidates[index])
-
-
-def _position(candidates: np.ndarray | None, token: int, size: int) -> int | None:
-    """Where `token` sits among the candidates (every id when None), or None when it was filtered out."""
-    if candidates is None:
-        return token if 0 <= token < size else None
-    found = np.flatnonzero(candidates == token)
-    return int(found[0]) if found.size else None
 
 
 def _nucleus(candidates: np.ndarray | None, probs: np.ndarray, top_p: float) -> tuple[np.ndarray, np.ndarray]:

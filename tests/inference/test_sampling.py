@@ -43,31 +43,6 @@ def test_repetition_penalty_divides_positive_and_multiplies_negative_scores() ->
 
 
 @pytest.mark.parametrize(
-    ("params", "draft"),
-    [
-        (GenerationParams(temperature=1.0), 1),  # the likeliest token
-        (GenerationParams(temperature=1.0), 4),  # an unlikely one
-        (GenerationParams(temperature=2.0, top_k=2), 2),  # one the filter removes: never kept
-    ],
-)
-def test_a_drafted_token_leaves_the_distribution_unchanged(params: GenerationParams, draft: int) -> None:
-    draws = 20_000
-    plain = np.bincount(_draws(params, draws), minlength=LOGITS.size) / draws
-    sampler = Sampler(params)
-    drafted = [sampler.choose(LOGITS, NO_HISTORY, draft) for _ in range(draws)]
-    frequencies = np.bincount(drafted, minlength=LOGITS.size) / draws
-    np.testing.assert_allclose(frequencies, plain, atol=0.015)
-    if params.top_k:
-        assert draft not in drafted
-
-
-def test_greedy_keeps_a_draft_only_when_it_is_the_argmax() -> None:
-    greedy = Sampler(GenerationParams(temperature=0))
-    assert greedy.choose(LOGITS, NO_HISTORY, 1) == 1
-    assert greedy.choose(LOGITS, NO_HISTORY, 3) == 1
-
-
-@pytest.mark.parametrize(
     "bad",
     [
         {"max_new_tokens": 0},
