@@ -31,7 +31,7 @@ class OrtDecoder:
         self.past_names = [name for name in self.inputs if name.startswith(PAST_PREFIX)]
         self.output_names = [item.name for item in self.session.get_outputs()]
 
-    def _empty_past(self) -> dict[str, npt.NDArray[Any]]:
+    def empty_past(self) -> dict[str, npt.NDArray[Any]]:
         past = {}
         for name in self.past_names:
             shape = self.inputs[name].shape
@@ -39,9 +39,8 @@ class OrtDecoder:
             past[name] = np.zeros(dims, dtype=np.float32)
         return past
 
-    def _step(
-        self, ids: list[int], start: int, past: dict[str, npt.NDArray[Any]]
-    ) -> tuple[npt.NDArray[np.float32], dict[str, npt.NDArray[Any]]]:
+    def feed(self, ids: list[int], start: int, past: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+        """The inputs of one run over `ids` after `start` cached positions (`past`; `empty_past()` for none)."""
         total = start + len(ids)
         feed: dict[str, npt.NDArray[Any]] = {
             "input_ids": np.array([ids], dtype=np.int64),
@@ -50,7 +49,12 @@ class OrtDecoder:
         }
         if "position_ids" in self.inputs:
             feed["position_ids"] = np.arange(start, total, dtype=np.int64)[None, :]
-        outputs = dict(zip(self.output_names, self.session.run(None, feed), strict=True))
+        return feed
+
+    def _step(
+        self, ids: list[int], start: int, past: dict[str, npt.NDArray[Any]]
+    ) -> tuple[npt.NDArray[np.float32], dict[str, npt.NDArray[Any]]]:
+        outputs = dict(zip(self.output_names, self.session.run(None, self.feed(ids, start, past)), strict=True))
         present = {
             PAST_PREFIX + name[len(PRESENT_PREFIX) :]: value
             for name, value in outputs.items()
@@ -65,7 +69,7 @@ class OrtDecoder:
         fed continuation token. Exported graphs return logits for the last position only
         (exports/last_logits.py), so earlier prompt positions have none to compare.
         """
-        logits, past = self._step(ids[:prompt_len], 0, self._empty_past())
+        logits, past = self._step(ids[:prompt_len], 0, self.empty_past())
         rows = [logits[-1:]]
         for position in range(prompt_len, len(ids)):
             step_logits, past = self._step([ids[position]], position, past)

@@ -350,11 +350,13 @@ def input_importance(graph: Path) -> dict[str, np.ndarray]:
 
 def _input_importance(graph: Path) -> dict[str, np.ndarray]:
     import onnx
-    import onnxruntime as ort
+
+    from exports.graph_nodes import producers as producer_index
+    from exports.ort_runner import OrtDecoder
 
     model = onnx.load(str(graph), load_external_data=False)
     constants = {init.name for init in model.graph.initializer}
-    producers = {output: node for node in model.graph.node for output in node.output}
+    producers = producer_index(model.graph)
     inputs: dict[str, str] = {}
     for node in model.graph.node:
         if node.op_type == "MatMul" and node.input[1] in constants:
@@ -370,13 +372,12 @@ def _input_importance(graph: Path) -> dict[str, np.ndarray]:
     try:
         onnx.save(model, str(calibration))
         del model
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(calibration), options, providers=["CPUExecutionProvider"])
+        decoder = OrtDecoder(calibration)
         sums: dict[str, np.ndarray] = {}
         count = 0
         for ids in _calibration_ids(graph.parent):
-            for name, value in zip(wanted, session.run(wanted, _prefill_feed(session, ids)), strict=True):
+            feed = decoder.feed(ids, 0, decoder.empty_past())
+            for name, value in zip(wanted, decoder.session.run(wanted, feed), strict=True):
                 rows = np.asarray(value, dtype=np.float64).reshape(-1, value.shape[-1])
                 sums[name] = sums.get(name, 0.0) + np.square(rows).sum(axis=0)
             count += len(ids)
@@ -401,18 +402,3 @@ def _calibration_ids(folder: Path) -> list[list[int]]:
         for question, answer in CALIBRATION_CHATS
     ]
     return [tokenizer.encode(text)[:CALIBRATION_TOKENS] for text in texts]
-
-
-def _prefill_feed(session: Any, ids: list[int]) -> dict[str, np.ndarray]:
-    """Inputs of one prefill from an empty cache (the graph's own layout: position_ids when it has them)."""
-    feed: dict[str, np.ndarray] = {
-        "input_ids": np.array([ids], dtype=np.int64),
-        "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
-    }
-    for item in session.get_inputs():
-        if item.name == "position_ids":
-            feed[item.name] = np.arange(len(ids), dtype=np.int64)[None, :]
-        elif item.name.startswith("past_key_values."):
-            shape = [1 if i == 0 else (dim if isinstance(dim, int) else 0) for i, dim in enumerate(item.shape)]
-            feed[item.name] = np.zeros(shape, dtype=np.float16 if "float16" in item.type else np.float32)
-    return feed

@@ -47,8 +47,7 @@ class Generator:
         self.finished_at: float | None = None
         drafts = model.options.lookahead_tokens if model.verifies_drafts else 0
         self.lookup = PromptLookup(drafts) if drafts else None
-        self.drafted_tokens = 0  # drafted tokens fed to the model, and how many of them were kept
-        self.accepted_tokens = 0
+        self.accepted_tokens = 0  # drafted tokens kept
 
     def append_tokens(self, token_ids: Sequence[int]) -> None:
         """Queue prompt tokens; refuse them when they and `max_new_tokens` cannot fit the context."""
@@ -109,7 +108,6 @@ class Generator:
             if self.is_done():
                 break
         if draft and self.lookup is not None:
-            self.drafted_tokens += len(draft)
             self.accepted_tokens += kept
             self.lookup.record(len(draft), kept)
             if self.state is not None:

@@ -225,12 +225,13 @@ class OnnxCausalLM:
         feeds.push_back(_C.OrtValue.ortvalue_from_numpy(mask, _CPU_DEVICE))
         if self.has_position_ids:
             feeds.push_back(_C.OrtValue.ortvalue_from_numpy(positions, _CPU_DEVICE))
-        keep = np.array([logits_to_keep], dtype=np.int64)
+        inputs = [ids, mask, positions]
         if self.verifies_drafts:
-            feeds.push_back(_C.OrtValue.ortvalue_from_numpy(keep, _CPU_DEVICE))
+            inputs.append(np.array([logits_to_keep], dtype=np.int64))
+            feeds.push_back(_C.OrtValue.ortvalue_from_numpy(inputs[-1], _CPU_DEVICE))
         for value in state.cache:
             feeds.push_back(value)
-        state._inputs = (ids, mask, positions, keep)
+        state._inputs = tuple(inputs)
         outputs = _C.OrtValueVector()
         self.session.run_with_ortvaluevector(
             state.run_options, self._feed_names, feeds, self._fetch, outputs, self._fetch_devices
