@@ -12,13 +12,17 @@ model failed because its provider is unavailable, overloaded, timed out, its cir
 model could not be loaded (MODEL_LOAD_FAILED, MEMORY_EXCEEDED). Errors that are the request's own
 (MODEL_NOT_FOUND: a typo must not be hidden behind another model's answer; INVALID_REQUEST;
 CONTEXT_LENGTH_EXCEEDED; CAPABILITY_UNSUPPORTED) are raised as they are.
+
+Each candidate gets its own request (`RequestFor`): a fallback model has its own context window, so the
+chat turn trims the history and sizes the reply for it, instead of sending what was fitted to the model
+that could not start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -44,6 +48,19 @@ FALLBACK_ON: frozenset[ErrorCode] = frozenset(
         ErrorCode.MEMORY_EXCEEDED,
     }
 )
+
+#: builds the request for one candidate model, given the name it is tried under (the requested name, then
+#: each fallback's); a ServiceError from it counts as that candidate failing to start
+RequestFor = Callable[[str], Awaitable[ChatRequest]]
+
+
+def same_request(request: ChatRequest) -> RequestFor:
+    """A `RequestFor` that sends `request` to whichever model is tried (warm-up's one-word prompt)."""
+
+    async def request_for(_candidate: str) -> ChatRequest:
+        return request
+
+    return request_for
 
 
 @dataclass(frozen=True)
@@ -166,11 +183,11 @@ class ProviderRegistry:
         except ServiceError:
             return None
 
-    async def open_chat_stream(self, model_name: str, request: ChatRequest) -> RoutedStream:
+    async def open_chat_stream(self, model_name: str, request_for: RequestFor) -> RoutedStream:
         """Open a reply from `model_name`, or from the fallback list when it cannot start (see module doc).
 
-        `request.model` is replaced by each candidate's native name. The first chunk has already arrived
-        when this returns; nothing falls back after it.
+        Each candidate's request comes from `request_for`, its `model` replaced by the candidate's native
+        name. The first chunk has already arrived when this returns; nothing falls back after it.
         """
         first_error: ServiceError | None = None
         attempts: list[dict[str, str]] = []
@@ -182,7 +199,8 @@ class ProviderRegistry:
                 if resolved.name in tried:
                     continue
                 tried.add(resolved.name)
-                stream = await self._open_with_retries(resolved, request, is_fallback)
+                request = await request_for(candidate)
+                stream = await self._open_with_retries(resolved, request)
             except ServiceError as exc:
                 if not is_fallback:
                     if exc.code not in FALLBACK_ON or not self.fallback_models:
@@ -199,13 +217,11 @@ class ProviderRegistry:
         first_error.details = {**first_error.details, "attempts": attempts}
         raise first_error
 
-    async def _open_with_retries(
-        self, resolved: ResolvedModel, request: ChatRequest, is_fallback: bool
-    ) -> RoutedStream:
+    async def _open_with_retries(self, resolved: ResolvedModel, request: ChatRequest) -> RoutedStream:
         """`_open`, tried again with exponential backoff on transient errors (never once the circuit is open)."""
         for attempt in range(self.retries + 1):
             try:
-                return await self._open(resolved, request, is_fallback)
+                return await self._open(resolved, request)
             except ServiceError as exc:
                 transient = exc.code in RETRY_ON and "circuit" not in exc.details
                 if not transient or attempt == self.retries:
@@ -215,16 +231,13 @@ class ProviderRegistry:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _open(self, resolved: ResolvedModel, request: ChatRequest, is_fallback: bool) -> RoutedStream:
+    async def _open(self, resolved: ResolvedModel, request: ChatRequest) -> RoutedStream:
         """Check the circuit, start the provider's stream and wait for its first chunk."""
         provider = resolved.provider
         breaker = self.breaker(provider.name)
         breaker.check()
-        options = request.options
-        if is_fallback:  # the requested model's context length means nothing to another model
-            options = msgspec.structs.replace(options, context_length=None)
         chunks: AsyncIterator[ChatChunk] = provider.stream_chat(
-            msgspec.structs.replace(request, model=resolved.native_name, options=options)
+            msgspec.structs.replace(request, model=resolved.native_name)
         )
         try:
             first = await anext(chunks)

@@ -25,6 +25,7 @@ import msgspec
 from app.db.tables import Conversation, Message
 from app.errors import ErrorCode, ServiceError
 from app.logging_setup import stream_session_id
+from app.providers.registry import RequestFor
 from app.providers.routed import RoutedStream
 from app.providers.types import ChatChunk, ChatMessage, ChatRequest, GenerationOptions, ModelInfo
 from app.services.chat_events import (
@@ -52,7 +53,7 @@ T = TypeVar("T")
 
 
 class Router(Protocol):
-    async def open_chat_stream(self, model_name: str, request: ChatRequest) -> RoutedStream: ...
+    async def open_chat_stream(self, model_name: str, request_for: RequestFor) -> RoutedStream: ...
     async def token_counter(self, model_name: str) -> Callable[[str], int] | None: ...
 
 
@@ -118,42 +119,25 @@ class ChatService:
                 images_b64 = self.images.as_base64(validated)
             yield ImagesProcessed(len(stored), warnings, [self.images.describe(row) for row in stored])
 
-        configured = self.model_settings.for_model(model_name, info)
-        if not configured.enabled:
-            raise ServiceError(
-                ErrorCode.MODEL_NOT_FOUND,
-                f"Model {model_name} is disabled in the configuration",
-                details={"model": model_name, "reason": "disabled"},
-            )
         history = [m for m in await self.conversations.list_messages(conversation.id) if m.id != user_message.id]
-        options = configured.options or GenerationOptions()
-        context_length = (info.context_length if info else None) or self.settings.chat_context_length
-        if configured.context_budget:
-            context_length = min(context_length, configured.context_budget)
-        max_tokens = min(options.max_tokens or self.settings.chat_max_tokens, context_length // 2)
-        context = build_context(
-            system_prompt=configured.system_prompt or self.settings.system_prompt or DEFAULT_SYSTEM_PROMPT,
-            history=[m for m in history if m.text],
-            current=ChatMessage(role="user", content=request.text, images=images_b64),
-            context_length=context_length,
-            max_new_tokens=max_tokens,
-            count_text=await self.router.token_counter(model_name) if self.router is not None else None,
-        )
+        current = ChatMessage(role="user", content=request.text, images=images_b64)
+        # Built now, so a message too long for the model is refused before a session starts.
+        chat_request = await self._request_for(model_name, info, history, current)
+
+        async def request_for(candidate: str) -> ChatRequest:
+            """The requested model's request, or a fallback's own (its context, settings and reply budget)."""
+            if candidate == model_name:
+                return chat_request
+            return await self._request_for(candidate, await self._find(candidate), history, current)
+
         session = await self.sessions.open(
             conversation_id=conversation.id,
             model=model_name,
             provider=info.provider if info else None,
             user_message_id=user_message.id,
         )
-        chat_request = ChatRequest(
-            model=model_name,
-            messages=context.messages,
-            options=msgspec.structs.replace(options, max_tokens=max_tokens, context_length=context_length),
-            timeout_s=self.settings.stream_timeout_s,
-            keep_alive_s=configured.keep_alive_s,
-        )
         events: asyncio.Queue[TurnEvent] = asyncio.Queue()
-        task = asyncio.create_task(self._generate(session, conversation, model_name, chat_request, events))
+        task = asyncio.create_task(self._generate(session, conversation, model_name, request_for, events))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         yield SessionStarted(session.id, model_name, info.provider if info else "")
@@ -172,10 +156,46 @@ class ChatService:
     async def _find(self, name: str) -> ModelInfo | None:
         return await self.catalog.find(name) if self.catalog is not None else None
 
-    async def _open(self, model_name: str, request: ChatRequest) -> RoutedStream:
+    async def _request_for(
+        self, model_name: str, info: ModelInfo | None, history: list[Message], current: ChatMessage
+    ) -> ChatRequest:
+        """What `model_name` is sent: its configured settings, and the history that fits its own context.
+
+        Raises MODEL_NOT_FOUND when the model is disabled in the configuration and CONTEXT_LENGTH_EXCEEDED
+        when the system prompt and the current message alone do not fit.
+        """
+        configured = self.model_settings.for_model(model_name, info)
+        if not configured.enabled:
+            raise ServiceError(
+                ErrorCode.MODEL_NOT_FOUND,
+                f"Model {model_name} is disabled in the configuration",
+                details={"model": model_name, "reason": "disabled"},
+            )
+        options = configured.options or GenerationOptions()
+        context_length = (info.context_length if info else None) or self.settings.chat_context_length
+        if configured.context_budget:
+            context_length = min(context_length, configured.context_budget)
+        max_tokens = min(options.max_tokens or self.settings.chat_max_tokens, context_length // 2)
+        context = build_context(
+            system_prompt=configured.system_prompt or self.settings.system_prompt or DEFAULT_SYSTEM_PROMPT,
+            history=[m for m in history if m.text],
+            current=current,
+            context_length=context_length,
+            max_new_tokens=max_tokens,
+            count_text=await self.router.token_counter(model_name) if self.router is not None else None,
+        )
+        return ChatRequest(
+            model=model_name,
+            messages=context.messages,
+            options=msgspec.structs.replace(options, max_tokens=max_tokens, context_length=context_length),
+            timeout_s=self.settings.stream_timeout_s,
+            keep_alive_s=configured.keep_alive_s,
+        )
+
+    async def _open(self, model_name: str, request_for: RequestFor) -> RoutedStream:
         if self.router is None:
             raise ServiceError(ErrorCode.PROVIDER_UNAVAILABLE, "No model provider is configured")
-        return await self.router.open_chat_stream(model_name, request)
+        return await self.router.open_chat_stream(model_name, request_for)
 
     async def _route_images(self, model_name: str, info: ModelInfo | None) -> tuple[str, ModelInfo | None, list[str]]:
         """Images go to a vision model: the chosen one, else the configured fallback, else text only."""
@@ -195,7 +215,7 @@ class ChatService:
         session: LiveSession,
         conversation: Conversation,
         model_name: str,
-        request: ChatRequest,
+        request_for: RequestFor,
         events: asyncio.Queue[TurnEvent],
     ) -> None:
         stream_session_id.set(session.id)  # this task's log lines carry the session id
@@ -210,7 +230,7 @@ class ChatService:
         # one waiter on the session's cancel event for the whole generation, not one per chunk
         stopped = asyncio.ensure_future(session.cancel.wait())
         try:
-            stream = await self._until_stopped(self._open(model_name, request), session, stopped, deadline)
+            stream = await self._until_stopped(self._open(model_name, request_for), session, stopped, deadline)
             answered_by, provider = stream.model, stream.provider
             while True:
                 try:

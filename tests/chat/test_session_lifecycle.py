@@ -8,9 +8,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from tokenizers import Tokenizer
 
 from tests.api.test_graphql_web_client import create_conversation
 from tests.chat.conftest import chat_env
@@ -150,33 +152,72 @@ def test_images_for_a_text_model_go_to_the_vision_fallback(make_server, chat_oll
         assert text_only.text == "Hello from llama3.1:8b!"
 
 
-def test_a_fallback_reply_names_the_model_that_could_not_start(
-    database_url: str, tmp_path: Path, chat_models_dir: Path
-) -> None:
-    busy = FakeOllama().start()  # answers 503 to every chat: the provider is unavailable
-    busy.mode = "busy"
-    env = chat_env(busy, chat_models_dir, FALLBACK_MODELS="hf/SmolLM2-135M-Instruct", PROVIDER_RETRIES="0")
-    server = ServerProcess(tmp_path / "fallback", database_url, env)
-    server.start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=60) as client:
-            conversation_id = create_conversation(client, model="llama3.1:8b")
-            url = f"/api/v1/conversations/{conversation_id}/messages"
-            with client.stream("POST", url, json={"text": "anyone there?", "stream": True}) as response:
-                assert response.status_code == 200
-                raw = response.read().decode()
-            reply = stored(client, conversation_id)[-1]
-    finally:
-        server.stop()
-        busy.stop()
-    events = {}
+def rest_turn(client: httpx.Client, conversation_id: str, text: str) -> dict[str, dict[str, Any]]:
+    """One streamed REST turn; its SSE events by name (the last of each)."""
+    url = f"/api/v1/conversations/{conversation_id}/messages"
+    with client.stream("POST", url, json={"text": text, "stream": True}) as response:
+        assert response.status_code == 200
+        raw = response.read().decode()
+    events: dict[str, dict[str, Any]] = {}
     for block in raw.split("\n\n"):
         fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
         if "event" in fields:
             events[fields["event"]] = json.loads(fields["data"])
     assert "end" in events, raw
+    return events
+
+
+@pytest.fixture
+def busy_ollama() -> Iterator[FakeOllama]:
+    """An Ollama that lists its models but answers 503 to every chat: its provider is unavailable."""
+    busy = FakeOllama().start()
+    busy.mode = "busy"
+    yield busy
+    busy.stop()
+
+
+def test_a_fallback_reply_names_the_model_that_could_not_start(
+    database_url: str, tmp_path: Path, chat_models_dir: Path, busy_ollama: FakeOllama
+) -> None:
+    env = chat_env(busy_ollama, chat_models_dir, FALLBACK_MODELS="hf/SmolLM2-135M-Instruct", PROVIDER_RETRIES="0")
+    server = ServerProcess(tmp_path / "fallback", database_url, env)
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            conversation_id = create_conversation(client, model="llama3.1:8b")
+            events = rest_turn(client, conversation_id, "anyone there?")
+            reply = stored(client, conversation_id)[-1]
+    finally:
+        server.stop()
     assert events["session"]["model"] == "llama3.1:8b"  # what was asked for: nothing has answered yet
     assert events["end"]["model"] == "hf/SmolLM2-135M-Instruct"
     assert events["end"]["fallbackFrom"] == "llama3.1:8b"
     assert reply["model"] == "hf/SmolLM2-135M-Instruct"
     assert reply["status"] == "complete"
+
+
+def test_a_fallback_with_a_smaller_context_gets_the_history_trimmed_to_its_own(
+    database_url: str, tmp_path: Path, chat_models_dir: Path, busy_ollama: FakeOllama, tiny_export: Path
+) -> None:
+    """llama3.1:8b has 131072 tokens of context, the tiny fallback 512: a history that fits the first must
+    be trimmed again for the second, or the fallback refuses it with CONTEXT_LENGTH_EXCEEDED."""
+    tokenizer = Tokenizer.from_file(str(tiny_export / "tokenizer.json"))
+    paragraph = " ".join(["the cat sat on a warm mat and looked at the birds in the garden"] * 3)
+    assert 120 <= len(tokenizer.encode(paragraph).ids) <= 200
+    env = chat_env(
+        busy_ollama, chat_models_dir, FALLBACK_MODELS="hf/tiny", PROVIDER_RETRIES="0", SYSTEM_PROMPT="Be brief."
+    )
+    server = ServerProcess(tmp_path / "trimmed", database_url, env)
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            conversation_id = create_conversation(client, model="llama3.1:8b")
+            ends = [rest_turn(client, conversation_id, f"{n}. {paragraph}")["end"] for n in range(4)]
+            messages = stored(client, conversation_id)
+    finally:
+        server.stop()
+    # four ~150-token messages (and the replies) no longer fit 512 tokens together: the later turns drop the oldest
+    for end in ends:
+        assert (end["model"], end["fallbackFrom"]) == ("hf/tiny", "llama3.1:8b")
+    assert [m["sender"] for m in messages] == ["user", "llm"] * 4
+    assert all(m["status"] == "complete" for m in messages if m["sender"] == "llm")

@@ -9,10 +9,10 @@ import pytest
 
 from app.errors import ErrorCode, ServiceError
 from app.providers.ollama import OllamaProvider
-from app.providers.registry import ProviderRegistry
+from app.providers.registry import ProviderRegistry, same_request
 from app.providers.types import ChatChunk, ChatMessage, ChatRequest, GenerationOptions
 from app.settings import SettingsError, load_settings
-from tests.fixtures.ollama import FakeOllama
+from tests.fixtures.ollama import MODELS, FakeOllama
 from tests.fixtures.providers import ScriptedProvider
 from tests.fixtures.server import free_port
 
@@ -65,7 +65,7 @@ async def test_show_is_cached_per_digest(ollama: OllamaProvider, fake_ollama: Fa
     await ollama.list_models()
     await ollama.list_models()
     shows = [r for r in fake_ollama.requests if r.path == "/api/show"]
-    assert len(shows) == len(await ollama.list_models()) == 6
+    assert len(shows) == len(await ollama.list_models()) == len(MODELS)
 
 
 async def test_streams_ndjson_chunks_then_final_usage(ollama: OllamaProvider) -> None:
@@ -222,14 +222,14 @@ async def test_a_hanging_ollama_model_falls_back_and_a_down_ollama_opens_its_cir
     registry.register(ScriptedProvider("hf", ["tiny"]))
     await registry.initialize()
     try:
-        stream = await registry.open_chat_stream("hang:latest", chat("ignored"))
+        stream = await registry.open_chat_stream("hang:latest", same_request(chat("ignored")))
         assert (stream.model, stream.fallback_from) == ("hf/tiny", "hang:latest")
         await stream.aclose()
         fake_ollama.stop()
-        await (await registry.open_chat_stream("llama3.1:8b", chat("ignored"))).aclose()
+        await (await registry.open_chat_stream("llama3.1:8b", same_request(chat("ignored")))).aclose()
         assert registry.breaker("ollama").state == "open"
         requests = len(fake_ollama.requests)
-        stream = await registry.open_chat_stream("llama3.1:8b", chat("ignored"))
+        stream = await registry.open_chat_stream("llama3.1:8b", same_request(chat("ignored")))
         assert stream.model == "hf/tiny"
         assert len(fake_ollama.requests) == requests
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.errors import ErrorCode, ServiceError
-from app.providers.registry import ProviderRegistry
+from app.providers.registry import ProviderRegistry, same_request
 from app.providers.types import ChatMessage, ChatRequest, GenerationOptions, ModelInfo
 from tests.fixtures.providers import ScriptedProvider, unavailable
 
@@ -77,7 +77,7 @@ def test_an_empty_name_is_invalid() -> None:
 
 async def test_open_chat_stream_pulls_the_first_chunk_and_sets_the_native_name() -> None:
     registry, _, hf = make_registry()
-    stream = await registry.open_chat_stream("hf/tiny", request())
+    stream = await registry.open_chat_stream("hf/tiny", same_request(request()))
     assert hf.requests[-1].model == "tiny"
     assert (stream.provider, stream.model, stream.native_name, stream.fallback_from) == ("hf", "hf/tiny", "tiny", None)
     chunks = [chunk async for chunk in stream]
@@ -88,7 +88,7 @@ async def test_open_chat_stream_pulls_the_first_chunk_and_sets_the_native_name()
 async def test_provider_not_found_gets_suggestions() -> None:
     registry, *_ = make_registry()
     with pytest.raises(ServiceError) as caught:
-        await registry.open_chat_stream("hf/tiy", request())
+        await registry.open_chat_stream("hf/tiy", same_request(request()))
     assert caught.value.code == ErrorCode.MODEL_NOT_FOUND
     assert "hf/tiny" in caught.value.details["suggestions"]
 
@@ -96,16 +96,38 @@ async def test_provider_not_found_gets_suggestions() -> None:
 async def test_falls_back_before_the_first_token_and_says_who_answered() -> None:
     registry, ollama, hf = make_registry(fallback_models=["hf/nope", "hf/tiny"])
     ollama.fail_before_first = unavailable("ollama")
-    stream = await registry.open_chat_stream("llama3.1:8b", request(context_length=131072))
+    asked: list[str] = []
+    contexts = {"llama3.1:8b": 131072, "hf/nope": 2048, "hf/tiny": 512}
+
+    async def request_for(candidate: str) -> ChatRequest:
+        asked.append(candidate)
+        return request(context_length=contexts[candidate])
+
+    stream = await registry.open_chat_stream("llama3.1:8b", request_for)
     assert (stream.model, stream.provider, stream.fallback_from) == ("hf/tiny", "hf", "llama3.1:8b")
     assert "".join([c.text async for c in stream]) == "From hf"
-    assert hf.requests[-1].options.context_length is None  # the first model's context is not the fallback's
+    assert asked == ["llama3.1:8b", "hf/nope", "hf/tiny"]  # each candidate gets a request fitted to it
+    assert [(r.model, r.options.context_length) for r in hf.requests] == [("nope", 2048), ("tiny", 512)]
+
+
+async def test_a_fallback_whose_request_cannot_be_built_is_skipped_as_an_attempt() -> None:
+    registry, ollama, hf = make_registry(fallback_models=["hf/SmolLM2-135M-Instruct", "hf/tiny"])
+    ollama.fail_before_first = unavailable("ollama")
+
+    async def request_for(candidate: str) -> ChatRequest:
+        if candidate == "hf/SmolLM2-135M-Instruct":
+            raise ServiceError(ErrorCode.CONTEXT_LENGTH_EXCEEDED, "too long for this one")
+        return request()
+
+    stream = await registry.open_chat_stream("llama3.1:8b", request_for)
+    assert stream.model == "hf/tiny"
+    assert [r.model for r in hf.requests] == ["tiny"]  # the one that could not fit was never sent anything
 
 
 async def test_no_fallback_for_client_errors() -> None:
     registry, _, hf = make_registry(fallback_models=["hf/tiny"])
     with pytest.raises(ServiceError) as caught:
-        await registry.open_chat_stream("hf/typo", request())
+        await registry.open_chat_stream("hf/typo", same_request(request()))
     assert caught.value.code == ErrorCode.MODEL_NOT_FOUND
     assert [r.model for r in hf.requests] == ["typo"]
 
@@ -113,7 +135,7 @@ async def test_no_fallback_for_client_errors() -> None:
 async def test_no_fallback_after_the_first_token() -> None:
     registry, ollama, hf = make_registry(fallback_models=["hf/tiny"])
     ollama.fail_after_first = unavailable("ollama")
-    stream = await registry.open_chat_stream("llama3.1:8b", request())
+    stream = await registry.open_chat_stream("llama3.1:8b", same_request(request()))
     assert (await anext(stream)).text == "From"
     with pytest.raises(ServiceError) as caught:
         await anext(stream)
@@ -127,7 +149,7 @@ async def test_when_every_candidate_fails_the_first_error_lists_the_attempts() -
     ollama.fail_before_first = unavailable("ollama")
     hf.fail_before_first = ServiceError(ErrorCode.MEMORY_EXCEEDED, "too big")
     with pytest.raises(ServiceError) as caught:
-        await registry.open_chat_stream("llama3.1:8b", request())
+        await registry.open_chat_stream("llama3.1:8b", same_request(request()))
     assert caught.value.code == ErrorCode.PROVIDER_UNAVAILABLE
     assert [a["model"] for a in caught.value.details["attempts"]] == ["llama3.1:8b", "hf/tiny"]
 
@@ -136,17 +158,17 @@ async def test_an_open_circuit_skips_the_provider_and_falls_back() -> None:
     registry, ollama, _hf = make_registry(fallback_models=["hf/tiny"], failure_threshold=2, cooldown_s=60)
     ollama.fail_before_first = unavailable("ollama")
     for _ in range(2):
-        await (await registry.open_chat_stream("llama3.1:8b", request())).aclose()
+        await (await registry.open_chat_stream("llama3.1:8b", same_request(request()))).aclose()
     assert registry.breaker("ollama").state == "open"
     calls = len(ollama.requests)
-    stream = await registry.open_chat_stream("llama3.1:8b", request())
+    stream = await registry.open_chat_stream("llama3.1:8b", same_request(request()))
     assert stream.model == "hf/tiny"
     assert len(ollama.requests) == calls  # not even tried
 
 
 async def test_closing_the_routed_stream_closes_the_provider_stream() -> None:
     registry, _, hf = make_registry()
-    stream = await registry.open_chat_stream("hf/tiny", request())
+    stream = await registry.open_chat_stream("hf/tiny", same_request(request()))
     await anext(stream)
     await stream.aclose()
     assert hf.closed == 1
@@ -171,7 +193,7 @@ async def test_transient_errors_are_retried_with_backoff_before_any_fallback() -
     hf = ScriptedProvider("hf", ["tiny"])
     registry.register(flaky)
     registry.register(hf)
-    stream = await registry.open_chat_stream("ollama/llama3.1:8b", request())
+    stream = await registry.open_chat_stream("ollama/llama3.1:8b", same_request(request()))
     assert stream.model == "ollama/llama3.1:8b"
     assert stream.fallback_from is None
     assert len(flaky.requests) == 3
@@ -185,7 +207,7 @@ async def test_retries_give_up_and_then_fall_back() -> None:
     hf = ScriptedProvider("hf", ["tiny"])
     registry.register(flaky)
     registry.register(hf)
-    stream = await registry.open_chat_stream("ollama/llama3.1:8b", request())
+    stream = await registry.open_chat_stream("ollama/llama3.1:8b", same_request(request()))
     assert stream.model == "hf/tiny"
     assert len(flaky.requests) == 2
     await stream.aclose()
@@ -195,5 +217,5 @@ async def test_client_errors_are_not_retried() -> None:
     registry, ollama, _ = make_registry(retries=3, retry_backoff_s=0.01)
     ollama.fail_before_first = ServiceError(ErrorCode.INVALID_REQUEST, "bad")
     with pytest.raises(ServiceError):
-        await registry.open_chat_stream("ollama/llama3.1:8b", request())
+        await registry.open_chat_stream("ollama/llama3.1:8b", same_request(request()))
     assert len(ollama.requests) == 1
