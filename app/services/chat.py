@@ -239,12 +239,13 @@ class ChatService:
                     raise ServiceError(
                         ErrorCode.GENERATION_FAILED, "The model stream ended without a final chunk"
                     ) from None
-                if chunk.text:
+                text = chunk.text.replace("\x00", "")  # no database text column holds NUL (PostgreSQL refuses it)
+                if text:
                     if first_token_at is None:
                         first_token_at = time.perf_counter()
-                    session.parts.append(chunk.text)
+                    session.parts.append(text)
                     session.token_count += 1
-                    events.put_nowait(Token(chunk.text))
+                    events.put_nowait(Token(text))
                     await self.sessions.flush_if_due(session)
                 if chunk.done and chunk.finish_reason in ("timeout", "cancelled"):
                     # The provider stopped on its own deadline (or was cancelled): a partial reply.
@@ -255,7 +256,7 @@ class ChatService:
                     return
         except _Stopped:
             reason = session.reason or "USER_REQUESTED"
-            saved = await self.sessions.close(
+            saved = await self._close_recording_failure(
                 session,
                 status=TERMINATED,
                 reason=reason,
@@ -285,7 +286,7 @@ class ChatService:
             if error is None:
                 log.error("generation failed for session %s", session.id, exc_info=exc)
                 error = ServiceError(ErrorCode.GENERATION_FAILED, "The model failed while generating the reply")
-            await self.sessions.close(
+            await self._close_recording_failure(
                 session,
                 status=ERROR,
                 reason="ERROR",
@@ -312,6 +313,17 @@ class ChatService:
             await self._notify(outcome)
             if final is not None:
                 events.put_nowait(final)
+
+    async def _close_recording_failure(
+        self, session: LiveSession, *, status: str, reason: str, reply: Message | None, error: str | None = None
+    ) -> int | None:
+        """`sessions.close` for a reply that did not complete: a database that cannot record it is logged,
+        never raised, so the listener still hears how the turn ended (it would otherwise wait forever)."""
+        try:
+            return await self.sessions.close(session, status=status, reason=reason, error=error, reply=reply)
+        except Exception:
+            log.exception("recording the end of session %s (%s) failed", session.id, status)
+            return None
 
     async def _notify(self, record: UsageRecord) -> None:
         for observer in self.observers:
@@ -346,7 +358,13 @@ class ChatService:
         reply.time_to_first_token_ms = (usage.time_to_first_token_ms if usage else None) or (
             (first_token_at - started) * 1000 if first_token_at else None
         )
-        saved = await self.sessions.close(session, status=COMPLETED, reply=reply)
+        try:
+            saved = await self.sessions.close(session, status=COMPLETED, reply=reply)
+        except Exception as exc:
+            log.exception("saving the reply of session %s failed", session.id)
+            raise ServiceError(
+                ErrorCode.INTERNAL_ERROR, "The reply could not be saved", details={"model": model}
+            ) from exc
         completed = Completed(
             session_id=session.id,
             message_id=saved or reply.id,

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fixtures.ollama import MODELS as OLLAMA_MODELS
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.server import ServerProcess, free_port, graphql, new_id
 
@@ -64,14 +65,14 @@ def test_lists_hf_and_ollama_models_side_by_side(client: httpx.Client) -> None:
     assert "ollama/llama3.1:8b" in names
     assert names[-1] == "hf/tiny"
     assert "hf/half-copied" not in names
-    assert body["count"] == len(names) == 7
+    assert body["count"] == len(names) == len(OLLAMA_MODELS) + 1  # the fake Ollama's, and hf/tiny
     tiny = body["models"][-1]
     assert tiny["provider"] == "hf"
     assert tiny["nativeName"] == "tiny"
     assert tiny["contextLength"] == 512
     assert tiny["capabilities"] == {"text": True, "vision": False, "streaming": True}
     providers = {p["name"]: p for p in body["providers"]}
-    assert providers["ollama"]["modelCount"] == 6
+    assert providers["ollama"]["modelCount"] == len(OLLAMA_MODELS)
     assert providers["hf"]["modelCount"] == 1
     assert providers["ollama"]["circuit"]["state"] == "closed"
 
@@ -138,7 +139,7 @@ def test_graphql_available_models_models_and_providers(client: httpx.Client) -> 
     models = body["data"]["availableModels"]["models"]
     assert "llama3.1:8b" in models
     assert "hf/tiny" in models
-    assert body["data"]["availableModels"]["count"] == len(models) == 7
+    assert body["data"]["availableModels"]["count"] == len(models) == len(OLLAMA_MODELS) + 1
     query = """query($search: String, $capability: ModelCapability) {
       models(search: $search, capability: $capability) { name provider contextLength capabilities { vision } }
       providers { name prefix status circuit modelCount }
@@ -147,7 +148,7 @@ def test_graphql_available_models_models_and_providers(client: httpx.Client) -> 
     assert data["models"] == [
         {"name": "ollama/llava:7b", "provider": "ollama", "contextLength": 4096, "capabilities": {"vision": True}}
     ]
-    assert {p["name"]: p["modelCount"] for p in data["providers"]} == {"ollama": 6, "hf": 1}
+    assert {p["name"]: p["modelCount"] for p in data["providers"]} == {"ollama": len(OLLAMA_MODELS), "hf": 1}
 
 
 def test_a_stopped_ollama_leaves_the_hf_models_usable(client: httpx.Client, module_ollama: FakeOllama) -> None:

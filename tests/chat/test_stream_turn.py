@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,7 +20,7 @@ from tests.api.test_graphql_web_client import (
 )
 from tests.chat.conftest import chat_env
 from tests.fixtures.ollama import FakeOllama
-from tests.fixtures.server import ServerProcess, graphql
+from tests.fixtures.server import ServerProcess, graphql, run_sql
 from tests.fixtures.web_client import ClientStream, stream_message, terminate
 
 
@@ -206,6 +208,68 @@ def test_a_failing_model_keeps_the_user_message_and_explains(chat: httpx.Client)
     assert ("user", "hello?", "complete") in texts
     assert ("user", "try", "complete") in texts
     assert ("llm", "Starting ", "failed") in texts
+
+
+def test_nul_characters_in_a_reply_are_dropped_so_it_can_be_stored(chat: httpx.Client) -> None:
+    """PostgreSQL text cannot hold NUL: a reply carrying some is stored, and streamed, without them."""
+    conversation_id = create_conversation(chat, model="nul:latest")
+    seen = stream_message(chat, model="nul:latest", message="anything odd?", conversation_id=conversation_id)
+    assert seen.error is None, seen.error_payload
+    assert seen.text == "Nulls inside."
+    reply = stored(chat, conversation_id)[-1]
+    assert (reply["sender"], reply["text"], reply["status"]) == ("llm", "Nulls inside.", "complete")
+
+
+@contextmanager
+def database_refusing_replies(database_url: str, conversation_id: str) -> Iterator[None]:
+    """The database refuses this conversation's replies and the end of its stream sessions (real failures,
+    raised by triggers, as a full disk or a lost connection would)."""
+    refusals = {  # trigger name -> (table, event, condition)
+        "refuse_reply": ("messages", "INSERT", f"NEW.conversation_id = '{conversation_id}' AND NEW.sender = 'llm'"),
+        "refuse_end": ("stream_sessions", "UPDATE", f"NEW.conversation_id = '{conversation_id}' AND NEW.status <> 'ACTIVE'"),
+    }  # fmt: skip
+    if database_url.startswith("sqlite"):
+        create = "".join(
+            f"CREATE TRIGGER {name} BEFORE {event} ON {table} WHEN {condition} BEGIN SELECT RAISE(ABORT, 'disk full'); END;"
+            for name, (table, event, condition) in refusals.items()
+        )
+        drop = "".join(f"DROP TRIGGER {name};" for name in refusals)
+    else:
+        create = (
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$ LANGUAGE plpgsql;"
+        )
+        create += "".join(
+            f"CREATE TRIGGER {name} BEFORE {event} ON {table} FOR EACH ROW WHEN ({condition}) EXECUTE FUNCTION refuse();"
+            for name, (table, event, condition) in refusals.items()
+        )
+        drop = "".join(f"DROP TRIGGER {name} ON {table};" for name, (table, _, _) in refusals.items())
+        drop += "DROP FUNCTION refuse();"
+    run_sql(database_url, create)
+    try:
+        yield
+    finally:
+        run_sql(database_url, drop)
+
+
+def test_a_database_that_cannot_record_the_end_of_a_turn_still_ends_the_stream(
+    chat: httpx.Client, database_url: str
+) -> None:
+    conversation_id = create_conversation(chat, model="llama3.1:8b")
+    deadline = time.monotonic() + 20
+    with (
+        httpx.Client(base_url=chat.base_url, timeout=20) as client,
+        database_refusing_replies(database_url, conversation_id),
+    ):
+        seen = stream_message(
+            client, model="llama3.1:8b", message="is anyone keeping notes?", conversation_id=conversation_id,
+            on_block=lambda _: time.monotonic() > deadline,  # a stream with no end is a failure, not a hang
+        )  # fmt: skip
+    assert seen.error is not None, seen.raw
+    assert seen.error_payload["code"] == "INTERNAL_ERROR"
+    assert seen.error == "The reply could not be saved"
+    assert seen.text == "Hello from llama3.1:8b!"  # the client saw the whole reply before the failure
+    # the user's message, saved first, is kept; the refused reply is not there
+    assert [(m["sender"], m["text"]) for m in stored(chat, conversation_id)] == [("user", "is anyone keeping notes?")]
 
 
 def test_rest_reply_and_typed_stream(chat: httpx.Client) -> None:
