@@ -105,26 +105,28 @@ class Mutation:
         _require(bool(input.text) and bool(input.sender), "Message text and sender are required")
         _require(input.sender in ("user", "llm"), 'Sender must be either "user" or "llm"')
         service = info.context.conversations
-        conversation = await service.authorize(input.conversation_id, input.password)
         if input.sender == "llm":
+            conversation = await service.authorize(input.conversation_id, input.password)
             saved = await service.add_message(conversation, text=input.text, sender="llm")
             return AddMessageResponse(
                 message="Message added successfully",
                 user_message=Message.of(saved),
                 llm_model=input.llm_model or conversation.llm_model,
             )
+        # the turn checks the conversation and its password itself (one bcrypt check, not two)
         outcome = await run_to_completion(
             info.context.chat,
             TurnRequest(
-                conversation_id=conversation.id, text=input.text, model=input.llm_model, password=input.password
+                conversation_id=input.conversation_id, text=input.text, model=input.llm_model, password=input.password
             ),
         )
         user_message, reply = await saved_messages(outcome)
+        conversation = await service.find(input.conversation_id) if not (outcome.model or input.llm_model) else None
         return AddMessageResponse(
             message="Message added successfully",
             user_message=Message.of(user_message),
             llm_message=Message.of(reply) if reply else None,
-            llm_model=outcome.model or input.llm_model or conversation.llm_model,
+            llm_model=outcome.model or input.llm_model or (conversation.llm_model if conversation else ""),
             error=outcome.error.message if outcome.error else None,
             llm_response_time=round(outcome.response_time_ms, 1) if reply else None,
         )
