@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,11 @@ class ChatModel:
                 run.cancel()  # the consumer left early: free the worker and the cache
             for watcher in watchers:
                 watcher.cancel()
+
+    def adopt_options(self, options: RuntimeOptions) -> None:
+        """Take the options that need no new session (drafting): generations started from now on use them,
+        running ones keep what they started with."""
+        self.model.options = replace(self.model.options, lookahead_tokens=options.lookahead_tokens)
 
     def close(self) -> None:
         """Cancel running generations and release the session."""

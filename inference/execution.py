@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import onnxruntime as ort
@@ -50,6 +50,12 @@ class RuntimeOptions:
     graph_optimization: str = "all"  # disable | basic | extended | all
     device_id: int = 0
     lookahead_tokens: int = 4  # drafted tokens a greedy step may check (inference/lookahead.py); 0: off
+
+
+def needs_new_sessions(old: RuntimeOptions, new: RuntimeOptions) -> bool:
+    """Whether models opened with `old` must be opened again to follow `new`: everything but drafting is
+    fixed when a session opens, while drafting is read afresh by every generation."""
+    return replace(old, lookahead_tokens=0) != replace(new, lookahead_tokens=0)
 
 
 def cuda_usable(device_id: int = 0) -> bool:

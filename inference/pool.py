@@ -25,7 +25,7 @@ from inference.errors import (
     HF_OVERLOADED,
     InferenceError,
 )
-from inference.execution import ProviderChoice, RuntimeOptions
+from inference.execution import ProviderChoice, RuntimeOptions, needs_new_sessions
 from inference.export_folder import ExportInfo, is_export_folder, read_export
 
 log = logging.getLogger(__name__)
@@ -133,12 +133,13 @@ class ModelPool:
         """Apply new settings to the running pool (the service's hot reload), without disturbing requests.
 
         New runtime options (provider, threads) apply to the next load, so models loaded with the old ones
-        are unloaded: idle ones now, ones in use when their last lease ends. A smaller budget or model count
+        are unloaded: idle ones now, ones in use when their last lease ends. Drafting alone needs no new
+        session: loaded models take it for their next generation. A smaller budget or model count
         evicts idle models until it holds. Models that leave the preload list lose their pin; new entries
         are loaded. Raises like `acquire` when a new preload entry cannot load (the rest still applies).
         """
         async with self._admission:
-            stale = options != self.options
+            stale = needs_new_sessions(self.options, options)
             self.options = options
             self.memory_budget_bytes = memory_budget_bytes
             self.max_loaded_models = max_loaded_models
@@ -149,6 +150,8 @@ class ModelPool:
                 entry.pinned = entry.pinned and alias in self.preload
                 if stale:
                     await self.unload(alias, reason="reconfigured")
+                elif entry.model is not None:
+                    entry.model.adopt_options(options)
             await self._evict_idle(lambda: self._fits(0, 0), "to honour the new pool settings")
         if keep_alive_changed:
             await self._restart_sweeper()
@@ -293,6 +296,7 @@ class ModelPool:
             return
         finally:
             self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+        model.adopt_options(self.options)  # drafting changed by a reconfigure during the load
         entry.model = model
         entry.last_used = time.monotonic()
         entry.loading.set_result(model)

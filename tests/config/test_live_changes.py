@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 
 from tests.api.test_graphql_web_client import create_conversation
+from tests.chat.test_usage_and_metrics import metric
 from tests.config.conftest import config_file, first_config, wait_for
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.server import ServerProcess
@@ -117,6 +118,19 @@ def test_hf_pool_settings_apply_without_a_restart(admin: httpx.Client) -> None:
     reset = {"hfPreload": None, "hfKeepAliveS": None, "hfMaxLoadedModels": None, "hfMemoryBudgetMb": None}
     assert admin.patch("/api/v1/config", json=reset).status_code == 200
     assert admin.post("/api/v1/models/hf/tiny/load").status_code == 200
+
+    # drafting is read afresh by every generation: a new setting reaches the loaded model without a reload
+    def loads() -> float:
+        return metric(admin.get("/metrics").text, "beth_model_loads_total", model="hf/tiny", status="loaded")
+
+    before = loads()
+    for lookahead in (0, None):
+        assert admin.patch("/api/v1/config", json={"hfLookaheadTokens": lookahead}).status_code == 200
+        conversation = create_conversation(admin, model="hf/tiny")
+        reply = stream_message(admin, model="hf/tiny", message="hi", conversation_id=conversation)
+        assert reply.error is None, reply.error_payload
+    assert loaded(admin, "hf/tiny")
+    assert loads() == before
 
 
 def test_the_default_model_follows_whether_ollama_is_enabled(admin: httpx.Client) -> None:

@@ -147,6 +147,23 @@ def test_drafting_keeps_the_greedy_tokens_in_fewer_steps(
         assert steps == plain_steps - drafted.generator.accepted_tokens < plain_steps
 
 
+def test_a_loaded_model_takes_a_new_drafting_setting_for_its_next_generation(tiny_export: Path) -> None:
+    model = ChatModel.load(tiny_export, CPU_ONE_THREAD)
+    try:
+        running = model.start_chat(REPEATING, GREEDY_LONG)
+        model.adopt_options(NO_DRAFTS)
+        after = model.start_chat(REPEATING, GREEDY_LONG)
+        list(running.events())
+        list(after.events())
+        assert running.generator.accepted_tokens > 0  # it started with drafting and kept it
+        assert after.generator.lookup is None
+        assert after.generator.accepted_tokens == 0
+        model.adopt_options(dataclasses.replace(CPU_ONE_THREAD, intra_op_num_threads=2))
+        assert model.model.options == CPU_ONE_THREAD  # only drafting is adopted; the rest needs a new session
+    finally:
+        model.close()
+
+
 def test_sampling_drafts_too_and_a_seed_gives_the_text_it_gives_without_drafts(
     tiny_model: ChatModel, plain_model: ChatModel
 ) -> None:

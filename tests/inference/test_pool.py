@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shutil
 import threading
@@ -19,13 +20,17 @@ SIZE = 100  # bytes of each fake export's graph; they have no layers, so no KV e
 
 
 class FakeModel:
-    """Stands in for a ChatModel: the pool only needs `provider` and `close`."""
+    """Stands in for a ChatModel: the pool only needs `provider`, `adopt_options` and `close`."""
 
     provider = "CPUExecutionProvider"
 
-    def __init__(self, alias: str) -> None:
+    def __init__(self, alias: str, options: RuntimeOptions) -> None:
         self.alias = alias
+        self.options = options
         self.closed = False
+
+    def adopt_options(self, options: RuntimeOptions) -> None:
+        self.options = dataclasses.replace(self.options, lookahead_tokens=options.lookahead_tokens)
 
     def close(self) -> None:
         self.closed = True
@@ -43,7 +48,7 @@ class Loader:
         with self._lock:
             self.calls.append(info.alias)
         time.sleep(0.05)
-        model = self.models[info.alias] = FakeModel(info.alias)
+        model = self.models[info.alias] = FakeModel(info.alias, options)
         return model
 
 
@@ -249,6 +254,24 @@ async def test_reconfigure_applies_limits_options_and_preload_to_a_running_pool(
         assert not loader.models["b"].closed
     assert loader.models["a"].closed
     assert [m.alias for m in pool.loaded()] == ["b"]
+
+
+async def test_a_drafting_change_reaches_loaded_models_without_reloading_them(tmp_path: Path) -> None:
+    loader = Loader()
+    pool = _pool(_fake_exports(tmp_path, "a", "b"), loader)
+    async with pool.lease("a"):
+        async with pool.lease("b"):
+            pass
+        no_drafts = dataclasses.replace(pool.options, lookahead_tokens=0)
+        await pool.reconfigure(
+            options=no_drafts, memory_budget_bytes=None, max_loaded_models=0, keep_alive_s=None, preload=()
+        )
+        # the one in use and the idle one both stay loaded, and both draft no more
+        assert loader.calls == ["a", "b"]
+        assert [(m.closed, m.options.lookahead_tokens) for m in loader.models.values()] == [(False, 0), (False, 0)]
+    async with pool.lease("a") as model:
+        assert model is loader.models["a"]
+        assert loader.calls == ["a", "b"]
 
 
 async def test_listeners_hear_loads_with_their_time_and_unloads_with_their_reason(tmp_path: Path) -> None:
