@@ -37,6 +37,9 @@ def optimum(folder: Path) -> Generate:
     options = ort.SessionOptions()
     options.intra_op_num_threads = THREADS
     options.inter_op_num_threads = 1
+    # ONNX Runtime warns on every session that `logits_to_keep` is an overridable initializer (on purpose:
+    # the engine feeds it, Optimum leaves the default); the engine's sessions log errors only, so do these
+    options.log_severity_level = 3
     model = ORTModelForCausalLM.from_pretrained(
         folder, file_name="model.onnx", provider="CPUExecutionProvider", session_options=options, use_cache=True
     )
