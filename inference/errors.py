@@ -2,6 +2,7 @@
 
 `inference` never imports `app`, so it cannot raise the service's errors directly; it raises
 `InferenceError` with an `HF_*` code and `GENERIC_CODE` tells the `hf` provider which service code to show.
+A timeout is not an error here: the run ends with finish reason `timeout` and keeps its partial text.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ HF_CONTEXT_LENGTH_EXCEEDED = "HF_CONTEXT_LENGTH_EXCEEDED"
 HF_INFERENCE_FAILED = "HF_INFERENCE_FAILED"
 HF_TOKENIZATION_ERROR = "HF_TOKENIZATION_ERROR"
 HF_CANCELLED = "HF_CANCELLED"
-HF_TIMEOUT = "HF_TIMEOUT"
 HF_CONFIGURATION_ERROR = "HF_CONFIGURATION_ERROR"
 # every model slot (HF_MAX_LOADED_MODELS) is held by a model in use: a matter of waiting, not of memory
 HF_OVERLOADED = "HF_OVERLOADED"
@@ -28,7 +28,6 @@ GENERIC_CODE: dict[str, str] = {
     HF_INFERENCE_FAILED: "GENERATION_FAILED",
     HF_TOKENIZATION_ERROR: "INVALID_REQUEST",
     HF_CANCELLED: "CANCELLED",
-    HF_TIMEOUT: "TIMEOUT",
     HF_CONFIGURATION_ERROR: "INVALID_REQUEST",
     HF_OVERLOADED: "OVERLOADED",
 }
