@@ -12,7 +12,6 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from strawberry.litestar import make_graphql_controller
 
 from app.controllers.config import ConfigController
 from app.controllers.conversations import ConversationController
@@ -24,8 +23,7 @@ from app.controllers.observability import ObservabilityController
 from app.controllers.stream import StreamController
 from app.db.engine import close_database, open_database, ping
 from app.db.migrate import migrate
-from app.graphql.context import provide_graphql_context
-from app.graphql.schema import schema
+from app.graphql.controller import GraphQLController
 from app.http_errors import EXCEPTION_HANDLERS
 from app.logging_setup import request_context
 from app.services.catalog import ModelCatalog
@@ -151,9 +149,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             + settings.max_body_bytes
         },
     )
-    graphql = make_graphql_controller(
-        schema, path="/graphql", context_getter=provide_graphql_context, graphql_ide="graphiql"
-    )
     return Litestar(
         route_handlers=[
             HealthController,
@@ -165,7 +160,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ConfigController,
             ModelController,
             ProviderController,
-            graphql,
+            GraphQLController,
         ],
         dependencies={
             "conversations": Provide(provide_conversations, sync_to_thread=False),

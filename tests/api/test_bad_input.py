@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -142,6 +144,28 @@ def test_graphql_input_errors_keep_the_old_messages(api: httpx.Client) -> None:
     huge = graphql(api, CREATE_CONVERSATION, {"input": {"id": new_id(), "tabName": "a" * 1_000_000}})
     assert huge["errors"][0]["extensions"]["code"] == "INVALID_REQUEST"
     assert graphql(api, GET_MESSAGES, {"conversationId": conversation_id})["data"]["messages"] == []
+
+
+def test_a_lone_surrogate_is_refused_as_malformed_json_by_graphql_and_rest(api: httpx.Client) -> None:
+    """`"\\ud800"` is valid JSON syntax for a string no database can store (it is not Unicode text)."""
+    conversation_id = new_id()
+    graphql(api, CREATE_CONVERSATION, {"input": {"id": conversation_id, "tabName": "t"}})
+    operations = [  # (operation, its variables as raw JSON: json.dumps would escape the backslash)
+        (SEND_MESSAGE, f'"input": {{"conversationId": "{conversation_id}", "text": "a\\ud800b", "sender": "llm"}}'),
+        (CREATE_CONVERSATION, f'"input": {{"id": "{new_id()}", "tabName": "tab \\udfff"}}'),
+    ]
+    for query, variables in operations:
+        body = '{"query": ' + json.dumps(query) + ', "variables": {' + variables + "}}"
+        response = api.post("/graphql", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400, response.text
+    rest = api.post(
+        f"/api/v1/conversations/{conversation_id}/messages",
+        content='{"text": "a\\ud800b", "sender": "llm"}',
+        headers={"content-type": "application/json"},
+    )
+    assert_error(rest, 400, "INVALID_REQUEST")
+    assert graphql(api, GET_MESSAGES, {"conversationId": conversation_id})["data"]["messages"] == []
+    assert api.get("/health/ready").status_code == 200
 
 
 def test_graphql_syntax_and_type_errors_are_reported_not_crashes(api: httpx.Client) -> None:
