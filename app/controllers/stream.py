@@ -64,7 +64,14 @@ async def read_turn_request(request: Request[Any, Any, Any]) -> TurnRequest:
     """JSON `{model, message, conversationId, password?}` or the same as multipart with `images` files."""
     content_type = request.headers.get("content-type", "")
     if "multipart/form-data" in content_type:
-        form = await request.form()
+        try:
+            form = await request.form()
+        except UnicodeDecodeError as exc:  # a text field in another encoding than the UTF-8 it claims
+            raise ServiceError(
+                ErrorCode.INVALID_REQUEST,
+                "Error processing multipart request",
+                details={"problems": ["A form field is not UTF-8 text"]},
+            ) from exc
         fields = {key: form.get(key) for key in ("model", "message", "conversationId", "password")}
         uploads = []
         for key, value in form.multi_items():

@@ -5,6 +5,7 @@ These tests need no model: the images are stored with the user message before th
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -102,6 +103,24 @@ def test_bad_uploads_are_refused_before_anything_is_saved(
     assert seen.session_id is None
     assert graphql(api, GET_MESSAGES, {"conversationId": conversation_id})["data"]["messages"] == []
     assert image_files(api, conversation_id) == []
+
+
+def test_a_form_field_that_is_not_utf8_is_refused_not_a_server_error(api: httpx.Client) -> None:
+    conversation_id = create_conversation(api)
+    response = api.post(
+        "/api/stream-message",
+        data={"model": "m", "conversationId": conversation_id},
+        files=[("message", (None, b"\xff\xfe latin-1 bytes")), ("images", ("a.png", tiny_png(6), "image/png"))],
+    )
+    assert response.status_code == 200
+    assert "event: error" in response.text
+    payload = json.loads(response.text.split("data: ", 1)[1].split("\n", 1)[0])
+    assert (payload["code"], payload["error"], payload["details"]) == (
+        "INVALID_REQUEST",
+        "Error processing multipart request",
+        ["A form field is not UTF-8 text"],
+    )
+    assert graphql(api, GET_MESSAGES, {"conversationId": conversation_id})["data"]["messages"] == []
 
 
 def test_image_info_delete_and_files_follow_their_rows(api: httpx.Client, server: ServerProcess) -> None:
