@@ -142,7 +142,9 @@ class ConversationService:
         return {cid: counts.get(cid, 0) for cid in conversation_ids}
 
     async def find(self, conversation_id: str) -> Conversation | None:
-        if not conversation_id or len(conversation_id) > MAX_ID_CHARS:
+        """The conversation, or None; an id that no conversation can have (a NUL, which creation refuses and
+        PostgreSQL cannot even compare) is not looked up."""
+        if not conversation_id or len(conversation_id) > MAX_ID_CHARS or "\x00" in conversation_id:
             return None
         return await Conversation.objects().where(Conversation.id == conversation_id).first()
 

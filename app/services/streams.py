@@ -219,7 +219,12 @@ class StreamSessions:
             raise ServiceError(
                 ErrorCode.INVALID_REQUEST, f"reason must be one of {', '.join(REASONS)}", details={"reason": reason}
             )
-        row = await StreamSession.objects().where(StreamSession.id == session_id).first()
+        # session ids are ours (new_session_id): one with a NUL, which PostgreSQL cannot compare, is not one
+        row = (
+            await StreamSession.objects().where(StreamSession.id == session_id).first()
+            if "\x00" not in session_id
+            else None
+        )
         if row is None:
             raise ServiceError(ErrorCode.NOT_FOUND, "Stream session not found", details={"kind": "session_not_found"})
         if row.conversation_id != conversation_id:

@@ -9,6 +9,7 @@ import pytest
 
 from tests.api.test_graphql_web_client import CREATE_CONVERSATION, GET_MESSAGES, SEND_MESSAGE
 from tests.fixtures.server import graphql, new_id
+from tests.fixtures.web_client import TERMINATE_STREAM, stream_message
 
 
 @pytest.fixture
@@ -166,6 +167,30 @@ def test_a_lone_surrogate_is_refused_as_malformed_json_by_graphql_and_rest(api: 
     assert_error(rest, 400, "INVALID_REQUEST")
     assert graphql(api, GET_MESSAGES, {"conversationId": conversation_id})["data"]["messages"] == []
     assert api.get("/health/ready").status_code == 200
+
+
+def test_ids_with_a_nul_character_are_not_found_on_every_surface(api: httpx.Client) -> None:
+    """No stored id holds a NUL (creation refuses it), and PostgreSQL cannot even compare one: not found."""
+    for response in (
+        api.get("/api/v1/conversations/a%00b"),
+        api.get("/api/v1/conversations/a%00b/messages"),
+        api.delete("/api/v1/conversations/a%00b"),
+    ):
+        assert_error(response, 404, "NOT_FOUND")
+    found = graphql(api, "query($id: String!) { conversation(id: $id) { id } }", {"id": "a\x00b"})
+    assert found["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    conversation_id = new_id()
+    graphql(api, CREATE_CONVERSATION, {"input": {"id": conversation_id, "tabName": "t"}})
+    for conversation, message in (("a\x00b", "Conversation not found"), (conversation_id, "Stream session not found")):
+        terminated = graphql(
+            api,
+            TERMINATE_STREAM,
+            {"input": {"sessionId": "s\x00", "conversationId": conversation, "password": None, "reason": None}},
+        )["data"]["terminateStream"]
+        assert (terminated["success"], terminated["message"]) == (False, message)
+    seen = stream_message(api, model="m", message="hi", conversation_id="a\x00b")
+    assert seen.error_payload is not None
+    assert seen.error_payload["code"] == "NOT_FOUND"
 
 
 def test_graphql_syntax_and_type_errors_are_reported_not_crashes(api: httpx.Client) -> None:
