@@ -73,9 +73,14 @@ def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
     return _respond(ServiceError(code, message, status=exc.status_code))
 
 
+def unexpected_failure() -> ServiceError:
+    """What a client is told of a failure that is not its own (the details are in the log, never sent)."""
+    return ServiceError(ErrorCode.INTERNAL_ERROR, "Something went wrong on the server; it has been logged")
+
+
 def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return _respond(ServiceError(ErrorCode.INTERNAL_ERROR, "Something went wrong on the server; it has been logged"))
+    return _respond(unexpected_failure())
 
 
 EXCEPTION_HANDLERS = {

@@ -7,6 +7,7 @@ Each event is an optional `event: <name>` line, one `data: <single-line JSON>` l
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import msgspec
 
 from app.errors import ServiceError
+from app.http_errors import unexpected_failure
 from app.services.chat_events import (
     Completed,
     Failed,
@@ -28,6 +30,8 @@ from app.services.chat_events import (
 KEEPALIVE = b": keep-alive\n\n"
 SSE_HEADERS = {"Cache-Control": "no-cache", "Connection": "keep-alive", "X-Accel-Buffering": "no"}
 _DONE = object()
+
+log = logging.getLogger(__name__)
 
 
 def sse_event(name: str | None, payload: Any) -> bytes:
@@ -78,8 +82,11 @@ async def typed_events(events: AsyncIterator[TurnEvent]) -> AsyncIterator[bytes]
         async for event in events:
             name, payload = _typed(event)
             yield sse_event(name, payload)
-    except ServiceError as exc:
-        yield sse_event("error", {"code": str(exc.code), "message": exc.message, "details": exc.details})
+    except Exception as exc:  # the stream has started: the client must hear how it ended
+        error = exc if isinstance(exc, ServiceError) else unexpected_failure()
+        if error is not exc:
+            log.error("a typed event stream failed", exc_info=exc)
+        yield sse_event("error", {"code": str(error.code), "message": error.message, "details": error.details})
 
 
 def _typed(event: TurnEvent) -> tuple[str, dict[str, Any]]:

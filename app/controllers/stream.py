@@ -6,6 +6,7 @@ every error event also carries a stable `code`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,7 @@ from litestar.response import Stream
 
 from app.controllers.sse import SSE_HEADERS, sse_event, with_keepalive
 from app.errors import ErrorCode, ServiceError
+from app.http_errors import unexpected_failure
 from app.services.chat import ChatService, TurnRequest
 from app.services.chat_events import Completed, Failed, ImagesProcessed, SessionStarted, Terminated, Token, TurnEvent
 from app.services.conversations import ConversationService
@@ -28,6 +30,8 @@ LEGACY_SSE_ERRORS = {
     "password_required": "Password required for private conversation",
     "invalid_password": "Invalid password for private conversation",
 }
+
+log = logging.getLogger(__name__)
 
 
 def render_legacy(event: TurnEvent) -> bytes | None:
@@ -129,6 +133,9 @@ class StreamController(Controller):
                         yield frame
             except ServiceError as exc:
                 yield render_legacy(failure_of(exc)) or b""
+            except Exception as exc:  # the stream has started: the client must hear how it ended
+                log.error("the stream of %s failed", request.url.path, exc_info=exc)
+                yield render_legacy(failure_of(unexpected_failure())) or b""
 
         return Stream(with_keepalive(frames()), media_type="text/event-stream", headers=SSE_HEADERS)
 

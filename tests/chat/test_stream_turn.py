@@ -220,17 +220,24 @@ def test_nul_characters_in_a_reply_are_dropped_so_it_can_be_stored(chat: httpx.C
     assert (reply["sender"], reply["text"], reply["status"]) == ("llm", "Nulls inside.", "complete")
 
 
+#: writes a test can make the database refuse: trigger name -> (table, event, condition on NEW)
+REFUSALS = {
+    "refuse_user_message": ("messages", "INSERT", "NEW.sender = 'user'"),
+    "refuse_reply": ("messages", "INSERT", "NEW.sender = 'llm'"),
+    "refuse_end": ("stream_sessions", "UPDATE", "NEW.status <> 'ACTIVE'"),
+}
+
+
 @contextmanager
-def database_refusing_replies(database_url: str, conversation_id: str) -> Iterator[None]:
-    """The database refuses this conversation's replies and the end of its stream sessions (real failures,
-    raised by triggers, as a full disk or a lost connection would)."""
-    refusals = {  # trigger name -> (table, event, condition)
-        "refuse_reply": ("messages", "INSERT", f"NEW.conversation_id = '{conversation_id}' AND NEW.sender = 'llm'"),
-        "refuse_end": ("stream_sessions", "UPDATE", f"NEW.conversation_id = '{conversation_id}' AND NEW.status <> 'ACTIVE'"),
-    }  # fmt: skip
+def database_refusing(database_url: str, conversation_id: str, *names: str) -> Iterator[None]:
+    """The database refuses these writes (REFUSALS) for one conversation: real failures, raised by triggers,
+    as a full disk or a lost connection would."""
+    refusals = {name: REFUSALS[name] for name in names}
+    only_here = f"NEW.conversation_id = '{conversation_id}'"
     if database_url.startswith("sqlite"):
         create = "".join(
-            f"CREATE TRIGGER {name} BEFORE {event} ON {table} WHEN {condition} BEGIN SELECT RAISE(ABORT, 'disk full'); END;"
+            f"CREATE TRIGGER {name} BEFORE {event} ON {table} WHEN {only_here} AND {condition} "
+            "BEGIN SELECT RAISE(ABORT, 'disk full'); END;"
             for name, (table, event, condition) in refusals.items()
         )
         drop = "".join(f"DROP TRIGGER {name};" for name in refusals)
@@ -239,7 +246,8 @@ def database_refusing_replies(database_url: str, conversation_id: str) -> Iterat
             "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$ LANGUAGE plpgsql;"
         )
         create += "".join(
-            f"CREATE TRIGGER {name} BEFORE {event} ON {table} FOR EACH ROW WHEN ({condition}) EXECUTE FUNCTION refuse();"
+            f"CREATE TRIGGER {name} BEFORE {event} ON {table} FOR EACH ROW WHEN ({only_here} AND {condition}) "
+            "EXECUTE FUNCTION refuse();"
             for name, (table, event, condition) in refusals.items()
         )
         drop = "".join(f"DROP TRIGGER {name} ON {table};" for name, (table, _, _) in refusals.items())
@@ -258,7 +266,7 @@ def test_a_database_that_cannot_record_the_end_of_a_turn_still_ends_the_stream(
     deadline = time.monotonic() + 20
     with (
         httpx.Client(base_url=chat.base_url, timeout=20) as client,
-        database_refusing_replies(database_url, conversation_id),
+        database_refusing(database_url, conversation_id, "refuse_reply", "refuse_end"),
     ):
         seen = stream_message(
             client, model="llama3.1:8b", message="is anyone keeping notes?", conversation_id=conversation_id,
@@ -270,6 +278,22 @@ def test_a_database_that_cannot_record_the_end_of_a_turn_still_ends_the_stream(
     assert seen.text == "Hello from llama3.1:8b!"  # the client saw the whole reply before the failure
     # the user's message, saved first, is kept; the refused reply is not there
     assert [(m["sender"], m["text"]) for m in stored(chat, conversation_id)] == [("user", "is anyone keeping notes?")]
+
+
+def test_a_database_that_cannot_store_the_message_ends_both_streams_with_an_error(
+    chat: httpx.Client, database_url: str
+) -> None:
+    conversation_id = create_conversation(chat, model="llama3.1:8b")
+    with database_refusing(database_url, conversation_id, "refuse_user_message"):
+        seen = stream_message(chat, model="llama3.1:8b", message="hello?", conversation_id=conversation_id)
+        url = f"/api/v1/conversations/{conversation_id}/messages"
+        with chat.stream("POST", url, json={"text": "hello?", "stream": True}) as response:
+            typed = response.read().decode()
+    assert seen.error_payload is not None, seen.raw
+    assert seen.error_payload["code"] == "INTERNAL_ERROR"
+    assert "event: error" in typed
+    assert '"code":"INTERNAL_ERROR"' in typed
+    assert stored(chat, conversation_id) == []
 
 
 def test_rest_reply_and_typed_stream(chat: httpx.Client) -> None:
