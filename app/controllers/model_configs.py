@@ -6,6 +6,7 @@ import msgspec
 from litestar import Controller, get
 
 from app.db.tables import ModelMetadata
+from app.db.text import storable
 from app.errors import ErrorCode, ServiceError
 from app.schemas.common import epoch_ms
 
@@ -56,7 +57,8 @@ class ModelConfigController(Controller):
 
     @get("/{name:path}", summary="One model's stored configuration")
     async def get_config(self, name: str) -> ModelConfigOut:
-        row = await ModelMetadata.objects().where(ModelMetadata.name == name.lstrip("/")).first()
+        name = name.lstrip("/")
+        row = await ModelMetadata.objects().where(ModelMetadata.name == name).first() if storable(name) else None
         if row is None:
-            raise ServiceError(ErrorCode.MODEL_NOT_FOUND, f"No stored configuration for {name.lstrip('/')}")
+            raise ServiceError(ErrorCode.MODEL_NOT_FOUND, f"No stored configuration for {name}")
         return ModelConfigOut.of(row)

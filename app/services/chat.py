@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar
 import msgspec
 
 from app.db.tables import Conversation, Message
+from app.db.text import without_nul
 from app.errors import ErrorCode, ServiceError
 from app.logging_setup import stream_session_id
 from app.providers.registry import RequestFor
@@ -239,7 +240,7 @@ class ChatService:
                     raise ServiceError(
                         ErrorCode.GENERATION_FAILED, "The model stream ended without a final chunk"
                     ) from None
-                text = chunk.text.replace("\x00", "")  # no database text column holds NUL (PostgreSQL refuses it)
+                text = without_nul(chunk.text)
                 if text:
                     if first_token_at is None:
                         first_token_at = time.perf_counter()

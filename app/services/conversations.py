@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from piccolo.query.functions.aggregate import Count
 
 from app.db.tables import Conversation, Image, Message, StreamSession
+from app.db.text import storable
 from app.errors import ErrorCode, ServiceError, invalid
 from app.services.images import remove_files
 from app.services.passwords import MAX_PASSWORD_BYTES, check_password, hash_password
@@ -48,7 +49,7 @@ def _check_text(field: str, value: str | None, limit: int, *, required: bool = T
         return None
     if len(value) > limit:
         raise invalid(f"{field} is longer than {limit} characters", field=field, limit=limit)
-    if "\x00" in value:
+    if not storable(value):
         raise invalid(f"{field} contains a NUL character", field=field)
     return value
 
@@ -142,9 +143,9 @@ class ConversationService:
         return {cid: counts.get(cid, 0) for cid in conversation_ids}
 
     async def find(self, conversation_id: str) -> Conversation | None:
-        """The conversation, or None; an id that no conversation can have (a NUL, which creation refuses and
-        PostgreSQL cannot even compare) is not looked up."""
-        if not conversation_id or len(conversation_id) > MAX_ID_CHARS or "\x00" in conversation_id:
+        """The conversation, or None; an id that no conversation can have (too long, not storable) is not
+        looked up."""
+        if not conversation_id or len(conversation_id) > MAX_ID_CHARS or not storable(conversation_id):
             return None
         return await Conversation.objects().where(Conversation.id == conversation_id).first()
 

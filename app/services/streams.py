@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from app.db.tables import Conversation, Message, StreamSession
+from app.db.text import storable
 from app.errors import ErrorCode, ServiceError
 
 log = logging.getLogger(__name__)
@@ -219,10 +220,10 @@ class StreamSessions:
             raise ServiceError(
                 ErrorCode.INVALID_REQUEST, f"reason must be one of {', '.join(REASONS)}", details={"reason": reason}
             )
-        # session ids are ours (new_session_id): one with a NUL, which PostgreSQL cannot compare, is not one
+        # session ids are ours (new_session_id): one that could not be stored is not one
         row = (
             await StreamSession.objects().where(StreamSession.id == session_id).first()
-            if "\x00" not in session_id
+            if storable(session_id)
             else None
         )
         if row is None:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from app.db.tables import ModelUsageStats
+from app.db.text import storable
 
 Period = Literal["hour", "day"]
 PERIODS: tuple[Period, ...] = ("hour", "day")
@@ -127,6 +128,8 @@ class UsageStats:
         until: datetime | None = None,
     ) -> list[UsageRow]:
         """Rows of `period`, newest first, filtered; duplicates of one period (from racing replicas) summed."""
+        if not storable(model, provider):  # a name no row can have
+            return []
         query = ModelUsageStats.objects().where(ModelUsageStats.period == period)
         if model:
             query = query.where(ModelUsageStats.model == model)

@@ -177,6 +177,10 @@ def test_ids_with_a_nul_character_are_not_found_on_every_surface(api: httpx.Clie
         api.delete("/api/v1/conversations/a%00b"),
     ):
         assert_error(response, 404, "NOT_FOUND")
+    assert_error(api.get("/api/v1/model-configs/hf/a%00b"), 404, "MODEL_NOT_FOUND")
+    usage = api.get("/api/v1/usage", params={"model": "a\x00b", "provider": "hf\x00"})
+    assert usage.status_code == 200, usage.text
+    assert usage.json()["rows"] == []
     found = graphql(api, "query($id: String!) { conversation(id: $id) { id } }", {"id": "a\x00b"})
     assert found["errors"][0]["extensions"]["code"] == "NOT_FOUND"
     conversation_id = new_id()
