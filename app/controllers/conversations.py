@@ -48,7 +48,7 @@ class ConversationController(Controller):
         self,
         conversations: ConversationService,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
-        offset: Annotated[int, Parameter(ge=0)] = 0,
+        offset: Annotated[int, Parameter(ge=0, le=2**62)] = 0,  # a 64-bit integer in every database
     ) -> ConversationPage:
         page = await conversations.list_public(limit=limit, offset=offset)
         items = [ConversationOut.of(row, page.message_counts[row.id]) for row in page.conversations]

@@ -23,7 +23,7 @@ def _instant(raw: str | None, name: str) -> datetime | None:
             return datetime.fromtimestamp(int(raw) / 1000, UTC)
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         return value if value.tzinfo else value.replace(tzinfo=UTC)
-    except ValueError:
+    except (ValueError, OverflowError, OSError):  # not a date, or one past what a timestamp can hold
         raise invalid(f"{name} must be epoch milliseconds or an ISO 8601 date", field=name) from None
 
 

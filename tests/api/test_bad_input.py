@@ -197,6 +197,15 @@ def test_ids_with_a_nul_character_are_not_found_on_every_surface(api: httpx.Clie
     assert seen.error_payload["code"] == "NOT_FOUND"
 
 
+def test_numbers_past_what_a_database_or_a_date_holds_are_refused(api: httpx.Client) -> None:
+    assert_error(api.get("/api/v1/conversations", params={"offset": 10**30}), 400, "INVALID_REQUEST")
+    far_page = api.get("/api/v1/conversations", params={"offset": 2**62})
+    assert far_page.status_code == 200, far_page.text
+    assert far_page.json()["conversations"] == []
+    for since in (str(10**30), "99999999999999999"):
+        assert_error(api.get("/api/v1/usage", params={"since": since}), 400, "INVALID_REQUEST")
+
+
 def test_graphql_syntax_and_type_errors_are_reported_not_crashes(api: httpx.Client) -> None:
     broken = api.post("/graphql", json={"query": "{ conversations { "})
     assert broken.status_code in (200, 400)
