@@ -59,6 +59,10 @@ def _check_password_input(password: str | None) -> None:
         raise invalid(f"password is longer than {MAX_PASSWORD_BYTES} bytes", field="password")
 
 
+#: the largest id a `Serial` column (PostgreSQL's 32-bit serial) can hold
+MAX_SERIAL_ID = 2**31 - 1
+
+
 def parse_message_id(raw: str | int) -> int | None:
     """Message ids are integers; anything else (the web client's temporary `user-<ms>` ids) is None."""
     if isinstance(raw, int):
@@ -248,6 +252,8 @@ class ConversationService:
             await Message.select(Message.id)
             .where((Message.id == message_id) & (Message.conversation_id == conversation.id))
             .first()
+            if 1 <= message_id <= MAX_SERIAL_ID  # PostgreSQL refuses to compare a serial with a larger number
+            else None
         )
         if target is None:
             raise ServiceError(ErrorCode.NOT_FOUND, "Message not found", details={"messageId": message_id})

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from tests.api.test_graphql_web_client import CREATE_CONVERSATION, GET_MESSAGES, SEND_MESSAGE
+from tests.api.test_graphql_web_client import CREATE_CONVERSATION, DELETE_MESSAGES_AFTER, GET_MESSAGES, SEND_MESSAGE
 from tests.fixtures.server import graphql, new_id
 from tests.fixtures.web_client import TERMINATE_STREAM, stream_message
 
@@ -204,6 +204,14 @@ def test_numbers_past_what_a_database_or_a_date_holds_are_refused(api: httpx.Cli
     assert far_page.json()["conversations"] == []
     for since in (str(10**30), "99999999999999999"):
         assert_error(api.get("/api/v1/usage", params={"since": since}), 400, "INVALID_REQUEST")
+    conversation_id = new_id()
+    graphql(api, CREATE_CONVERSATION, {"input": {"id": conversation_id, "tabName": "t"}})
+    too_big = 2**31  # past any message id (PostgreSQL's serial is 32 bits)
+    deleted = api.delete(f"/api/v1/conversations/{conversation_id}/messages", params={"fromId": too_big})
+    assert_error(deleted, 404, "NOT_FOUND")
+    after = graphql(api, DELETE_MESSAGES_AFTER, {"conversationId": conversation_id, "messageId": str(too_big)})
+    result = after["data"]["deleteMessagesAfter"]
+    assert (result["success"], result["message"], result["deletedCount"]) == (False, "Message not found", 0)
 
 
 def test_graphql_syntax_and_type_errors_are_reported_not_crashes(api: httpx.Client) -> None:
