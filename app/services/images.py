@@ -20,6 +20,7 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from app.db.tables import Image, Message
+from app.db.text import storable
 from app.errors import ErrorCode, ServiceError
 
 if TYPE_CHECKING:
@@ -210,7 +211,8 @@ class ImageStore:
 
     async def open(self, image_id: str, password: str | None) -> tuple[Image, Path]:
         """The image row and file, after the existence, expiry and private-conversation checks."""
-        row = await Image.objects().where((Image.id == image_id) & Image.deleted_at.is_null()).first()
+        live = (Image.id == image_id) & Image.deleted_at.is_null()
+        row = await Image.objects().where(live).first() if storable(image_id) else None
         if row is None:
             raise ServiceError(ErrorCode.NOT_FOUND, "Image not found", details={"id": image_id})
         await self.conversations.authorize(row.conversation_id, password)

@@ -178,6 +178,13 @@ def test_ids_with_a_nul_character_are_not_found_on_every_surface(api: httpx.Clie
     ):
         assert_error(response, 404, "NOT_FOUND")
     assert_error(api.get("/api/v1/model-configs/hf/a%00b"), 404, "MODEL_NOT_FOUND")
+    for response in (
+        api.get("/api/images/a%00b"),
+        api.get("/api/images/a%00b/info"),
+        api.delete("/api/images/a%00b"),
+        api.get("/api/images/conversation/a%00b"),
+    ):
+        assert_error(response, 404, "NOT_FOUND")
     usage = api.get("/api/v1/usage", params={"model": "a\x00b", "provider": "hf\x00"})
     assert usage.status_code == 200, usage.text
     assert usage.json()["rows"] == []
