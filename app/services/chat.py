@@ -23,7 +23,7 @@ from typing import Protocol, TypeVar
 import msgspec
 
 from app.db.tables import Conversation, Message
-from app.db.text import without_nul
+from app.db.text import storable, without_nul
 from app.errors import ErrorCode, ServiceError
 from app.logging_setup import stream_session_id
 from app.providers.registry import RequestFor
@@ -104,6 +104,8 @@ class ChatService:
         model_name = (request.model or conversation.llm_model).strip()
         if not model_name:
             raise ServiceError(ErrorCode.INVALID_REQUEST, "A model name is required", details={"field": "model"})
+        if not storable(model_name):  # it is stored on the conversation and the reply
+            raise ServiceError(ErrorCode.INVALID_REQUEST, "model contains a NUL character", details={"field": "model"})
         user_message = await self.conversations.add_message(
             conversation, text=request.text, sender="user", has_images=bool(validated)
         )

@@ -169,7 +169,7 @@ def test_a_lone_surrogate_is_refused_as_malformed_json_by_graphql_and_rest(api: 
     assert api.get("/health/ready").status_code == 200
 
 
-def test_ids_with_a_nul_character_are_not_found_on_every_surface(api: httpx.Client) -> None:
+def test_a_nul_in_an_id_or_a_model_name_is_not_found_or_refused_everywhere(api: httpx.Client) -> None:
     """No stored id holds a NUL (creation refuses it), and PostgreSQL cannot even compare one: not found."""
     for response in (
         api.get("/api/v1/conversations/a%00b"),
@@ -202,6 +202,12 @@ def test_ids_with_a_nul_character_are_not_found_on_every_surface(api: httpx.Clie
     seen = stream_message(api, model="m", message="hi", conversation_id="a\x00b")
     assert seen.error_payload is not None
     assert seen.error_payload["code"] == "NOT_FOUND"
+    # a model name is stored with the turn: one with a NUL is refused before anything is saved
+    turn = api.post(
+        f"/api/v1/conversations/{conversation_id}/messages", json={"text": "hi", "model": "a\x00b", "reply": True}
+    )
+    assert_error(turn, 400, "INVALID_REQUEST")
+    assert graphql(api, GET_MESSAGES, {"conversationId": conversation_id})["data"]["messages"] == []
 
 
 def test_numbers_past_what_a_database_or_a_date_holds_are_refused(api: httpx.Client) -> None:
