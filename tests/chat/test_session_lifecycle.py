@@ -26,8 +26,9 @@ from tests.fixtures.web_client import ClientStream, stream_message, terminate
 def make_server(database_url: str, tmp_path: Path, chat_ollama: FakeOllama, chat_models_dir: Path) -> Iterator:  # type: ignore[type-arg]
     started: list[ServerProcess] = []
 
-    def make(name: str, **env: str) -> ServerProcess:
-        process = ServerProcess(tmp_path / name, database_url, chat_env(chat_ollama, chat_models_dir, **env))
+    def make(name: str, ollama: FakeOllama | None = None, **env: str) -> ServerProcess:
+        """A chat server on the shared fake Ollama, or on `ollama`; stopped at the end of the test."""
+        process = ServerProcess(tmp_path / name, database_url, chat_env(ollama or chat_ollama, chat_models_dir, **env))
         process.start()
         started.append(process)
         return process
@@ -176,19 +177,14 @@ def busy_ollama() -> Iterator[FakeOllama]:
     busy.stop()
 
 
-def test_a_fallback_reply_names_the_model_that_could_not_start(
-    database_url: str, tmp_path: Path, chat_models_dir: Path, busy_ollama: FakeOllama
-) -> None:
-    env = chat_env(busy_ollama, chat_models_dir, FALLBACK_MODELS="hf/SmolLM2-135M-Instruct", PROVIDER_RETRIES="0")
-    server = ServerProcess(tmp_path / "fallback", database_url, env)
-    server.start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=60) as client:
-            conversation_id = create_conversation(client, model="llama3.1:8b")
-            events = rest_turn(client, conversation_id, "anyone there?")
-            reply = stored(client, conversation_id)[-1]
-    finally:
-        server.stop()
+def test_a_fallback_reply_names_the_model_that_could_not_start(make_server, busy_ollama: FakeOllama) -> None:
+    server = make_server(
+        "fallback", ollama=busy_ollama, FALLBACK_MODELS="hf/SmolLM2-135M-Instruct", PROVIDER_RETRIES="0"
+    )
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        conversation_id = create_conversation(client, model="llama3.1:8b")
+        events = rest_turn(client, conversation_id, "anyone there?")
+        reply = stored(client, conversation_id)[-1]
     assert events["session"]["model"] == "llama3.1:8b"  # what was asked for: nothing has answered yet
     assert events["end"]["model"] == "hf/SmolLM2-135M-Instruct"
     assert events["end"]["fallbackFrom"] == "llama3.1:8b"
@@ -197,25 +193,20 @@ def test_a_fallback_reply_names_the_model_that_could_not_start(
 
 
 def test_a_fallback_with_a_smaller_context_gets_the_history_trimmed_to_its_own(
-    database_url: str, tmp_path: Path, chat_models_dir: Path, busy_ollama: FakeOllama, tiny_export: Path
+    make_server, busy_ollama: FakeOllama, tiny_export: Path
 ) -> None:
     """llama3.1:8b has 131072 tokens of context, the tiny fallback 512: a history that fits the first must
     be trimmed again for the second, or the fallback refuses it with CONTEXT_LENGTH_EXCEEDED."""
     tokenizer = Tokenizer.from_file(str(tiny_export / "tokenizer.json"))
     paragraph = " ".join(["the cat sat on a warm mat and looked at the birds in the garden"] * 3)
     assert 120 <= len(tokenizer.encode(paragraph).ids) <= 200
-    env = chat_env(
-        busy_ollama, chat_models_dir, FALLBACK_MODELS="hf/tiny", PROVIDER_RETRIES="0", SYSTEM_PROMPT="Be brief."
+    server = make_server(
+        "trimmed", ollama=busy_ollama, FALLBACK_MODELS="hf/tiny", PROVIDER_RETRIES="0", SYSTEM_PROMPT="Be brief."
     )
-    server = ServerProcess(tmp_path / "trimmed", database_url, env)
-    server.start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=60) as client:
-            conversation_id = create_conversation(client, model="llama3.1:8b")
-            ends = [rest_turn(client, conversation_id, f"{n}. {paragraph}")["end"] for n in range(4)]
-            messages = stored(client, conversation_id)
-    finally:
-        server.stop()
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        conversation_id = create_conversation(client, model="llama3.1:8b")
+        ends = [rest_turn(client, conversation_id, f"{n}. {paragraph}")["end"] for n in range(4)]
+        messages = stored(client, conversation_id)
     # four ~150-token messages (and the replies) no longer fit 512 tokens together: the later turns drop the oldest
     for end in ends:
         assert (end["model"], end["fallbackFrom"]) == ("hf/tiny", "llama3.1:8b")
