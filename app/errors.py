@@ -29,6 +29,9 @@ class ErrorCode(StrEnum):
     CONFLICT = "CONFLICT"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     INTERNAL_ERROR = "INTERNAL_ERROR"
+    # Admin endpoints: a request from another web origin, and a body of a content type they do not take.
+    CROSS_ORIGIN = "CROSS_ORIGIN"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
 
 
 DEFAULT_STATUS: dict[ErrorCode, int] = {
@@ -48,6 +51,8 @@ DEFAULT_STATUS: dict[ErrorCode, int] = {
     ErrorCode.CONFLICT: 409,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.CROSS_ORIGIN: 403,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
 }
 
 

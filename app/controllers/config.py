@@ -1,22 +1,20 @@
 """`/api/v1/config`: read, validate, change, back up, restore and follow the running configuration.
 
-Admin endpoints: with `BETH_ADMIN_TOKEN` set they need `Authorization: Bearer <token>`; without it they
-answer loopback clients only, so a fresh install is not configurable from the network by default.
+Every endpoint here is an admin endpoint (see `app.controllers.admin_guard`), reads included: the
+configuration names hosts and prompts, and a fresh install is not configurable from the network by default.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, patch, post
-from litestar.connection import ASGIConnection
-from litestar.handlers import BaseRouteHandler
 from litestar.response import Stream
 
+from app.controllers.admin_guard import JSON, TOML, admin_only, takes
 from app.controllers.sse import SSE_HEADERS, sse_event, with_keepalive
 from app.errors import ErrorCode, ServiceError
 from app.schemas.config import (
@@ -31,28 +29,6 @@ from app.schemas.config import (
 )
 from app.services import config_model as cm
 from app.services.config import ConfigurationService, error_dict
-
-LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
-
-
-def admin_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """The guard: bearer token when one is configured, else loopback clients only."""
-    token = connection.app.state.settings.beth_admin_token
-    if token:
-        header = connection.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise ServiceError(ErrorCode.UNAUTHORIZED, "Send Authorization: Bearer <BETH_ADMIN_TOKEN>")
-        if not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise ServiceError(ErrorCode.UNAUTHORIZED, "The admin token is not valid", status=403)
-        return
-    host = connection.client.host if connection.client else ""
-    if host not in LOOPBACK:
-        raise ServiceError(
-            ErrorCode.UNAUTHORIZED,
-            "Configuration endpoints answer loopback clients only; set BETH_ADMIN_TOKEN to allow others",
-            status=403,
-        )
 
 
 def config_view(service: ConfigurationService) -> ConfigOut:
@@ -88,9 +64,9 @@ def config_view(service: ConfigurationService) -> ConfigOut:
 
 
 async def document_from(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    """A body that is a JSON object, or else a TOML text."""
+    """A JSON object or a TOML text, as its content type says (the guard admits only these two)."""
     raw = (await request.body()).decode("utf-8", errors="replace")
-    if raw.lstrip().startswith("{"):
+    if request.content_type[0].lower() == JSON:
         try:
             data = msgspec.json.decode(raw)
         except msgspec.DecodeError as exc:
@@ -110,7 +86,12 @@ class ConfigController(Controller):
     async def read(self, request: Request[Any, Any, Any]) -> ConfigOut:
         return config_view(request.app.state.config)
 
-    @post("/validate", summary="Validate a TOML text or JSON object as a config file; applies nothing", status_code=200)
+    @post(
+        "/validate",
+        summary="Validate a TOML text (application/toml) or JSON object as a config file; applies nothing",
+        status_code=200,
+        opt=takes(TOML, JSON),
+    )
     async def validate(self, request: Request[Any, Any, Any]) -> ValidationOut:
         try:
             document = await document_from(request)
@@ -119,7 +100,7 @@ class ConfigController(Controller):
         errors = request.app.state.config.validate(document)
         return ValidationOut(valid=not errors, errors=errors)
 
-    @patch("/", summary="Change settings (a JSON object); validated, stored as a revision, applied")
+    @patch("/", summary="Change settings (a JSON object); validated, stored as a revision, applied", opt=takes(JSON))
     async def change(self, request: Request[Any, Any, Any], data: dict[str, Any]) -> ChangeOut:
         service: ConfigurationService = request.app.state.config
         revision = await service.patch(data)
@@ -138,7 +119,12 @@ class ConfigController(Controller):
             headers={"Content-Disposition": 'attachment; filename="beth.toml"'},
         )
 
-    @post("/restore", summary="Upload a TOML backup; validated before it replaces the config file", status_code=200)
+    @post(
+        "/restore",
+        summary="Upload a TOML backup (application/toml); validated before it replaces the config file",
+        status_code=200,
+        opt=takes(TOML),
+    )
     async def restore(self, request: Request[Any, Any, Any]) -> ChangeOut:
         service: ConfigurationService = request.app.state.config
         text = (await request.body()).decode("utf-8", errors="replace")

@@ -1,10 +1,14 @@
-"""`GET /api/v1/model-configs`: the stored configuration of every discovered model (generated on discovery)."""
+"""`GET /api/v1/model-configs`: the stored configuration of every discovered model (generated on discovery).
+
+Admin only, like `GET /api/v1/config`: the tables hold the operator's prompts and options.
+"""
 
 from __future__ import annotations
 
 import msgspec
 from litestar import Controller, get
 
+from app.controllers.admin_guard import admin_only
 from app.db.tables import ModelMetadata
 from app.db.text import storable
 from app.errors import ErrorCode, ServiceError
@@ -50,6 +54,7 @@ class ModelConfigOut(msgspec.Struct, rename="camel"):
 class ModelConfigController(Controller):
     path = "/api/v1/model-configs"
     tags = ("models",)
+    guards = (admin_only,)
 
     @get("/", summary="Stored configurations of every discovered model")
     async def list_configs(self) -> list[ModelConfigOut]:

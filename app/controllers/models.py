@@ -2,7 +2,8 @@
 
 Model names contain `/` and `:` (`hf/SmolLM2-135M-Instruct`, `ollama/llama3.1:8b`), so they travel as a
 `path` parameter. Litestar allows nothing after a path parameter, so load and unload are
-`POST /api/v1/models/<name>/load` and `/unload` read from the tail of that one path.
+`POST /api/v1/models/<name>/load` and `/unload` read from the tail of that one path. Loading and
+unloading are admin actions (`admin_only`): they cost memory and seconds of reload for every user.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Annotated, Literal
 from litestar import Controller, get, post
 from litestar.params import Parameter
 
+from app.controllers.admin_guard import admin_only
 from app.errors import ErrorCode, ServiceError
 from app.providers.types import ModelInfo
 from app.schemas.models import ModelAction, ModelList, ProviderList
@@ -45,7 +47,8 @@ class ModelController(Controller):
     @post(
         "/{target:path}",
         status_code=200,
-        summary="`<name>/load` or `<name>/unload`: load a model into memory, or free it",
+        summary="`<name>/load` or `<name>/unload`: load a model into memory, or free it (admin)",
+        guards=[admin_only],
     )
     async def act(self, target: str, catalog: ModelCatalog) -> ModelAction:
         name, _, action = target.lstrip("/").rpartition("/")

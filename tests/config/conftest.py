@@ -20,6 +20,8 @@ CONFIG_ENV = {
     "HF_AUTO_EXPORT_DEFAULT": "0",
     "STREAM_FLUSH_INTERVAL_S": "0.1",
 }
+TOML_BODY = {"Content-Type": "application/toml"}
+"""The content type the restore and validate endpoints want for a TOML text."""
 
 
 def first_config(ollama: FakeOllama) -> str:

@@ -8,7 +8,7 @@ import tomllib
 import httpx
 
 from tests.api.test_graphql_web_client import create_conversation
-from tests.config.conftest import config_file, first_config, wait_for
+from tests.config.conftest import TOML_BODY, config_file, first_config, wait_for
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.server import ServerProcess
 from tests.fixtures.web_client import ClientStream, stream_message, terminate
@@ -141,13 +141,15 @@ def test_patch_is_validated_stored_and_applied(admin: httpx.Client) -> None:
 
 def test_validate_applies_nothing(admin: httpx.Client) -> None:
     before = admin.get("/api/v1/config").json()
-    good = admin.post("/api/v1/config/validate", content='system_prompt = "x"\n[models."a"]\nenabled = false\n')
+    good = admin.post(
+        "/api/v1/config/validate", content='system_prompt = "x"\n[models."a"]\nenabled = false\n', headers=TOML_BODY
+    )
     assert good.json() == {"valid": True, "errors": []}
     bad = admin.post("/api/v1/config/validate", json={"port": 0, "models": {"a": {"enabled": "maybe"}}})
     assert bad.status_code == 200
     assert bad.json()["valid"] is False
     assert {e["key"] for e in bad.json()["errors"]} == {"port", 'models."a".enabled'}
-    broken = admin.post("/api/v1/config/validate", content="system_prompt = ")
+    broken = admin.post("/api/v1/config/validate", content="system_prompt = ", headers=TOML_BODY)
     assert broken.json()["valid"] is False
     assert admin.get("/api/v1/config").json() == before
 
@@ -160,11 +162,13 @@ def test_backup_then_restore(admin: httpx.Client, config_server: ServerProcess) 
     assert tomllib.loads(backup.text)["models"]["llama3.1:8b"]["options"]["seed"] == 42
 
     admin.patch("/api/v1/config", json={"systemPrompt": "changed after the backup", "models": {"llama3.1:8b": None}})
-    refused = admin.post("/api/v1/config/restore", content='fallback_models = 3\n[models."x"]\nenabled = 1\n')
+    refused = admin.post(
+        "/api/v1/config/restore", content='fallback_models = 3\n[models."x"]\nenabled = 1\n', headers=TOML_BODY
+    )
     assert refused.status_code == 400
     assert setting(admin, "system_prompt")["value"] == "changed after the backup"
 
-    restored = admin.post("/api/v1/config/restore", content=backup.text)
+    restored = admin.post("/api/v1/config/restore", content=backup.text, headers=TOML_BODY)
     assert restored.status_code == 200, restored.text
     assert restored.json()["revision"]["source"] == "restore"
     config = admin.get("/api/v1/config").json()

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from app.controllers.config import admin_only
-from app.errors import ServiceError
 from app.providers.types import ModelInfo
 from app.services import config_model as cm
 from app.settings import load_settings
@@ -104,24 +101,6 @@ def test_diff_names_what_changed() -> None:
     before = cm.flat_view(cm.build(start_settings(), {}, {}))
     after = cm.flat_view(cm.build(start_settings(), {"chat_max_tokens": 10}, {}))
     assert cm.diff(before, after) == {"chat_max_tokens": {"from": 1024, "to": 10}}
-
-
-def connection(host: str, token: str = "", header: str = "") -> SimpleNamespace:
-    settings = SimpleNamespace(beth_admin_token=token)
-    return SimpleNamespace(
-        app=SimpleNamespace(state=SimpleNamespace(settings=settings)),
-        headers={"authorization": header} if header else {},
-        client=SimpleNamespace(host=host),
-    )
-
-
-def test_without_a_token_only_loopback_clients_are_admins() -> None:
-    admin_only(connection("127.0.0.1"), None)  # type: ignore[arg-type]
-    admin_only(connection("::1"), None)  # type: ignore[arg-type]
-    with pytest.raises(ServiceError) as refused:
-        admin_only(connection("192.0.2.7"), None)  # type: ignore[arg-type]
-    assert (refused.value.status, refused.value.code) == (403, "UNAUTHORIZED")
-    admin_only(connection("192.0.2.7", "t", "Bearer t"), None)  # type: ignore[arg-type]
 
 
 def test_paths_are_plain_strings_in_views() -> None:

@@ -9,7 +9,7 @@ import httpx
 
 from tests.api.test_graphql_web_client import create_conversation
 from tests.chat.test_usage_and_metrics import metric
-from tests.config.conftest import config_file, first_config, wait_for
+from tests.config.conftest import TOML_BODY, config_file, first_config, wait_for
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.server import ServerProcess
 from tests.fixtures.web_client import stream_message
@@ -166,7 +166,9 @@ def test_changes_made_through_the_api_survive_a_restart(admin: httpx.Client, con
         assert startup["diff"]["system_prompt"]["to"] == "Kept across restarts"
 
         # a restore drops the API layer, and that too is what the next start sees
-        restored = client.post("/api/v1/config/restore", content=config_file(config_server).read_text())
+        restored = client.post(
+            "/api/v1/config/restore", content=config_file(config_server).read_text(), headers=TOML_BODY
+        )
         assert restored.status_code == 200, restored.text
     config_server.stop()
     config_server.start()

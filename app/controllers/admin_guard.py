@@ -1,0 +1,157 @@
+"""The guard of every admin endpoint (configuration, model load and unload).
+
+A browser on the operator's machine is a loopback client, so the client address alone cannot tell the
+operator from a web page they happen to visit. The guard therefore also refuses requests sent from another
+origin, requests whose `Host` is not a loopback name while no token is set (DNS rebinding), and bodies
+whose content type a page could send without a CORS preflight.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
+
+from app.errors import ErrorCode, ServiceError
+
+BODY_TYPES = "admin_body_types"
+"""The `opt` key of an admin handler that takes a body: the media types it accepts."""
+
+JSON = "application/json"
+TOML = "application/toml"
+DEFAULT_PORTS = {"http": 80, "https": 443}
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def takes(*media_types: str) -> dict[str, Any]:
+    """The `opt` of an admin handler whose body must be one of `media_types`."""
+    return {BODY_TYPES: media_types}
+
+
+def admin_only(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Same origin always; a bearer token when one is configured, else a loopback client and `Host`;
+    and the handler's declared body type."""
+    headers = connection.headers
+    refuse_foreign_origin(headers, connection.scope.get("scheme", "http"))
+    token: str = connection.app.state.settings.beth_admin_token
+    if token:
+        check_token(headers.get("authorization", ""), token)
+    else:
+        check_loopback(connection.client.host if connection.client else "", headers.get("host", ""))
+    if connection.scope.get("method", "GET") in BODY_METHODS:
+        check_body_type(headers, tuple(handler.opt.get(BODY_TYPES, ())))
+
+
+def refuse_foreign_origin(headers: Mapping[str, str], scheme: str) -> None:
+    """A request that names an `Origin` must come from this service's own (scheme, host, port)."""
+    origin = headers.get("origin")
+    if origin is None:
+        return  # not sent by a browser page on another site: curl, scripts, the CLI
+    own = _origin(scheme, headers.get("host", ""))
+    if own is None or _parse_origin(origin) != own:
+        raise ServiceError(
+            ErrorCode.CROSS_ORIGIN,
+            "Admin endpoints refuse requests from other web origins; call them from a script or from this "
+            "service's own origin",
+            details={"origin": origin[:200]},
+        )
+
+
+def check_token(header: str, token: str) -> None:
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise ServiceError(ErrorCode.UNAUTHORIZED, "Send Authorization: Bearer <BETH_ADMIN_TOKEN>")
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise ServiceError(ErrorCode.UNAUTHORIZED, "The admin token is not valid", status=403)
+
+
+def check_loopback(client: str, host_header: str) -> None:
+    """Without a token: a loopback client that addressed the service by a loopback name."""
+    if not is_loopback_address(client):
+        raise ServiceError(
+            ErrorCode.UNAUTHORIZED,
+            "Admin endpoints answer loopback clients only; set BETH_ADMIN_TOKEN to allow others",
+            status=403,
+            details={"reason": "client_not_loopback"},
+        )
+    host = _hostname(host_header)
+    if host is None or not (host == "localhost" or is_loopback_address(host)):
+        raise ServiceError(
+            ErrorCode.UNAUTHORIZED,
+            "Admin endpoints answer requests addressed to localhost, 127.0.0.1 or [::1] only; "
+            "set BETH_ADMIN_TOKEN to allow other host names",
+            status=403,
+            details={"reason": "host_not_loopback"},
+        )
+
+
+def check_body_type(headers: Mapping[str, str], accepted: tuple[str, ...]) -> None:
+    """The body must carry one of the declared media types; a handler that declares none takes no body."""
+    media_type = headers.get("content-type", "").partition(";")[0].strip().lower()
+    if not accepted:
+        if _has_body(headers):
+            raise ServiceError(
+                ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                "This endpoint takes no request body",
+                details={"contentType": media_type},
+            )
+        return
+    if media_type not in accepted:
+        raise ServiceError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"Send the body as {' or '.join(f'Content-Type: {kind}' for kind in accepted)}",
+            details={"contentType": media_type, "accepted": list(accepted)},
+        )
+
+
+def is_loopback_address(text: str) -> bool:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def _has_body(headers: Mapping[str, str]) -> bool:
+    length = headers.get("content-length", "").strip()
+    return "transfer-encoding" in headers or (length not in ("", "0"))
+
+
+def _hostname(host_header: str) -> str | None:
+    """The host name of a `Host` header (`[::1]:4000` -> `::1`), lower-case; None when it is not one."""
+    try:
+        parts = urlsplit(f"//{host_header.strip()}")
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return None
+    return parts.hostname or None
+
+
+def _origin(scheme: str, host_header: str) -> tuple[str, str, int] | None:
+    try:
+        parts = urlsplit(f"{scheme}://{host_header.strip()}")
+        port = parts.port or DEFAULT_PORTS.get(scheme.lower())
+    except ValueError:
+        return None
+    if not parts.hostname or port is None:
+        return None
+    return scheme.lower(), parts.hostname, port
+
+
+def _parse_origin(origin: str) -> tuple[str, str, int] | None:
+    """`scheme://host[:port]` as a tuple; None for `null` and anything that is not a plain origin."""
+    try:
+        parts = urlsplit(origin.strip())
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower())
+    except ValueError:
+        return None
+    if not parts.hostname or port is None or parts.path not in ("", "/") or parts.query or parts.username:
+        return None
+    return parts.scheme.lower(), parts.hostname, port
