@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app.controllers.admin_guard import check_loopback
+from app.controllers.admin_guard import check_loopback, refuse_foreign_origin
 from app.errors import ServiceError
 from tests.config.conftest import TOML_BODY, config_file
 from tests.fixtures.ollama import FakeOllama
@@ -182,6 +182,8 @@ def test_the_services_own_origin_is_allowed(admin: httpx.Client, config_server: 
     assert changed.status_code == 200, changed.text
     assert admin.patch("/api/v1/config", json={"systemPrompt": None}, headers=own).status_code == 200
     assert admin.post("/api/v1/models/hf/tiny/unload", headers=own).status_code == 200
+    ipv6 = {"Origin": f"http://[::1]:{config_server.port}", "Host": f"[::1]:{config_server.port}"}
+    assert admin.get("/api/v1/config", headers=ipv6).status_code == 200
     # another scheme, port or host name is another origin, and so is an opaque one
     for origin in (
         f"https://127.0.0.1:{config_server.port}",
@@ -201,3 +203,12 @@ def test_the_guard_refuses_clients_that_are_not_loopback() -> None:
         check_loopback("192.0.2.7", "127.0.0.1:4000")
     assert (refused.value.status, refused.value.code) == (403, "UNAUTHORIZED")
     assert refused.value.details == {"reason": "client_not_loopback"}
+
+
+def test_an_origin_is_the_same_with_or_without_its_default_port() -> None:
+    refuse_foreign_origin({"origin": "http://localhost", "host": "localhost:80"}, "http")
+    refuse_foreign_origin({"origin": "https://LOCALHOST:443", "host": "localhost"}, "https")
+    for origin, host in (("http://localhost", "localhost:8080"), ("http://localhost/x", "localhost"), ("x", "a")):
+        with pytest.raises(ServiceError) as refused:
+            refuse_foreign_origin({"origin": origin, "host": host}, "http")
+        assert (refused.value.status, refused.value.code) == (403, "CROSS_ORIGIN")
