@@ -70,7 +70,7 @@ def _typed_stream(client: httpx.Client, outcome: Outcome, model: str) -> None:
 
 def _legacy_stream(client: httpx.Client, outcome: Outcome, model: str) -> None:
     body = {"model": model, "message": outcome.message, "conversationId": outcome.conversation_id}
-    seen = ClientStream(status=0)
+    seen = ClientStream(status=0, tokens=outcome.tokens)  # the tokens are visible while the stream runs
     try:
         with client.stream("POST", "/api/stream-message", json=body) as response:
             seen.status = response.status_code
@@ -80,9 +80,8 @@ def _legacy_stream(client: httpx.Client, outcome: Outcome, model: str) -> None:
                 *blocks, buffer = buffer.split("\n\n")
                 for block in blocks:
                     consume_block(seen, block)
+                    outcome.session_id = seen.session_id
     finally:
-        outcome.tokens = list(seen.tokens)
-        outcome.session_id = seen.session_id
         if seen.ended:
             outcome.last_event = "end"
         elif seen.terminated is not None:
@@ -184,6 +183,17 @@ def sessions(database_url: str) -> dict[str, dict[str, Any]]:
         " FROM stream_sessions s LEFT JOIN messages m ON m.id = s.assistant_message_id",
     )
     return {row["id"]: row for row in rows}
+
+
+def describe(outcome: Outcome, rows: dict[str, dict[str, Any]]) -> str:
+    """One line on a stream for a failure message: what the client saw, what its session row holds."""
+    session = rows.get(outcome.session_id or "") or {}
+    return (
+        f"{outcome.kind} {outcome.message}: client saw {len(outcome.tokens)} tokens, last event {outcome.last_event}"
+        f" ({outcome.error}); session {session.get('status')} {session.get('termination_reason')},"
+        f" {len(session.get('partial_response') or '')} chars flushed, reply {session.get('reply_status')}"
+        f" of {len(session.get('reply_text') or '')} chars"
+    )
 
 
 def stored_messages(client: httpx.Client, conversation_id: str) -> list[dict[str, Any]]:

@@ -15,8 +15,9 @@ from tests.reliability.clients import (
     stored_messages,
     usage_totals,
 )
-from tests.reliability.conftest import Row, database, serving
 from tests.reliability.paced_ollama import PACED, PacedOllama, paced_reply
+from tests.reliability.report import Row
+from tests.reliability.servers import database, serving
 
 pytestmark = pytest.mark.reliability
 
