@@ -1,8 +1,8 @@
 """The provider killed mid-stream: every client hears how its reply ended, nothing hangs, nothing is lost.
 
 Ollama is stopped (listener closed, every connection dropped) while 10 replies stream. Each client gets
-an `error` event (or `end`), the user messages stay stored, the health endpoints stop calling Ollama
-healthy, and once Ollama is back new streams work again.
+an `error` event (or `end`) that does not show Ollama's address, the user messages stay stored, the
+health endpoints stop calling Ollama healthy, and once Ollama is back new streams work again.
 """
 
 from __future__ import annotations
@@ -74,5 +74,7 @@ def test_provider_killed_mid_stream(kind: str, tmp_path: Path, paced_ollama: Pac
         assert all(stored[o.conversation_id][0]["text"] == o.message for o in outcomes), "a user message was lost"
         assert not [describe(o, rows) for o in outcomes if rows[o.session_id or ""]["status"] == "ACTIVE"]
         assert health_after_kill != "healthy", "Ollama still reported healthy after its streams failed"
+        address = paced_ollama.url.removeprefix("http://")
+        assert [o.error for o in outcomes if address in (o.error or "")] == [], "the provider's address reached clients"
         assert [(o.message, o.last_event, o.error) for o in after if o.last_event != "end"] == []
         assert all(o.text == "".join(paced_reply(o.message, 8)) for o in after)
