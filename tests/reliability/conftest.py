@@ -46,8 +46,9 @@ def row(request: pytest.FixtureRequest) -> Iterator[Row]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report = yield
-    if report.failed and item.nodeid in ROWS:
-        ROWS[item.nodeid].passed = False
+    entry = ROWS.get(item.nodeid)
+    if entry is not None and entry.result != "FAIL" and (report.failed or report.skipped):
+        entry.result = "FAIL" if report.failed else "SKIP"
     return report
 
 
@@ -66,7 +67,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             "-" if r.usage_counted is None else f"{r.usage_counted}/{r.streams}",
             str(r.errors),
             f"{r.duration_s:.1f}s",
-            "PASS" if r.passed else "FAIL",
+            r.result,
         )
         for r in ROWS.values()
     ]

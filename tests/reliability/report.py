@@ -11,13 +11,18 @@ class Row:
     scenario: str
     database: str
     streams: int = 0
-    saved_exact: int | None = None  # replies stored byte-exact equal to what the client received
-    usage_counted: int | None = None  # generations counted in /api/v1/usage (day and hour agreeing)
-    errors: int = 0  # clients that saw an error event or a broken connection
+    #: replies stored as the client should find them: byte-exact equal to what it received (after a
+    #: kill -9, the partial text flushed before the kill, saved once)
+    saved_exact: int | None = None
+    #: generations counted in /api/v1/usage, the smaller of the day and hour totals
+    usage_counted: int | None = None
+    #: clients whose stream did not end with `end` (an error event or a broken connection)
+    errors: int = 0
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     duration_s: float = 0.0
-    passed: bool = True
+    result: str = "PASS"  # PASS | FAIL | SKIP
 
 
+#: by test node id, in the order the tests ran
 ROWS: dict[str, Row] = {}
