@@ -60,7 +60,7 @@ def test_provider_killed_mid_stream(kind: str, tmp_path: Path, paced_ollama: Pac
         row.saved_exact = sum(
             1 for o in outcomes if (rows.get(o.session_id or "") or {}).get("reply_text") == o.text and o.text
         )
-        # a failure marks the provider unhealthy at once, not at the next periodic check (30 s by default)
+        # a failure marks the provider unhealthy at once, not at the next periodic check
         settled(lambda: unhealthy(ollama_health(client)), True, timeout=3)
         health_after_kill = ollama_health(client)
         row.notes.append(f"Ollama's health 3 s after the streams failed: {health_after_kill}")
