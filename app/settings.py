@@ -50,6 +50,7 @@ class Settings:
     public_base_url: str = ""
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     max_body_mb: int = 10
+    request_read_timeout_s: float = 10.0
     bcrypt_rounds: int = 10
     log_level: str = "info"
     log_format: str = "text"
@@ -134,6 +135,7 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "public_base_url": ("PUBLIC_BASE_URL",),
     "cors_origins": ("CORS_ORIGINS",),
     "max_body_mb": ("MAX_BODY_MB",),
+    "request_read_timeout_s": ("REQUEST_READ_TIMEOUT_S",),
     "bcrypt_rounds": ("BCRYPT_ROUNDS",),
     "log_level": ("LOG_LEVEL",),
     "log_format": ("LOG_FORMAT",),
@@ -316,6 +318,7 @@ CONVERTERS: dict[str, Callable[[object], Any]] = {
     "public_base_url": _to_optional_http_url,
     "cors_origins": _to_origins,
     "max_body_mb": to_int(1, 1024),
+    "request_read_timeout_s": to_float(0.1, 3600),
     "bcrypt_rounds": to_int(4, 16),
     "log_level": _to_choice(LOG_LEVELS),
     "log_format": _to_choice(("text", "json")),

@@ -41,6 +41,7 @@ RESTART_KEYS: frozenset[str] = frozenset(
         "tls_key_path",
         "cors_origins",
         "max_body_mb",
+        "request_read_timeout_s",
         "bcrypt_rounds",
         "log_level",
         "log_format",
