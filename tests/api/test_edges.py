@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 
-from tests.fixtures.server import ServerProcess
+from tests.api.test_graphql_web_client import GET_MESSAGES, create_conversation
+from tests.fixtures.server import ServerProcess, graphql
 
 READ_TIMEOUT_S = 1.0
 CLOSE_WITHIN_S = 20.0  # a bound for the poll only: without a read deadline the connection never closes
@@ -67,7 +69,7 @@ def test_a_stalled_request_body_is_closed(strict_server: ServerProcess) -> None:
         assert _closed_by_server(sock)
 
 
-def test_prompt_clients_are_served_on_the_same_server(strict_server: ServerProcess, tmp_path: Path) -> None:
+def test_prompt_clients_are_served_on_the_same_server(strict_server: ServerProcess) -> None:
     with _connect(strict_server) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
         sock.sendall(b"Connection: close\r\n\r\n")
@@ -76,3 +78,38 @@ def test_prompt_clients_are_served_on_the_same_server(strict_server: ServerProce
         while chunk := sock.recv(4096):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
+def form_body(conversation_id: str) -> bytes:
+    """A well-formed multipart body for a turn, boundary `b0undary`."""
+    parts = {"model": "llama3.1:8b", "message": "hello", "conversationId": conversation_id}
+    return b"".join(
+        f'--b0undary\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in parts.items()
+    )
+
+
+MALFORMED_FORMS = [
+    pytest.param("multipart/form-data", lambda body: body + b"--b0undary--\r\n", id="missing-boundary"),
+    pytest.param("multipart/form-data; boundary=other", lambda body: body + b"--b0undary--\r\n", id="wrong-boundary"),
+    pytest.param("multipart/form-data; boundary=b0undary", lambda body: body[:-20], id="truncated"),
+    pytest.param("multipart/form-data; boundary=b0undary", lambda body: b"\x00garbage" * 8, id="garbage"),
+]
+
+
+@pytest.mark.parametrize(("content_type", "damage"), MALFORMED_FORMS)
+def test_a_malformed_form_gets_the_promised_error_event(
+    api: httpx.Client, content_type: str, damage: Callable[[bytes], bytes]
+) -> None:
+    conversation_id = create_conversation(api)
+    body = damage(form_body(conversation_id))
+    response = api.post("/api/stream-message", content=body, headers={"content-type": content_type})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    event, data = response.text.split("\n", 2)[:2]
+    assert event == "event: error", response.text
+    payload = json.loads(data.removeprefix("data: "))
+    assert (payload["code"], payload["error"]) == ("INVALID_REQUEST", "Error processing multipart request")
+    assert payload["details"], payload
+    assert all(isinstance(problem, str) for problem in payload["details"])
+    assert graphql(api, GET_MESSAGES, {"conversationId": conversation_id})["data"]["messages"] == []
