@@ -11,7 +11,9 @@ import httpx
 import pytest
 
 from tests.api.test_graphql_web_client import GET_MESSAGES, create_conversation
+from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.server import ServerProcess, graphql
+from tests.fixtures.web_client import ClientStream, stream_message
 
 READ_TIMEOUT_S = 1.0
 CLOSE_WITHIN_S = 20.0  # a bound for the poll only: without a read deadline the connection never closes
@@ -113,3 +115,72 @@ def test_a_malformed_form_gets_the_promised_error_event(
     assert payload["details"], payload
     assert all(isinstance(problem, str) for problem in payload["details"])
     assert graphql(api, GET_MESSAGES, {"conversationId": conversation_id})["data"]["messages"] == []
+
+
+@pytest.fixture(scope="module")
+def edge_ollama() -> Iterator[FakeOllama]:
+    server = FakeOllama().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def ollama_server(
+    database_url: str, edge_ollama: FakeOllama, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    # health checks are rare here: whatever the service reports about Ollama comes from its requests
+    env = {"OLLAMA_HOST": edge_ollama.url, "HEALTH_CHECK_INTERVAL_S": "3600", "PROVIDER_RETRIES": "0"}
+    process = ServerProcess(tmp_path_factory.mktemp("edge-ollama"), database_url, env)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def ollama_api(ollama_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=ollama_server.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def stopped_ollama(edge_ollama: FakeOllama) -> Iterator[FakeOllama]:
+    """The fake Ollama, stopped by the test when it wants (as a killed Ollama), and started again after it."""
+    yield edge_ollama
+    if edge_ollama._thread is None:
+        edge_ollama.start()
+
+
+def _address(ollama: FakeOllama) -> str:
+    return f"127.0.0.1:{ollama.port}"
+
+
+def test_errors_name_no_ollama_address_but_the_log_does(
+    ollama_api: httpx.Client, ollama_server: ServerProcess, stopped_ollama: FakeOllama
+) -> None:
+    conversation_id = create_conversation(ollama_api)
+
+    def stop_after_first_token(seen: ClientStream) -> bool:
+        if seen.tokens and stopped_ollama._thread is not None:
+            stopped_ollama.stop()  # killed in the middle of the reply
+        return False
+
+    cut = stream_message(
+        ollama_api,
+        model="slow:latest",
+        message="go on",
+        conversation_id=conversation_id,
+        on_block=stop_after_first_token,
+    )
+    refused = stream_message(ollama_api, model="llama3.1:8b", message="anyone?", conversation_id=conversation_id)
+    rest = ollama_api.post(
+        f"/api/v1/conversations/{conversation_id}/messages", json={"text": "hi", "reply": True, "model": "llama3.1:8b"}
+    )
+    for seen in (cut, refused):
+        assert seen.error, seen.raw
+        assert _address(stopped_ollama) not in seen.raw
+        assert "http://" not in seen.error
+    assert "not reachable" in refused.error
+    assert rest.json()["error"]["code"] == "PROVIDER_UNAVAILABLE", rest.text
+    assert _address(stopped_ollama) not in rest.text
+    assert _address(stopped_ollama) not in ollama_api.get("/api/v1/providers").text
+    assert _address(stopped_ollama) in ollama_server.logs()
