@@ -150,6 +150,17 @@ def stopped_ollama(edge_ollama: FakeOllama) -> Iterator[FakeOllama]:
         edge_ollama.start()
 
 
+def _killing_after_first_token(ollama: FakeOllama) -> Callable[[ClientStream], bool]:
+    """An `on_block` that stops the fake Ollama once the first token arrived: killed in the middle of a reply."""
+
+    def on_block(seen: ClientStream) -> bool:
+        if seen.tokens and ollama._thread is not None:
+            ollama.stop()
+        return False
+
+    return on_block
+
+
 def _address(ollama: FakeOllama) -> str:
     return f"127.0.0.1:{ollama.port}"
 
@@ -159,17 +170,12 @@ def test_errors_name_no_ollama_address_but_the_log_does(
 ) -> None:
     conversation_id = create_conversation(ollama_api)
 
-    def stop_after_first_token(seen: ClientStream) -> bool:
-        if seen.tokens and stopped_ollama._thread is not None:
-            stopped_ollama.stop()  # killed in the middle of the reply
-        return False
-
     cut = stream_message(
         ollama_api,
         model="slow:latest",
         message="go on",
         conversation_id=conversation_id,
-        on_block=stop_after_first_token,
+        on_block=_killing_after_first_token(stopped_ollama),
     )
     refused = stream_message(ollama_api, model="llama3.1:8b", message="anyone?", conversation_id=conversation_id)
     rest = ollama_api.post(
@@ -184,3 +190,46 @@ def test_errors_name_no_ollama_address_but_the_log_does(
     assert _address(stopped_ollama) not in rest.text
     assert _address(stopped_ollama) not in ollama_api.get("/api/v1/providers").text
     assert _address(stopped_ollama) in ollama_server.logs()
+
+
+def _ollama_health(api: httpx.Client) -> tuple[str, str]:
+    ready = api.get("/health/ready").json()["providers"]["ollama"]["status"]
+    listed = next(p for p in api.get("/api/v1/providers").json()["providers"] if p["name"] == "ollama")
+    return ready, listed["health"]["status"]
+
+
+def test_a_failed_request_reports_a_killed_ollama_at_once_and_a_success_heals_it(
+    ollama_api: httpx.Client, stopped_ollama: FakeOllama
+) -> None:
+    conversation_id = create_conversation(ollama_api)
+    assert stream_message(ollama_api, model="llama3.1:8b", message="hi", conversation_id=conversation_id).ended
+    assert _ollama_health(ollama_api) == ("healthy", "healthy")
+
+    stopped_ollama.stop()
+    failed = stream_message(ollama_api, model="llama3.1:8b", message="still there?", conversation_id=conversation_id)
+    assert failed.error_payload["code"] == "PROVIDER_UNAVAILABLE", failed.raw
+    # no health check runs in this server's lifetime: only the failed request can have told
+    assert _ollama_health(ollama_api) == ("unhealthy", "unhealthy")
+
+    stopped_ollama.start()
+    assert stream_message(ollama_api, model="llama3.1:8b", message="back?", conversation_id=conversation_id).ended
+    assert _ollama_health(ollama_api) == ("healthy", "healthy")
+
+    cut = stream_message(
+        ollama_api,
+        model="slow:latest",
+        message="go on",
+        conversation_id=conversation_id,
+        on_block=_killing_after_first_token(stopped_ollama),
+    )
+    assert cut.tokens, cut.raw
+    assert cut.error_payload["code"] == "GENERATION_FAILED", cut.raw
+    assert _ollama_health(ollama_api) == ("unhealthy", "unhealthy")
+
+
+def test_a_client_error_leaves_ollama_healthy(ollama_api: httpx.Client) -> None:
+    conversation_id = create_conversation(ollama_api)
+    assert stream_message(ollama_api, model="llama3.1:8b", message="hi", conversation_id=conversation_id).ended
+    missing = stream_message(ollama_api, model="no-such-model:1b", message="hi", conversation_id=conversation_id)
+    assert missing.error_payload["code"] == "MODEL_NOT_FOUND", missing.raw
+    assert _ollama_health(ollama_api) == ("healthy", "healthy")
