@@ -5,6 +5,17 @@ from __future__ import annotations
 
 import httpx
 
+from tests.api.test_graphql_web_client import create_conversation
+from tests.fixtures.server import graphql
+from tests.fixtures.web_client import stream_message
+
+
+def offered(client: httpx.Client) -> tuple[set[str], set[str]]:
+    """What clients may choose from: REST `/api/v1/models` full names, and GraphQL `availableModels`."""
+    rest = {m["name"] for m in client.get("/api/v1/models").json()["models"]}
+    available = set(graphql(client, "{ availableModels { models } }")["data"]["availableModels"]["models"])
+    return rest, available
+
 
 def test_null_on_a_model_without_an_api_value_removes_nothing(admin: httpx.Client) -> None:
     before = admin.get("/api/v1/config").json()
@@ -14,3 +25,29 @@ def test_null_on_a_model_without_an_api_value_removes_nothing(admin: httpx.Clien
     after = admin.get("/api/v1/config").json()
     assert after["models"] == before["models"]
     assert after["settings"] == before["settings"]
+
+
+def test_a_disabled_model_is_not_offered_but_stays_configured(admin: httpx.Client) -> None:
+    rest, available = offered(admin)
+    assert {"ollama/llava:7b", "hf/tiny"} <= rest
+    assert {"llava:7b", "hf/tiny"} <= available
+
+    disabled = {"llava:7b": {"enabled": False}, "hf/tiny": {"enabled": False}}
+    assert admin.patch("/api/v1/config", json={"models": disabled}).status_code == 200
+    rest, available = offered(admin)
+    assert not {"ollama/llava:7b", "hf/tiny"} & rest
+    assert not {"llava:7b", "hf/tiny"} & available
+    assert "ollama/llama3.1:8b" in rest  # the others stay
+    assert "llama3.1:8b" in available
+    configured = admin.get("/api/v1/config").json()["models"]
+    assert configured["llava:7b"]["enabled"] is False
+    assert configured["hf/tiny"]["enabled"] is False
+    conversation = create_conversation(admin, model="llava:7b")
+    refused = stream_message(admin, model="llava:7b", message="hi", conversation_id=conversation)
+    assert refused.error is not None
+    assert "disabled" in refused.error
+
+    assert admin.patch("/api/v1/config", json={"models": {"llava:7b": None, "hf/tiny": None}}).status_code == 200
+    rest, available = offered(admin)
+    assert {"ollama/llava:7b", "hf/tiny"} <= rest
+    assert {"llava:7b", "hf/tiny"} <= available
