@@ -247,6 +247,29 @@ def _to_choice(choices: tuple[str, ...]) -> Callable[[object], str]:
     return convert
 
 
+def _to_execution_provider(raw: object) -> str:
+    """`auto`, `cpu` or `cuda`; `cuda` only where a CUDA session really opens, so that a machine without
+    CUDA refuses the setting here instead of failing every request of the `hf` provider later."""
+    value = _to_choice(EXECUTION_PROVIDERS)(raw)
+    if value == "cuda":
+        # imported here: the probe opens an ONNX Runtime session, which only this value needs
+        import onnxruntime
+
+        from inference.execution import cuda_usable
+
+        if not cuda_usable():
+            listed = onnxruntime.get_available_providers()
+            why = (
+                "ONNX Runtime lists CUDAExecutionProvider but no CUDA session opens (no GPU, or no CUDA libraries)"
+                if "CUDAExecutionProvider" in listed
+                else f"this ONNX Runtime has no CUDA support (it offers {', '.join(listed)})"
+            )
+            raise ValueError(
+                f"CUDA is not available on this machine: {why}; the providers available here are auto and cpu"
+            )
+    return value
+
+
 def _to_database_url(raw: object) -> str:
     value = str(raw).strip()
     if not value:
@@ -329,7 +352,7 @@ CONVERTERS: dict[str, Callable[[object], Any]] = {
     "ollama_host": _to_http_url,
     "hf_models_dir": _to_optional_path,
     "hf_auto_export_default": _to_bool,
-    "hf_execution_provider": _to_choice(EXECUTION_PROVIDERS),
+    "hf_execution_provider": _to_execution_provider,
     "hf_num_threads": to_int(0, 256),
     "hf_lookahead_tokens": to_int(0, MAX_LOOKAHEAD_TOKENS),
     "system_prompt": _to_text,
