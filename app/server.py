@@ -46,7 +46,7 @@ class _ReadDeadlineProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         super().connection_lost(exc)
 
     def _reading_phase(self) -> str | None:
-        """ "head" while a request head is due, "body" while its body is, None when nothing is awaited."""
+        """Which part of a request is due from the client: its head, its body, or nothing (None)."""
         cycle = self.cycle
         if cycle is None or cycle.response_complete:
             return "head"
