@@ -61,7 +61,14 @@ def serve(use_https: bool | None, host: str | None, port: int | None) -> None:
         ssl = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
     scheme = "https" if settings.https else "http"
     log.info("serving on %s://%s:%d (GraphQL at /graphql)", scheme, settings.host, settings.serving_port)
-    run(create_app(settings), host=settings.host, port=settings.serving_port, log_level=settings.log_level, ssl=ssl)
+    run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.serving_port,
+        log_level=settings.log_level,
+        ssl=ssl,
+        read_timeout_s=settings.request_read_timeout_s,
+    )
 
 
 def _auto_export_default(settings: Settings) -> None:

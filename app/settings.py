@@ -50,6 +50,7 @@ class Settings:
     public_base_url: str = ""
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     max_body_mb: int = 10
+    request_read_timeout_s: float = 10.0
     bcrypt_rounds: int = 10
     log_level: str = "info"
     log_format: str = "text"
@@ -134,6 +135,7 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "public_base_url": ("PUBLIC_BASE_URL",),
     "cors_origins": ("CORS_ORIGINS",),
     "max_body_mb": ("MAX_BODY_MB",),
+    "request_read_timeout_s": ("REQUEST_READ_TIMEOUT_S",),
     "bcrypt_rounds": ("BCRYPT_ROUNDS",),
     "log_level": ("LOG_LEVEL",),
     "log_format": ("LOG_FORMAT",),
@@ -245,6 +247,29 @@ def _to_choice(choices: tuple[str, ...]) -> Callable[[object], str]:
     return convert
 
 
+def _to_execution_provider(raw: object) -> str:
+    """`auto`, `cpu` or `cuda`; `cuda` only where a CUDA session really opens, so that a machine without
+    CUDA refuses the setting here instead of failing every request of the `hf` provider later."""
+    value = _to_choice(EXECUTION_PROVIDERS)(raw)
+    if value == "cuda":
+        # imported here: the probe opens an ONNX Runtime session, which only this value needs
+        import onnxruntime
+
+        from inference.execution import cuda_usable
+
+        if not cuda_usable():
+            listed = onnxruntime.get_available_providers()
+            why = (
+                "ONNX Runtime lists CUDAExecutionProvider but no CUDA session opens (no GPU, or no CUDA libraries)"
+                if "CUDAExecutionProvider" in listed
+                else f"this ONNX Runtime has no CUDA support (it offers {', '.join(listed)})"
+            )
+            raise ValueError(
+                f"CUDA is not available on this machine: {why}; the providers available here are auto and cpu"
+            )
+    return value
+
+
 def _to_database_url(raw: object) -> str:
     value = str(raw).strip()
     if not value:
@@ -316,6 +341,7 @@ CONVERTERS: dict[str, Callable[[object], Any]] = {
     "public_base_url": _to_optional_http_url,
     "cors_origins": _to_origins,
     "max_body_mb": to_int(1, 1024),
+    "request_read_timeout_s": to_float(0.1, 3600),
     "bcrypt_rounds": to_int(4, 16),
     "log_level": _to_choice(LOG_LEVELS),
     "log_format": _to_choice(("text", "json")),
@@ -326,7 +352,7 @@ CONVERTERS: dict[str, Callable[[object], Any]] = {
     "ollama_host": _to_http_url,
     "hf_models_dir": _to_optional_path,
     "hf_auto_export_default": _to_bool,
-    "hf_execution_provider": _to_choice(EXECUTION_PROVIDERS),
+    "hf_execution_provider": _to_execution_provider,
     "hf_num_threads": to_int(0, 256),
     "hf_lookahead_tokens": to_int(0, MAX_LOOKAHEAD_TOKENS),
     "system_prompt": _to_text,

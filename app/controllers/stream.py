@@ -13,6 +13,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, post
 from litestar.datastructures import UploadFile
+from litestar.exceptions import ClientException
 from litestar.response import Stream
 
 from app.controllers.sse import SSE_HEADERS, sse_event, with_keepalive
@@ -71,21 +72,18 @@ async def read_turn_request(request: Request[Any, Any, Any]) -> TurnRequest:
         try:
             form = await request.form()
         except UnicodeDecodeError as exc:  # a text field in another encoding than the UTF-8 it claims
-            raise ServiceError(
-                ErrorCode.INVALID_REQUEST,
-                "Error processing multipart request",
-                details={"problems": ["A form field is not UTF-8 text"]},
-            ) from exc
+            raise _multipart_error("A form field is not UTF-8 text") from exc
+        except ClientException as exc:
+            if exc.status_code != 400:  # a body over the size limit keeps its own status
+                raise
+            # a bad or missing boundary, or a truncated body: an error event like every other refusal
+            raise _multipart_error(str(exc.detail)) from exc
         fields = {key: form.get(key) for key in ("model", "message", "conversationId", "password")}
         uploads = []
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
                 if key != "images":
-                    raise ServiceError(
-                        ErrorCode.INVALID_REQUEST,
-                        "Error processing multipart request",
-                        details={"problems": ["Unexpected field"]},
-                    )
+                    raise _multipart_error("Unexpected field")
                 uploads.append(Upload(value.filename or "", value.content_type or "", await value.read()))
     else:
         try:
@@ -105,6 +103,13 @@ async def read_turn_request(request: Request[Any, Any, Any]) -> TurnRequest:
         model=values["model"],
         password=values["password"],
         uploads=tuple(uploads),
+    )
+
+
+def _multipart_error(problem: str) -> ServiceError:
+    """The old route's refusal of a form it cannot use, with what was wrong."""
+    return ServiceError(
+        ErrorCode.INVALID_REQUEST, "Error processing multipart request", details={"problems": [problem]}
     )
 
 

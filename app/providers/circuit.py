@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from app.errors import ErrorCode, ServiceError
@@ -35,6 +36,14 @@ def counts_as_failure(error: BaseException) -> bool:
     return isinstance(error, Exception)  # an unexpected exception is the provider's fault
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How the provider's last request went, and when (on the breaker's clock); `error` when it failed."""
+
+    at: float
+    error: BaseException | None = None
+
+
 class CircuitBreaker:
     def __init__(
         self,
@@ -50,6 +59,8 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at: float | None = None
         self._probing = False
+        #: the last request that succeeded or failed for the provider's sake (client errors leave it)
+        self.last_outcome: Outcome | None = None
 
     @property
     def state(self) -> CircuitState:
@@ -89,8 +100,10 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = None
         self._probing = False
+        self.last_outcome = Outcome(self._clock())
 
-    def record_failure(self) -> None:
+    def record_failure(self, error: BaseException | None = None) -> None:
+        self.last_outcome = Outcome(self._clock(), error)
         self._failures += 1
         if self._probing or self._failures >= self.failure_threshold:
             self._opened_at = self._clock()
@@ -99,7 +112,7 @@ class CircuitBreaker:
     def record(self, error: BaseException) -> None:
         """Count `error` if it is the provider's fault; otherwise just end a probe."""
         if counts_as_failure(error):
-            self.record_failure()
+            self.record_failure(error)
         else:
             self.release()
 

@@ -9,6 +9,7 @@ one digest, and the old service's habit of asking Ollama before every chat is go
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,6 +34,8 @@ from app.providers.types import (
 HEALTH_TIMEOUT_S = 5.0
 SHOW_CONCURRENCY = 4
 VISION_FAMILIES = ("clip", "mllama")
+
+log = logging.getLogger(__name__)
 
 
 class ShowFacts(msgspec.Struct, frozen=True):
@@ -99,7 +102,7 @@ class OllamaProvider(ModelProvider):
             return ProviderHealth(status="unhealthy", latency_ms=_ms_since(started), detail=exc.message)
         version = data.get("version", "unknown") if isinstance(data, dict) else "unknown"
         return ProviderHealth(
-            status="healthy", latency_ms=_ms_since(started), detail=f"Ollama {version} at {self.host}"
+            status="healthy", latency_ms=_ms_since(started), detail=f"{ollama_errors.label(self.name)} {version}"
         )
 
     async def list_models(self) -> list[ModelInfo]:
@@ -278,10 +281,12 @@ class OllamaProvider(ModelProvider):
         try:
             data = msgspec.json.decode(response.content)
         except msgspec.DecodeError as exc:
+            log.warning("%s at %s: %s did not answer JSON", self.name, self.host, response.request.url.path)
             raise ServiceError(
                 ErrorCode.PROVIDER_UNAVAILABLE,
-                f"{self.host}{response.request.url.path} did not answer JSON; is OLLAMA_HOST an Ollama server?",
-                details={"provider": self.name, "host": self.host},
+                f"{ollama_errors.label(self.name)} did not answer JSON on {response.request.url.path}; "
+                "is OLLAMA_HOST an Ollama server?",
+                details={"provider": self.name},
             ) from exc
         return data if isinstance(data, dict) else {}
 

@@ -3,9 +3,14 @@
 Ollama answers errors as `{"error": "<text>"}` with a 4xx/5xx status, and reports a failure in the middle
 of a streamed reply as one more NDJSON line with an `error` field. Its texts are not stable API, so only
 a few well-known words refine the mapping; the status decides the rest.
+
+Messages and details go to clients, so they name the provider but never its address; the address of a
+failed host is written to the log, where the operator looks for it.
 """
 
 from __future__ import annotations
+
+import logging
 
 import httpx
 import msgspec
@@ -13,6 +18,8 @@ import msgspec
 from app.errors import ErrorCode, ServiceError
 
 INSTALL_HINT = "start it with `ollama serve` or set OLLAMA_HOST"
+
+log = logging.getLogger(__name__)
 
 
 def error_text(body: bytes) -> str:
@@ -85,22 +92,28 @@ def from_transport(
     exc: httpx.HTTPError, host: str, model: str | None, started: bool, provider: str = "ollama"
 ) -> ServiceError:
     """A transport failure; `started` says whether part of the reply had already arrived."""
-    details = {"provider": provider, "host": host, **({"model": model} if model else {})}
+    error = _transport_error(exc, model, started, provider)
+    log.warning("%s at %s: %s (%s: %s)", provider, host, error.message, type(exc).__name__, exc)
+    return error
+
+
+def label(provider: str) -> str:
+    """How a message names an Ollama provider: the main one is "Ollama", another host by its name."""
+    return "Ollama" if provider == "ollama" else f"Ollama provider {provider}"
+
+
+def _transport_error(exc: httpx.HTTPError, model: str | None, started: bool, provider: str) -> ServiceError:
+    details = {"provider": provider, **({"model": model} if model else {})}
+    name = label(provider)
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-        return ServiceError(
-            ErrorCode.PROVIDER_UNAVAILABLE, f"Ollama is not reachable at {host}; {INSTALL_HINT}", details=details
-        )
+        return ServiceError(ErrorCode.PROVIDER_UNAVAILABLE, f"{name} is not reachable; {INSTALL_HINT}", details=details)
     if isinstance(exc, httpx.TimeoutException):
         what = "the next part of the reply" if started else "an answer"
-        return ServiceError(ErrorCode.TIMEOUT, f"Ollama at {host} took too long to send {what}", details=details)
+        return ServiceError(ErrorCode.TIMEOUT, f"{name} took too long to send {what}", details=details)
     if started:
         return ServiceError(
-            ErrorCode.GENERATION_FAILED,
-            f"Ollama at {host} closed the connection in the middle of the reply",
-            details=details,
+            ErrorCode.GENERATION_FAILED, f"{name} closed the connection in the middle of the reply", details=details
         )
     return ServiceError(
-        ErrorCode.PROVIDER_UNAVAILABLE,
-        f"Ollama at {host} closed the connection ({type(exc).__name__})",
-        details=details,
+        ErrorCode.PROVIDER_UNAVAILABLE, f"{name} closed the connection ({type(exc).__name__})", details=details
     )

@@ -57,11 +57,11 @@ class RoutedStream:
         except ServiceError as exc:
             self._finished = True
             if counts_as_failure(exc):
-                self._breaker.record_failure()
+                self._breaker.record_failure(exc)
             raise
         except Exception as exc:
             self._finished = True
-            self._breaker.record_failure()
+            self._breaker.record_failure(exc)
             log.error("provider %s failed in the middle of a reply from %s", self.provider, self.model, exc_info=exc)
             raise ServiceError(
                 ErrorCode.GENERATION_FAILED,

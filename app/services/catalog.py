@@ -4,6 +4,9 @@ All providers are asked at once, each with its own timeout. The merged list is c
 after that the cached list is still served while one refresh runs in the background. A provider whose
 listing fails keeps its last good list for `stale_s` (marked stale in its status), then drops out; it
 never empties or delays the rest. Order is stable: providers in registration order, then names.
+
+The lists clients choose from (`models`, `available_model_names`) leave out models disabled in the
+configuration; routing and single-model look-ups still see them, so a request for one gets a clear refusal.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from app.providers.names import matches
 from app.providers.registry import ProviderRegistry
 from app.providers.types import ModelInfo, ProviderStatus
 from app.services.health_monitor import HealthMonitor
+from app.services.model_settings import ModelSettingsSource, NoModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,8 @@ class ModelCatalog:
         self._refreshing: asyncio.Task[None] | None = None
         #: called with the whole list after each refresh (e.g. to store discovered models); errors are logged
         self.on_refreshed: list[Callable[[list[ModelInfo]], Awaitable[object]]] = []
+        #: set by the configuration service: which models are enabled
+        self.model_settings: ModelSettingsSource = NoModelSettings()
         registry.use_catalog(self.snapshot)
 
     # -- the list ------------------------------------------------------------------------------------------
@@ -87,7 +93,7 @@ class ModelCatalog:
                 f"Unknown capability {capability!r}; use one of {', '.join(CAPABILITIES)}",
                 details={"capability": capability},
             )
-        found = await self.current()
+        found = await self.enabled()
         if provider:
             found = [m for m in found if m.provider == provider.rstrip("/")]
         if capability:
@@ -102,7 +108,11 @@ class ModelCatalog:
         """For GraphQL `availableModels`: the bare-name provider's (Ollama's) models by their bare names,
         as the old service listed them, and every other model by its full name (`hf/<alias>`)."""
         bare = self.registry.bare_provider
-        return [m.native_name if m.provider == bare else m.name for m in await self.current()]
+        return [m.native_name if m.provider == bare else m.name for m in await self.enabled()]
+
+    async def enabled(self) -> list[ModelInfo]:
+        """The cached list without the models the configuration disables: what clients may choose from."""
+        return [m for m in await self.current() if self.model_settings.for_model(m.name, m).enabled]
 
     async def find(self, name: str) -> ModelInfo | None:
         """The model a name routes to, or None when it is unknown (or its provider cannot say)."""

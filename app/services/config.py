@@ -470,6 +470,8 @@ async def configuration(app: Any, settings: Settings) -> AsyncIterator[Configura
     service.discovered = getattr(app.state, "discovered", None)
     if service.discovered is not None:
         service.discovered.model_settings = service
+    if service.catalog is not None:
+        service.catalog.model_settings = service
     await service.start()
     if chat is not None:
         chat.model_settings = service

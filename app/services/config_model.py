@@ -41,6 +41,7 @@ RESTART_KEYS: frozenset[str] = frozenset(
         "tls_key_path",
         "cors_origins",
         "max_body_mb",
+        "request_read_timeout_s",
         "bcrypt_rounds",
         "log_level",
         "log_format",
@@ -238,15 +239,17 @@ def snake_case(key: str) -> str:
 
 
 def merge(base: Document, changes: Mapping[str, Any]) -> Document:
-    """`changes` over `base`, tables merged key by key; a None value removes the key."""
+    """`changes` over `base`, tables merged key by key; a None value removes the key (none there: no-op)."""
     result = dict(base)
     for key, value in changes.items():
         if value is None:
             result.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
-            result[key] = merge(result[key], value)
+        elif isinstance(value, Mapping):
+            # a table where there was none merges over an empty one, so the Nones inside it remove nothing
+            previous = result.get(key)
+            result[key] = merge(previous if isinstance(previous, Mapping) else {}, value)
         else:
-            result[key] = dict(value) if isinstance(value, Mapping) else value
+            result[key] = value
     return result
 
 
