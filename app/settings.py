@@ -51,6 +51,9 @@ class Settings:
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     max_body_mb: int = 10
     bcrypt_rounds: int = 10
+    password_attempts_per_conversation: int = 10
+    password_attempts_per_client: int = 30
+    password_attempts_window_s: float = 60.0
     log_level: str = "info"
     log_format: str = "text"
     memory_min_available_mb: int = 512
@@ -135,6 +138,9 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "cors_origins": ("CORS_ORIGINS",),
     "max_body_mb": ("MAX_BODY_MB",),
     "bcrypt_rounds": ("BCRYPT_ROUNDS",),
+    "password_attempts_per_conversation": ("PASSWORD_ATTEMPTS_PER_CONVERSATION",),
+    "password_attempts_per_client": ("PASSWORD_ATTEMPTS_PER_CLIENT",),
+    "password_attempts_window_s": ("PASSWORD_ATTEMPTS_WINDOW_S",),
     "log_level": ("LOG_LEVEL",),
     "log_format": ("LOG_FORMAT",),
     "memory_min_available_mb": ("MEMORY_MIN_AVAILABLE_MB",),
@@ -317,6 +323,9 @@ CONVERTERS: dict[str, Callable[[object], Any]] = {
     "cors_origins": _to_origins,
     "max_body_mb": to_int(1, 1024),
     "bcrypt_rounds": to_int(4, 16),
+    "password_attempts_per_conversation": to_int(1, 1_000_000),
+    "password_attempts_per_client": to_int(1, 1_000_000),
+    "password_attempts_window_s": to_float(1, 86_400),
     "log_level": _to_choice(LOG_LEVELS),
     "log_format": _to_choice(("text", "json")),
     "memory_min_available_mb": to_int(0, 10_000_000),

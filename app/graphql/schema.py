@@ -217,7 +217,10 @@ class Mutation:
                     error="Session not terminable state",
                 )
             message, error = TERMINATE_FAILURES.get(
-                kind, ("An error occurred while terminating the stream", exc.message)
+                kind,
+                (exc.message, exc.message)  # a refused input (a too long password) or too many wrong passwords
+                if kind == "refused"
+                else ("An error occurred while terminating the stream", exc.message),
             )
             return TerminateStreamResponse(
                 success=False,
