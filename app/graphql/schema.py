@@ -11,10 +11,11 @@ import logging
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaskErrors
 from strawberry.types import ExecutionContext
 
 from app.errors import ErrorCode, ServiceError
+from app.graphql.errors import CodedErrors, log_errors
+from app.graphql.limits import limit_extensions
 from app.graphql.models import resolve_available_models, resolve_models, resolve_providers
 from app.graphql.types import (
     AddMessageInput,
@@ -248,16 +249,7 @@ class BethSchema(strawberry.Schema):
     """Logs expected errors (bad input, wrong password) quietly and unexpected ones once, with their cause."""
 
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
-        for error in errors:
-            if isinstance(error.original_error, ServiceError) or error.original_error is None:
-                log.info("graphql error: %s", error.message)
-            else:
-                log.error("graphql resolver failed", exc_info=error.original_error)
+        log_errors(errors)
 
 
-def _is_unexpected(error: GraphQLError) -> bool:
-    """Unexpected failures are masked: clients never see internals or stack traces."""
-    return error.original_error is not None and not isinstance(error.original_error, ServiceError)
-
-
-schema = BethSchema(query=Query, mutation=Mutation, extensions=[MaskErrors(should_mask_error=_is_unexpected)])
+schema = BethSchema(query=Query, mutation=Mutation, extensions=[CodedErrors(), *limit_extensions()])
