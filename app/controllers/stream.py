@@ -205,7 +205,6 @@ REST_TERMINATE_ERRORS: dict[str, tuple[int, dict[str, str]]] = {
         401,
         {"error": "Password required", "message": "This conversation is private and requires a password"},
     ),
-    "invalid_password": (401, {"error": "Invalid password", "message": "Invalid password for this conversation"}),
     "session_not_found": (
         404,
         {"error": "Session not found", "message": "The specified stream session does not exist"},

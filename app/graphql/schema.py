@@ -7,8 +7,6 @@ need its password (an optional `password` argument, which old clients simply nev
 
 from __future__ import annotations
 
-import logging
-
 import strawberry
 from graphql import GraphQLError
 from strawberry.types import ExecutionContext
@@ -41,14 +39,12 @@ from app.services.conversations import parse_message_id
 from app.services.termination import terminate_stream
 from app.services.warmup import warm_up
 
-log = logging.getLogger(__name__)
-
-# terminateStream's failures in the old service's words: check kind -> (message, error)
+# terminateStream's failures in the old service's words: check kind -> (message, error). A wrong password
+# is answered as an unknown session (see `terminate_stream`).
 TERMINATE_FAILURES: dict[str, tuple[str, str]] = {
     "missing": ("Session ID and conversation ID are required", "Missing required parameters"),
     "conversation_not_found": ("Conversation not found", "Conversation not found"),
     "password_required": ("Password required for private conversation", "Password required for private conversation"),
-    "invalid_password": ("Invalid password for private conversation", "Invalid password"),
     "session_not_found": ("Stream session not found", "Session not found"),
     "mismatch": ("Session does not belong to the specified conversation", "Session conversation mismatch"),
 }

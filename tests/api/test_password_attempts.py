@@ -162,3 +162,33 @@ def test_one_client_guessing_across_conversations_is_limited(limited: ServerProc
     with client_of(limited) as other:  # another client, and the conversations themselves, are not locked out
         assert read_messages(other, conversations[-1], SECRET).status_code == 200
         assert read_messages(other, conversations[0], SECRET).status_code == 200
+
+
+def test_terminate_never_tells_a_wrong_password_from_a_right_one(limited: ServerProcess) -> None:
+    """With a made-up session id, a wrong and the right password get the same answer, in GraphQL and REST."""
+    with client_of(limited) as client:
+        conversation_id = private_conversation(client)
+        answers = []
+        for password in ("guess", SECRET):
+            terminate_input = {"sessionId": "stream_x_y", "conversationId": conversation_id, "password": password}
+            graph = gql(client, TERMINATE_STREAM, {"input": {**terminate_input, "reason": None}})
+            rest = client.post("/api/terminate-stream", json=terminate_input)
+            answers.append((graph["data"]["terminateStream"], rest.status_code, rest.json()))
+        assert answers[0] == answers[1]
+        assert answers[0][0]["message"] == "Stream session not found"
+        assert answers[0][1] == 404
+
+
+def test_terminate_refuses_a_password_over_72_bytes_like_every_route(limited: ServerProcess) -> None:
+    with client_of(limited) as client:
+        conversation_id = private_conversation(client)
+        terminate_input = {"sessionId": "stream_x_y", "conversationId": conversation_id, "password": "p" * 73}
+        rest = client.post("/api/terminate-stream", json=terminate_input)
+        assert rest.status_code == 400, rest.text
+        assert rest.json()["error"] == "password is longer than 72 bytes"
+        assert rest.json()["code"] == "INVALID_REQUEST"
+        graph = gql(client, TERMINATE_STREAM, {"input": {**terminate_input, "reason": None}})["data"]["terminateStream"]
+        assert (graph["success"], graph["message"]) == (False, "password is longer than 72 bytes")
+        other = read_messages(client, conversation_id, "p" * 73)
+        assert other.status_code == 400
+        assert other.json()["error"]["message"] == "password is longer than 72 bytes"
