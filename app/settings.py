@@ -51,9 +51,11 @@ class Settings:
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     max_body_mb: int = 10
     bcrypt_rounds: int = 10
-    password_attempts_per_conversation: int = 10
-    password_attempts_per_client: int = 30
-    password_attempts_window_s: float = 60.0
+    # wrong passwords allowed per private conversation and per client address within the window (the names
+    # avoid "password": a key with it is a secret, shown as ***)
+    auth_failures_per_conversation: int = 10
+    auth_failures_per_client: int = 30
+    auth_failure_window_s: float = 60.0
     log_level: str = "info"
     log_format: str = "text"
     memory_min_available_mb: int = 512
@@ -138,9 +140,9 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "cors_origins": ("CORS_ORIGINS",),
     "max_body_mb": ("MAX_BODY_MB",),
     "bcrypt_rounds": ("BCRYPT_ROUNDS",),
-    "password_attempts_per_conversation": ("PASSWORD_ATTEMPTS_PER_CONVERSATION",),
-    "password_attempts_per_client": ("PASSWORD_ATTEMPTS_PER_CLIENT",),
-    "password_attempts_window_s": ("PASSWORD_ATTEMPTS_WINDOW_S",),
+    "auth_failures_per_conversation": ("AUTH_FAILURES_PER_CONVERSATION",),
+    "auth_failures_per_client": ("AUTH_FAILURES_PER_CLIENT",),
+    "auth_failure_window_s": ("AUTH_FAILURE_WINDOW_S",),
     "log_level": ("LOG_LEVEL",),
     "log_format": ("LOG_FORMAT",),
     "memory_min_available_mb": ("MEMORY_MIN_AVAILABLE_MB",),
@@ -323,9 +325,9 @@ CONVERTERS: dict[str, Callable[[object], Any]] = {
     "cors_origins": _to_origins,
     "max_body_mb": to_int(1, 1024),
     "bcrypt_rounds": to_int(4, 16),
-    "password_attempts_per_conversation": to_int(1, 1_000_000),
-    "password_attempts_per_client": to_int(1, 1_000_000),
-    "password_attempts_window_s": to_float(1, 86_400),
+    "auth_failures_per_conversation": to_int(1, 1_000_000),
+    "auth_failures_per_client": to_int(1, 1_000_000),
+    "auth_failure_window_s": to_float(1, 86_400),
     "log_level": _to_choice(LOG_LEVELS),
     "log_format": _to_choice(("text", "json")),
     "memory_min_available_mb": to_int(0, 10_000_000),

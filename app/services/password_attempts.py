@@ -45,9 +45,9 @@ def remember_client_address(app: ASGIApp) -> ASGIApp:
 def password_attempt_limits(settings: Settings) -> dict[str, Any]:
     """The limits the settings ask for, as `PasswordAttempts` and its `configure` take them."""
     return {
-        "per_conversation": settings.password_attempts_per_conversation,
-        "per_client": settings.password_attempts_per_client,
-        "window_s": settings.password_attempts_window_s,
+        "per_conversation": settings.auth_failures_per_conversation,
+        "per_client": settings.auth_failures_per_client,
+        "window_s": settings.auth_failure_window_s,
     }
 
 

@@ -7,6 +7,7 @@ apart by `X-Forwarded-For`, which uvicorn takes from a loopback proxy (the tests
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,15 +23,21 @@ PER_CONVERSATION, PER_CLIENT = 3, 5
 _addresses = itertools.count(1)
 
 
+def limits_file(per_conversation: int) -> str:
+    return (
+        f"auth_failures_per_conversation = {per_conversation}\n"
+        f"auth_failures_per_client = {PER_CLIENT}\n"
+        "auth_failure_window_s = 600\n"
+    )
+
+
 @pytest.fixture(scope="module")
 def limited(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    limits = {
-        "PASSWORD_ATTEMPTS_PER_CONVERSATION": str(PER_CONVERSATION),
-        "PASSWORD_ATTEMPTS_PER_CLIENT": str(PER_CLIENT),
-        "PASSWORD_ATTEMPTS_WINDOW_S": "600",
-        "OLLAMA_ENABLED": "0",
-    }
-    process = ServerProcess(Path(tmp_path_factory.mktemp("limited")), database_url, limits)
+    """The limits come from its config file, which a test may change while it runs."""
+    workdir = Path(tmp_path_factory.mktemp("limited"))
+    (workdir / "beth.toml").write_text(limits_file(PER_CONVERSATION))
+    env = {"BETH_CONFIG": str(workdir / "beth.toml"), "CONFIG_RELOAD_INTERVAL_S": "0.2", "OLLAMA_ENABLED": "0"}
+    process = ServerProcess(workdir, database_url, env)
     process.start()
     yield process
     process.stop()
@@ -192,3 +199,29 @@ def test_terminate_refuses_a_password_over_72_bytes_like_every_route(limited: Se
         other = read_messages(client, conversation_id, "p" * 73)
         assert other.status_code == 400
         assert other.json()["error"]["message"] == "password is longer than 72 bytes"
+
+
+def test_changed_limits_apply_while_the_server_runs(limited: ServerProcess) -> None:
+    config = Path(limited.env["BETH_CONFIG"])
+
+    def limit_in_effect(expected: int) -> None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            settings = httpx.get(f"{limited.url}/api/v1/config", timeout=10).json()["settings"]
+            if settings["auth_failures_per_conversation"]["value"] == expected:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"the limit did not become {expected}")
+
+    config.write_text(limits_file(1))
+    try:
+        limit_in_effect(1)
+        with client_of(limited) as client:
+            conversation_id = private_conversation(client)
+            assert read_messages(client, conversation_id, "guess").status_code == 403
+            assert read_messages(client, conversation_id, SECRET).status_code == 429
+    finally:
+        config.write_text(limits_file(PER_CONVERSATION))
+    limit_in_effect(PER_CONVERSATION)
+    with client_of(limited) as client:  # the failure counted under the old limit still counts, but is under it now
+        assert read_messages(client, conversation_id, SECRET).status_code == 200
