@@ -8,6 +8,7 @@ forgotten again when the password was right: only failures fill the window.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections import deque
@@ -40,6 +41,15 @@ def remember_client_address(app: ASGIApp) -> ASGIApp:
             client_address.reset(token)
 
     return wrapped
+
+
+def client_key(address: str) -> str:
+    """The client an address counts for: an IPv6 address by its /64 (one host may hold the whole prefix)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
 
 
 def password_attempt_limits(settings: Settings) -> dict[str, Any]:
@@ -85,7 +95,7 @@ class PasswordAttempts:
         now = self._clock()
         limits = [(f"conversation:{conversation_id}", self.per_conversation)]
         if client:
-            limits.append((f"client:{client}", self.per_client))
+            limits.append((f"client:{client_key(client)}", self.per_client))
         waits = [self._wait(key, limit, now) for key, limit in limits]
         if any(wait > 0 for wait in waits):
             retry_after = max(1, math.ceil(max(waits)))

@@ -51,6 +51,15 @@ def test_the_client_limit_spans_conversations_and_a_missing_address_has_none() -
         attempts.admit(conversation, None)
 
 
+def test_an_ipv6_client_counts_by_its_64_prefix() -> None:
+    attempts = PasswordAttempts(per_conversation=100, per_client=2, window_s=60, clock=Clock())
+    attempts.admit("a", "2001:db8:1:2::1")
+    attempts.admit("b", "2001:db8:1:2:ffff::9")
+    with pytest.raises(ServiceError):
+        attempts.admit("c", "2001:db8:1:2::abcd")
+    attempts.admit("c", "2001:db8:1:3::1")
+
+
 def test_new_limits_apply_to_the_next_check() -> None:
     attempts = PasswordAttempts(per_conversation=5, per_client=100, window_s=60, clock=Clock())
     attempts.admit("c", None)
