@@ -32,7 +32,13 @@ STATUS_CODES: dict[int, ErrorCode] = {
 
 
 def _respond(error: ServiceError) -> Response[Any]:
-    return Response(error.to_body(), status_code=error.status)
+    return Response(error.to_body(), status_code=error.status, headers=retry_after(error))
+
+
+def retry_after(error: ServiceError) -> dict[str, str]:
+    """A `Retry-After` header for an error that says when to try again (a limit that will reopen)."""
+    seconds = error.details.get("retryAfterS")
+    return {"Retry-After": str(seconds)} if isinstance(seconds, int) else {}
 
 
 def service_error_handler(_: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:

@@ -14,6 +14,7 @@ import time
 import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,6 +31,26 @@ _SECRETS = (
     ),
     (re.compile(r"(://[^:/@\s]+:)[^@/\s]+@"), r"\1[redacted]@"),
 )
+
+
+#: every character some reader ends a line at (`str.splitlines` splits at all of them), as visible escapes
+_LINE_BREAKS = str.maketrans(
+    {
+        char: f"\\u{ord(char):04x}" if ord(char) > 0xFF else repr(char)[1:-1]
+        for char in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+    }
+)
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks escaped: client text in a log record can never start a line of its own."""
+    return text.translate(_LINE_BREAKS)
+
+
+def _indented(text: str) -> str:
+    """A traceback keeps its lines, each indented, so none of them (an exception's message can quote client
+    text) can pass for a record of its own."""
+    return "\n".join(f"    {line}" for line in text.splitlines())
 
 
 def redact(text: str) -> str:
@@ -51,6 +72,9 @@ class ContextFilter(logging.Filter):
         return True
 
 
+_JSON_LINE_BREAKS = str.maketrans({char: f"\\u{ord(char):04x}" for char in "\x85\u2028\u2029"})
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -70,16 +94,27 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = getattr(record, key)
         if record.exc_info:
             entry["error"] = redact(self.formatException(record.exc_info))
-        return json.dumps(entry, ensure_ascii=False)
+        # json escapes the other line breaks; these three it leaves as they are when not escaping to ASCII
+        return json.dumps(entry, ensure_ascii=False).translate(_JSON_LINE_BREAKS)
 
 
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = one_line(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indented(super().formatStack(stack_info))
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        ids = [f"{k}={v}" for k in ("request_id", "session_id") if (v := getattr(record, k, None))]
+        ids = [f"{k}={one_line(str(v))}" for k in ("request_id", "session_id") if (v := getattr(record, k, None))]
         line = f"{line} [{' '.join(ids)}]" if ids else line
         return redact(line) if record.exc_info else line
 

@@ -34,6 +34,7 @@ from app.services.images import ImageStore
 from app.services.memory_guard import MemoryGuard
 from app.services.metrics import ServiceMetrics, state_gauges
 from app.services.model_services import model_services
+from app.services.password_attempts import PasswordAttempts, password_attempt_limits, remember_client_address
 from app.services.streams import StreamSessions
 from app.services.usage import UsageStats
 from app.settings import Settings, load_settings
@@ -176,12 +177,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "conversations": ConversationService(
                     settings.bcrypt_rounds,
                     default_conversation_model(settings.ollama_enabled, settings.hf_default_model),
+                    PasswordAttempts(**password_attempt_limits(settings)),
                 ),
                 "usage": UsageStats(),
                 "metrics": metrics,
             }
         ),
-        middleware=[request_context, metrics.middleware],
+        middleware=[request_context, remember_client_address, metrics.middleware],
         logging_config=None,
         lifespan=[lifespan],
         cors_config=CORSConfig(

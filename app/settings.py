@@ -52,6 +52,11 @@ class Settings:
     max_body_mb: int = 10
     request_read_timeout_s: float = 10.0
     bcrypt_rounds: int = 10
+    # wrong passwords allowed per private conversation and per client address within the window (the names
+    # avoid "password": a key with it is a secret, shown as ***)
+    auth_failures_per_conversation: int = 10
+    auth_failures_per_client: int = 30
+    auth_failure_window_s: float = 60.0
     log_level: str = "info"
     log_format: str = "text"
     memory_min_available_mb: int = 512
@@ -137,6 +142,9 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "max_body_mb": ("MAX_BODY_MB",),
     "request_read_timeout_s": ("REQUEST_READ_TIMEOUT_S",),
     "bcrypt_rounds": ("BCRYPT_ROUNDS",),
+    "auth_failures_per_conversation": ("AUTH_FAILURES_PER_CONVERSATION",),
+    "auth_failures_per_client": ("AUTH_FAILURES_PER_CLIENT",),
+    "auth_failure_window_s": ("AUTH_FAILURE_WINDOW_S",),
     "log_level": ("LOG_LEVEL",),
     "log_format": ("LOG_FORMAT",),
     "memory_min_available_mb": ("MEMORY_MIN_AVAILABLE_MB",),
@@ -343,6 +351,9 @@ CONVERTERS: dict[str, Callable[[object], Any]] = {
     "max_body_mb": to_int(1, 1024),
     "request_read_timeout_s": to_float(0.1, 3600),
     "bcrypt_rounds": to_int(4, 16),
+    "auth_failures_per_conversation": to_int(1, 1_000_000),
+    "auth_failures_per_client": to_int(1, 1_000_000),
+    "auth_failure_window_s": to_float(1, 86_400),
     "log_level": _to_choice(LOG_LEVELS),
     "log_format": _to_choice(("text", "json")),
     "memory_min_available_mb": to_int(0, 10_000_000),

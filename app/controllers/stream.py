@@ -18,7 +18,7 @@ from litestar.response import Stream
 
 from app.controllers.sse import SSE_HEADERS, sse_event, with_keepalive
 from app.errors import ErrorCode, ServiceError
-from app.http_errors import unexpected_failure
+from app.http_errors import retry_after, unexpected_failure
 from app.services.chat import ChatService, TurnRequest
 from app.services.chat_events import Completed, Failed, ImagesProcessed, SessionStarted, Terminated, Token, TurnEvent
 from app.services.conversations import ConversationService
@@ -175,7 +175,9 @@ class StreamController(Controller):
             )
             if exc.details.get("kind") == "not_terminable":
                 payload = {**payload, "message": exc.message, "sessionStatus": exc.details.get("sessionStatus")}
-            return Response({"success": False, **payload, "code": str(exc.code)}, status_code=status)
+            return Response(
+                {"success": False, **payload, "code": str(exc.code)}, status_code=status, headers=retry_after(exc)
+            )
         return Response(
             {
                 "success": True,
@@ -208,7 +210,6 @@ REST_TERMINATE_ERRORS: dict[str, tuple[int, dict[str, str]]] = {
         401,
         {"error": "Password required", "message": "This conversation is private and requires a password"},
     ),
-    "invalid_password": (401, {"error": "Invalid password", "message": "Invalid password for this conversation"}),
     "session_not_found": (
         404,
         {"error": "Session not found", "message": "The specified stream session does not exist"},

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import msgspec
+from cross_web import HTTPException
+from litestar import Request, Response
+from strawberry.http.async_base_view import AsyncHTTPRequestAdapter
+from strawberry.http.parse_content_type import parse_content_type
 from strawberry.litestar import make_graphql_controller
 
+from app.errors import ErrorCode
 from app.graphql.context import provide_graphql_context
 from app.graphql.schema import schema
 
@@ -18,7 +24,8 @@ _StrawberryController = make_graphql_controller(
 class GraphQLController(_StrawberryController):  # type: ignore[misc,valid-type]
     """Decodes bodies with msgspec, like the REST routes: `json.loads` accepts a lone surrogate (`"\\ud800"`),
     which no database can store, so it failed later inside a resolver as an unexpected error; here it is
-    malformed JSON (400), as it is for REST."""
+    malformed JSON (400), as it is for REST. A request refused before it runs is answered as GraphQL
+    errors with a code, not as Strawberry's plain text."""
 
     def decode_json(self, data: str | bytes) -> object:
         try:
@@ -26,3 +33,21 @@ class GraphQLController(_StrawberryController):  # type: ignore[misc,valid-type]
         except msgspec.DecodeError as exc:
             text = data if isinstance(data, str) else data.decode(errors="replace")
             raise json.JSONDecodeError(str(exc), text, 0) from exc
+
+    async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> Any:
+        """Strawberry reads fields of whatever JSON value it gets; a number, string, `null` or `true` as the
+        whole body crashed it (a 500 and a logged traceback) instead of being a bad request."""
+        content_type, _ = parse_content_type(request.content_type or "")
+        if request.method != "GET" and "application/json" in content_type:
+            body = self.parse_json(await request.get_body())  # the body is read once and cached
+            if not isinstance(body, dict | list):
+                raise HTTPException(400, "The GraphQL request body must be a JSON object with a `query`")
+        return await super().parse_http_body(request)
+
+    async def execute_request(self, request: Request[Any, Any, Any], context: Any, root_value: Any) -> Response[Any]:
+        try:
+            return await self.run(request, context=context, root_value=root_value)
+        except HTTPException as exc:
+            code = ErrorCode.INVALID_REQUEST if exc.status_code < 500 else ErrorCode.INTERNAL_ERROR
+            error = {"message": exc.reason, "extensions": {"code": str(code)}}
+            return Response({"errors": [error]}, status_code=exc.status_code)

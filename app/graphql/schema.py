@@ -7,14 +7,13 @@ need its password (an optional `password` argument, which old clients simply nev
 
 from __future__ import annotations
 
-import logging
-
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaskErrors
 from strawberry.types import ExecutionContext
 
 from app.errors import ErrorCode, ServiceError
+from app.graphql.errors import CodedErrors, log_errors
+from app.graphql.limits import limit_extensions
 from app.graphql.models import resolve_available_models, resolve_models, resolve_providers
 from app.graphql.types import (
     AddMessageInput,
@@ -40,14 +39,12 @@ from app.services.conversations import parse_message_id
 from app.services.termination import terminate_stream
 from app.services.warmup import warm_up
 
-log = logging.getLogger(__name__)
-
-# terminateStream's failures in the old service's words: check kind -> (message, error)
+# terminateStream's failures in the old service's words: check kind -> (message, error). A wrong password
+# is answered as an unknown session (see `terminate_stream`).
 TERMINATE_FAILURES: dict[str, tuple[str, str]] = {
     "missing": ("Session ID and conversation ID are required", "Missing required parameters"),
     "conversation_not_found": ("Conversation not found", "Conversation not found"),
     "password_required": ("Password required for private conversation", "Password required for private conversation"),
-    "invalid_password": ("Invalid password for private conversation", "Invalid password"),
     "session_not_found": ("Stream session not found", "Session not found"),
     "mismatch": ("Session does not belong to the specified conversation", "Session conversation mismatch"),
 }
@@ -217,7 +214,10 @@ class Mutation:
                     error="Session not terminable state",
                 )
             message, error = TERMINATE_FAILURES.get(
-                kind, ("An error occurred while terminating the stream", exc.message)
+                kind,
+                (exc.message, exc.message)  # a refused input (a too long password) or too many wrong passwords
+                if kind == "refused"
+                else ("An error occurred while terminating the stream", exc.message),
             )
             return TerminateStreamResponse(
                 success=False,
@@ -245,16 +245,7 @@ class BethSchema(strawberry.Schema):
     """Logs expected errors (bad input, wrong password) quietly and unexpected ones once, with their cause."""
 
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
-        for error in errors:
-            if isinstance(error.original_error, ServiceError) or error.original_error is None:
-                log.info("graphql error: %s", error.message)
-            else:
-                log.error("graphql resolver failed", exc_info=error.original_error)
+        log_errors(errors)
 
 
-def _is_unexpected(error: GraphQLError) -> bool:
-    """Unexpected failures are masked: clients never see internals or stack traces."""
-    return error.original_error is not None and not isinstance(error.original_error, ServiceError)
-
-
-schema = BethSchema(query=Query, mutation=Mutation, extensions=[MaskErrors(should_mask_error=_is_unexpected)])
+schema = BethSchema(query=Query, mutation=Mutation, extensions=[CodedErrors(), *limit_extensions()])

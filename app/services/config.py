@@ -35,6 +35,7 @@ from app.services.conversations import default_conversation_model
 from app.services.discovered import DiscoveredModels
 from app.services.model_services import build_hf_provider, hf_pool_settings
 from app.services.model_settings import ModelSettings
+from app.services.password_attempts import password_attempt_limits
 from app.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -250,6 +251,7 @@ class ConfigurationService:
             self.conversations.default_model = default_conversation_model(
                 settings.ollama_enabled, settings.hf_default_model
             )
+            self.conversations.attempts.configure(**password_attempt_limits(settings))
         commit()
         if self.discovered is not None:
             try:

@@ -16,6 +16,7 @@ from app.db.tables import Conversation, Image, Message, StreamSession
 from app.db.text import storable
 from app.errors import ErrorCode, ServiceError, invalid
 from app.services.images import remove_files
+from app.services.password_attempts import PasswordAttempts, client_address
 from app.services.passwords import MAX_PASSWORD_BYTES, check_password, hash_password
 
 #: the old service's default, kept for its clients; with Ollama disabled it could never answer
@@ -80,10 +81,17 @@ def default_conversation_model(ollama_enabled: bool, hf_default_model: str) -> s
 class ConversationService:
     """Reads and writes conversations and messages, enforcing validation and the password rule."""
 
-    def __init__(self, bcrypt_rounds: int = 10, default_model: str = DEFAULT_MODEL) -> None:
+    def __init__(
+        self,
+        bcrypt_rounds: int = 10,
+        default_model: str = DEFAULT_MODEL,
+        attempts: PasswordAttempts | None = None,
+    ) -> None:
         self.bcrypt_rounds = bcrypt_rounds
         #: the model of a conversation created without one; the configuration service keeps it current
         self.default_model = default_model
+        #: wrong passwords per conversation and client; over a limit a check is refused before bcrypt runs
+        self.attempts = attempts or PasswordAttempts()
 
     # -- conversations -------------------------------------------------------------------------------
 
@@ -164,10 +172,12 @@ class ConversationService:
                     ErrorCode.UNAUTHORIZED, PASSWORD_REQUIRED, status=401, details={"reason": "password_required"}
                 )
             _check_password_input(password)
+            attempt = self.attempts.admit(row.id, client_address.get())
             if not row.password_hash or not await check_password(password, row.password_hash):
                 raise ServiceError(
                     ErrorCode.UNAUTHORIZED, INVALID_PASSWORD, status=403, details={"reason": "invalid_password"}
                 )
+            self.attempts.passed(attempt)
         return row
 
     async def verify_password(self, conversation_id: str, password: str | None) -> Conversation:
