@@ -31,6 +31,9 @@ REASONS = ("USER_REQUESTED", "TIMEOUT", "ERROR", "SERVER_SHUTDOWN")
 # Marks a row whose reply is being saved, before the message id is known.
 CLAIMED = -1
 WATCH_INTERVAL_S = 0.5
+#: how often the end of a turn is tried against a failing database, and the first pause between tries
+CLOSE_ATTEMPTS = 3
+CLOSE_BACKOFF_S = 0.2
 
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -52,6 +55,18 @@ def new_session_id() -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _unsaved_copy(message: Message) -> Message:
+    """A new row with `message`'s values but no id, to be inserted."""
+    primary_key = Message._meta.primary_key
+    return Message(
+        **{
+            column._meta.name: getattr(message, column._meta.name)
+            for column in Message._meta.columns
+            if column is not primary_key
+        }
+    )
 
 
 @dataclass
@@ -128,18 +143,25 @@ class StreamSessions:
         return session
 
     async def flush_if_due(self, session: LiveSession) -> None:
-        """Write the partial text at most once per flush interval (a crash then loses less than that)."""
+        """Write the partial text at most once per flush interval (a crash then loses less than that).
+
+        A failed flush is logged, never raised: the reply goes on, the next flush writes the text again,
+        and the end of the turn saves all of it.
+        """
         now = time.monotonic()
         if now - session.last_flush < self.flush_interval_s:
             return
         session.last_flush = now
-        await StreamSession.update(
-            {
-                StreamSession.partial_response: session.text,
-                StreamSession.token_count: session.token_count,
-                StreamSession.updated_at: _now(),
-            }
-        ).where((StreamSession.id == session.id) & (StreamSession.status == ACTIVE))
+        try:
+            await StreamSession.update(
+                {
+                    StreamSession.partial_response: session.text,
+                    StreamSession.token_count: session.token_count,
+                    StreamSession.updated_at: _now(),
+                }
+            ).where((StreamSession.id == session.id) & (StreamSession.status == ACTIVE))
+        except Exception as exc:
+            log.warning("flushing the partial reply of session %s failed (%s); the next flush retries", session.id, exc)
 
     async def close(
         self,
@@ -152,37 +174,19 @@ class StreamSessions:
     ) -> int | None:
         """Record the outcome; save `reply` unless another party already saved this session's reply.
 
+        A database error is retried a few times (every step can be repeated safely) before it is raised.
         Returns the id of the saved reply (ours or the one saved before us), or None.
         """
         try:
-            saved_id = await self._save_reply_once(session.id, reply) if reply is not None else None
-            values: dict[object, object] = {
-                StreamSession.partial_response: session.text,
-                StreamSession.token_count: session.token_count,
-                StreamSession.updated_at: _now(),
-                StreamSession.ended_at: _now(),
-            }
-            closed = (
-                await StreamSession.update(
-                    {
-                        **values,
-                        StreamSession.status: status,
-                        StreamSession.termination_reason: reason,
-                        StreamSession.error_message: error,
-                    }
-                )
-                .where((StreamSession.id == session.id) & (StreamSession.status == ACTIVE))
-                .returning(StreamSession.id)
-            )
-            if not closed:  # closed elsewhere (terminated on another replica): keep its status and reason
-                await StreamSession.update(values).where(StreamSession.id == session.id)
-            if saved_id is None:
-                row = (
-                    await StreamSession.select(StreamSession.assistant_message_id)
-                    .where(StreamSession.id == session.id)
-                    .first()
-                )
-                saved_id = row["assistant_message_id"] if row and row["assistant_message_id"] != CLAIMED else None
+            for attempt in range(CLOSE_ATTEMPTS):
+                try:
+                    saved_id = await self._close_once(session, status=status, reason=reason, error=error, reply=reply)
+                    break
+                except Exception as exc:
+                    if attempt + 1 == CLOSE_ATTEMPTS:
+                        raise
+                    log.warning("recording the end of session %s failed (%s); retrying", session.id, exc)
+                    await asyncio.sleep(CLOSE_BACKOFF_S * 2**attempt)
             session.final_status = status
             session.saved_message_id = saved_id
             return saved_id
@@ -190,23 +194,60 @@ class StreamSessions:
             self.live.pop(session.id, None)
             session.finished.set()
 
-    async def _save_reply_once(self, session_id: str, reply: Message) -> int | None:
-        claimed = (
-            await StreamSession.update({StreamSession.assistant_message_id: CLAIMED})
-            .where((StreamSession.id == session_id) & StreamSession.assistant_message_id.is_null())
+    async def _close_once(
+        self, session: LiveSession, *, status: str, reason: str | None, error: str | None, reply: Message | None
+    ) -> int | None:
+        saved_id = await self._save_reply_once(session.id, reply) if reply is not None else None
+        values: dict[object, object] = {
+            StreamSession.partial_response: session.text,
+            StreamSession.token_count: session.token_count,
+            StreamSession.updated_at: _now(),
+            StreamSession.ended_at: _now(),
+        }
+        closed = (
+            await StreamSession.update(
+                {
+                    **values,
+                    StreamSession.status: status,
+                    StreamSession.termination_reason: reason,
+                    StreamSession.error_message: error,
+                }
+            )
+            .where((StreamSession.id == session.id) & (StreamSession.status == ACTIVE))
             .returning(StreamSession.id)
         )
-        if not claimed:
-            return None
-        async with Message._meta.db.transaction():
-            await reply.save()
-            await Conversation.update({Conversation.updated_at: reply.timestamp}).where(
-                Conversation.id == reply.conversation_id
+        if not closed:  # closed elsewhere (terminated on another replica): keep its status and reason
+            await StreamSession.update(values).where(StreamSession.id == session.id)
+        if saved_id is None:
+            row = (
+                await StreamSession.select(StreamSession.assistant_message_id)
+                .where(StreamSession.id == session.id)
+                .first()
             )
-            await StreamSession.update({StreamSession.assistant_message_id: reply.id}).where(
+            saved_id = row["assistant_message_id"] if row and row["assistant_message_id"] != CLAIMED else None
+        return saved_id
+
+    async def _save_reply_once(self, session_id: str, reply: Message) -> int | None:
+        """Claim the row and save the reply in one transaction: a failure undoes the claim too, so a retry
+        (or the recovery sweep) can still save it; whoever claims first saves, the others get None."""
+        async with Message._meta.db.transaction():
+            claimed = (
+                await StreamSession.update({StreamSession.assistant_message_id: CLAIMED})
+                .where((StreamSession.id == session_id) & StreamSession.assistant_message_id.is_null())
+                .returning(StreamSession.id)
+            )
+            if not claimed:
+                return None
+            row = _unsaved_copy(reply)  # a retry after a rollback must insert again, with a new id
+            await row.save()
+            await Conversation.update({Conversation.updated_at: row.timestamp}).where(
+                Conversation.id == row.conversation_id
+            )
+            await StreamSession.update({StreamSession.assistant_message_id: row.id}).where(
                 StreamSession.id == session_id
             )
-        return reply.id
+        reply.id = row.id
+        return row.id
 
     # -- termination ---------------------------------------------------------------------------------
 

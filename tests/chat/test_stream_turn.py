@@ -225,6 +225,11 @@ REFUSALS = {
     "refuse_user_message": ("messages", "INSERT", "NEW.sender = 'user'"),
     "refuse_reply": ("messages", "INSERT", "NEW.sender = 'llm'"),
     "refuse_end": ("stream_sessions", "UPDATE", "NEW.status <> 'ACTIVE'"),
+    "refuse_flush": (
+        "stream_sessions",
+        "UPDATE",
+        "NEW.status = 'ACTIVE' AND NEW.partial_response <> OLD.partial_response",
+    ),
 }
 
 
