@@ -229,15 +229,19 @@ class StreamSessions:
 
     async def _save_reply_once(self, session_id: str, reply: Message) -> int | None:
         """Claim the row and save the reply in one transaction: a failure undoes the claim too, so a retry
-        (or the recovery sweep) can still save it; whoever claims first saves, the others get None."""
+        (or the recovery sweep) can still save it; whoever claims first saves, the others get None. A reply
+        whose user message is gone is not saved (the claim stays, so nobody saves it later)."""
         async with Message._meta.db.transaction():
             claimed = (
                 await StreamSession.update({StreamSession.assistant_message_id: CLAIMED})
                 .where((StreamSession.id == session_id) & StreamSession.assistant_message_id.is_null())
-                .returning(StreamSession.id)
+                .returning(StreamSession.user_message_id)
             )
             if not claimed:
                 return None
+            asked = claimed[0]["user_message_id"]
+            if asked is not None and not await Message.exists().where(Message.id == asked):
+                return None  # its user message was deleted meanwhile: a reply to nothing is not kept
             row = _unsaved_copy(reply)  # a retry after a rollback must insert again, with a new id
             await row.save()
             await Conversation.update({Conversation.updated_at: row.timestamp}).where(
@@ -348,15 +352,21 @@ class StreamSessions:
                 log.exception("stream session watcher step failed; retrying")
 
     async def _notice_external_terminations(self) -> None:
+        """Stop live sessions whose row was closed elsewhere (a terminate on another replica, a delete of
+        their turn) or removed (their conversation was deleted)."""
         if not self.live:
             return
-        rows = await StreamSession.select(StreamSession.id, StreamSession.termination_reason).where(
-            StreamSession.id.is_in(list(self.live)) & (StreamSession.status != ACTIVE)
-        )
-        for row in rows:
-            session = self.live.get(row["id"])
-            if session is not None:
-                session.stop(row["termination_reason"] or "USER_REQUESTED")
+        ids = list(self.live)
+        rows = await StreamSession.select(
+            StreamSession.id, StreamSession.status, StreamSession.termination_reason
+        ).where(StreamSession.id.is_in(ids))
+        found = {row["id"]: row for row in rows}
+        for session_id in ids:
+            session = self.live.get(session_id)
+            row = found.get(session_id)
+            if session is None or (row is not None and row["status"] == ACTIVE):
+                continue
+            session.stop((row["termination_reason"] if row else None) or "USER_REQUESTED")
 
     async def recover_stale(self) -> int:
         """Close rows left ACTIVE by a dead process, saving their partial text as a partial message."""
@@ -401,3 +411,21 @@ class StreamSessions:
                 )
             log.warning("closed stream session %s left ACTIVE by a stopped process", row.id)
         return recovered
+
+
+async def abandon_turns_from(conversation_id: str, user_message_id: int) -> None:
+    """Inside a transaction deleting messages from `user_message_id` on: the turns being generated for them
+    are terminated (their owners, on any replica, stop within a second) and their replies claimed so that
+    none is saved without its user message. A reply saved just before wins the claim, and is a later
+    message that the same delete removes."""
+    turns = (StreamSession.conversation_id == conversation_id) & (StreamSession.user_message_id >= user_message_id)
+    await StreamSession.update({StreamSession.assistant_message_id: CLAIMED}).where(
+        turns & StreamSession.assistant_message_id.is_null()
+    )
+    await StreamSession.update(
+        {
+            StreamSession.status: TERMINATED,
+            StreamSession.termination_reason: "USER_REQUESTED",
+            StreamSession.ended_at: _now(),
+        }
+    ).where(turns & (StreamSession.status == ACTIVE))

@@ -3,12 +3,17 @@ of a reply, deletes racing a reply, refused turns. On both databases, over HTTP,
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+
+import asyncpg
 import httpx
 
 from tests.api.test_graphql_web_client import create_conversation
-from tests.chat.test_stream_turn import database_refusing, stored
+from tests.chat.test_stream_turn import database_refusing, stored, wait_for
+from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.server import ServerProcess
-from tests.fixtures.web_client import stream_message, terminate
+from tests.fixtures.web_client import ClientStream, stream_message, terminate
 
 STEADY_TEXT = "".join(f"step{i} " for i in range(10))
 
@@ -29,3 +34,75 @@ def test_a_database_error_while_flushing_the_partial_reply_does_not_stop_it(
     again = terminate(chat, seen.session_id, conversation_id)
     assert again["success"] is False
     assert again["message"] == "Session is in COMPLETED state and cannot be terminated"
+
+
+def count_rows(database_url: str, table: str, conversation_id: str) -> int:
+    """Rows of `table` for one conversation, read behind the service's back (orphans included)."""
+    query = f"SELECT COUNT(*) FROM {table} WHERE conversation_id = '{conversation_id}'"
+    if database_url.startswith("sqlite:///"):
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as connection:
+            return connection.execute(query).fetchone()[0]
+
+    async def fetch() -> int:
+        connection = await asyncpg.connect(database_url, timeout=5)
+        try:
+            return await connection.fetchval(query)
+        finally:
+            await connection.close()
+
+    return asyncio.run(fetch())
+
+
+def test_deleting_a_conversation_stops_its_reply_and_keeps_nothing_of_it(
+    chat: httpx.Client, chat_ollama: FakeOllama, database_url: str
+) -> None:
+    conversation_id = create_conversation(chat, model="slow:latest")
+    left_before = chat_ollama.disconnects.count("slow:latest")
+    deleted: list[int] = []
+
+    def delete_after_two_tokens(seen: ClientStream) -> bool:
+        if len(seen.tokens) == 2 and not deleted:
+            deleted.append(chat.delete(f"/api/v1/conversations/{conversation_id}").status_code)
+        return False
+
+    seen = stream_message(
+        chat, model="slow:latest", message="a long story", conversation_id=conversation_id,
+        on_block=delete_after_two_tokens,
+    )  # fmt: skip
+    assert deleted == [204]
+    assert seen.terminated is not None, seen.raw
+    assert not seen.ended
+    assert seen.terminated["reason"] == "USER_REQUESTED"
+    # the model was stopped, not left generating a reply nobody can keep
+    wait_for(lambda: chat_ollama.disconnects.count("slow:latest") > left_before)
+    assert chat.get(f"/api/v1/conversations/{conversation_id}/messages").status_code == 404
+    for table in ("messages", "stream_sessions", "images"):
+        assert count_rows(database_url, table, conversation_id) == 0, table
+
+
+def test_deleting_a_turn_while_its_reply_streams_stops_the_reply_and_keeps_no_reply_to_it(
+    chat: httpx.Client, database_url: str
+) -> None:
+    conversation_id = create_conversation(chat, model="llama3.1:8b")
+    assert stream_message(chat, model="llama3.1:8b", message="first", conversation_id=conversation_id).ended
+    deleted: list[dict] = []
+
+    def delete_the_turn(seen: ClientStream) -> bool:
+        if len(seen.tokens) == 2 and not deleted:
+            user = stored(chat, conversation_id)[-1]
+            assert (user["sender"], user["text"]) == ("user", "second")
+            url = f"/api/v1/conversations/{conversation_id}/messages"
+            response = chat.delete(url, params={"fromId": user["id"]})
+            assert response.status_code == 200, response.text
+            deleted.append(response.json())
+        return False
+
+    seen = stream_message(
+        chat, model="slow:latest", message="second", conversation_id=conversation_id, on_block=delete_the_turn
+    )
+    assert deleted[0]["deletedCount"] == 1
+    assert seen.terminated is not None, seen.raw
+    assert not seen.ended
+    kept = [(m["sender"], m["text"]) for m in stored(chat, conversation_id)]
+    assert kept == [("user", "first"), ("llm", "Hello from llama3.1:8b!")]
+    assert count_rows(database_url, "messages", conversation_id) == 2
