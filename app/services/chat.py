@@ -98,34 +98,44 @@ class ChatService:
         self.observers: list[Callable[[UsageRecord], Awaitable[None] | None]] = []
 
     async def turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
-        """Run one turn and yield its events; raises ServiceError for refusals before anything is saved."""
+        """Run one turn and yield its events; raises ServiceError for refusals before anything is saved.
+
+        What is refused before the user's message is saved, and what keeps it: a refusal that is certain
+        and cheap to know here (a bad request, a model disabled in the configuration, a message that does
+        not fit the model's context) is raised before anything is stored, so a message the model can never
+        take does not fill the database. Whatever can only be learned from the provider (it is down, busy,
+        does not know the model, fails midway) comes after the message is saved: the user's words are kept
+        and the turn ends with an error event.
+        """
         conversation = await self.conversations.authorize(request.conversation_id, request.password)
         validated = self.images.validate(request.uploads)
-        model_name = (request.model or conversation.llm_model).strip()
-        if not model_name:
+        chosen = (request.model or conversation.llm_model).strip()
+        if not chosen:
             raise ServiceError(ErrorCode.INVALID_REQUEST, "A model name is required", details={"field": "model"})
-        if not storable(model_name):  # it is stored on the conversation and the reply
+        if not storable(chosen):  # it is stored on the conversation and the reply
             raise ServiceError(ErrorCode.INVALID_REQUEST, "model contains a NUL character", details={"field": "model"})
+        self.conversations.check_message_text(request.text)
+        chosen_info = await self._find(chosen)
+        model_name, info, warnings = chosen, chosen_info, []
+        images_b64: list[str] = []
+        if validated:
+            model_name, info, warnings = await self._route_images(chosen, chosen_info)
+            if not warnings:
+                images_b64 = self.images.as_base64(validated)
+        history = await self.conversations.list_messages(conversation.id)
+        current = ChatMessage(role="user", content=request.text, images=images_b64)
+        # Built before the message is saved: a message too long for the model is refused with nothing stored.
+        chat_request = await self._request_for(model_name, info, history, current)
+
         user_message = await self.conversations.add_message(
             conversation, text=request.text, sender="user", has_images=bool(validated)
         )
         yield UserMessageSaved(user_message.id)
-
-        info = await self._find(model_name)
         # The conversation keeps the model the user chose, even when images go to a vision fallback.
-        await self.conversations.set_model(conversation, model_name, info.provider if info else None)
-        images_b64: list[str] = []
+        await self.conversations.set_model(conversation, chosen, chosen_info.provider if chosen_info else None)
         if validated:
             stored = await self.images.store(conversation.id, user_message.id, validated)
-            model_name, info, warnings = await self._route_images(model_name, info)
-            if not warnings:
-                images_b64 = self.images.as_base64(validated)
             yield ImagesProcessed(len(stored), warnings, [self.images.describe(row) for row in stored])
-
-        history = [m for m in await self.conversations.list_messages(conversation.id) if m.id != user_message.id]
-        current = ChatMessage(role="user", content=request.text, images=images_b64)
-        # Built now, so a message too long for the model is refused before a session starts.
-        chat_request = await self._request_for(model_name, info, history, current)
 
         async def request_for(candidate: str) -> ChatRequest:
             """The requested model's request, or a fallback's own (its context, settings and reply budget)."""

@@ -222,6 +222,11 @@ class ConversationService:
             grouped[row.conversation_id].append(row)
         return grouped
 
+    @staticmethod
+    def check_message_text(text: str) -> None:
+        """Refuse (INVALID_REQUEST) a user's message that could not be stored: empty, too long, with a NUL."""
+        _check_text("text", text, MAX_MESSAGE_CHARS)
+
     async def add_message(
         self,
         conversation: Conversation,

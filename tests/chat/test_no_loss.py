@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
 
 from tests.api.test_graphql_web_client import create_conversation
+from tests.chat.conftest import chat_env
 from tests.chat.test_stream_turn import database_refusing, stored, wait_for
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.server import ServerProcess
@@ -106,3 +110,40 @@ def test_deleting_a_turn_while_its_reply_streams_stops_the_reply_and_keeps_no_re
     kept = [(m["sender"], m["text"]) for m in stored(chat, conversation_id)]
     assert kept == [("user", "first"), ("llm", "Hello from llama3.1:8b!")]
     assert count_rows(database_url, "messages", conversation_id) == 2
+
+
+def test_a_message_too_long_for_the_model_is_refused_before_it_is_stored(chat: httpx.Client) -> None:
+    conversation_id = create_conversation(chat, model="llama3.1:8b")
+    huge = "word " * 200_000  # 1,000,000 characters: storable, but far beyond the model's context
+    seen = stream_message(chat, model="llama3.1:8b", message=huge, conversation_id=conversation_id)
+    assert seen.error_payload is not None, seen.raw[:500]
+    assert seen.error_payload["code"] == "CONTEXT_LENGTH_EXCEEDED"
+    assert seen.session_id is None
+    response = chat.post(f"/api/v1/conversations/{conversation_id}/messages", json={"text": huge, "reply": True})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "CONTEXT_LENGTH_EXCEEDED"
+    assert stored(chat, conversation_id) == []
+    # the conversation goes on as before
+    assert stream_message(chat, model="llama3.1:8b", message="short one", conversation_id=conversation_id).ended
+    assert [m["text"] for m in stored(chat, conversation_id)] == ["short one", "Hello from llama3.1:8b!"]
+
+
+@pytest.fixture
+def busy_server(database_url: str, tmp_path: Path, chat_models_dir: Path) -> Iterator[ServerProcess]:
+    """A chat server whose only Ollama answers 503 to every chat (a provider outage), with no retries."""
+    busy = FakeOllama().start()
+    busy.mode = "busy"
+    process = ServerProcess(tmp_path, database_url, chat_env(busy, chat_models_dir, PROVIDER_RETRIES="0"))
+    process.start()
+    yield process
+    process.stop()
+    busy.stop()
+
+
+def test_a_message_to_a_provider_that_is_down_is_kept(busy_server: ServerProcess) -> None:
+    with httpx.Client(base_url=busy_server.url, timeout=60) as client:
+        conversation_id = create_conversation(client, model="llama3.1:8b")
+        seen = stream_message(client, model="llama3.1:8b", message="are you there?", conversation_id=conversation_id)
+        assert seen.error_payload is not None, seen.raw
+        assert seen.error_payload["code"] in ("OVERLOADED", "PROVIDER_UNAVAILABLE")  # transient
+        assert [(m["sender"], m["text"]) for m in stored(client, conversation_id)] == [("user", "are you there?")]
