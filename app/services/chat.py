@@ -66,6 +66,29 @@ class _Stopped(Exception):
     """The session was cancelled or timed out while waiting on the model."""
 
 
+#: how long a stopped generation waits for its listener to take the tokens already sent to it
+DELIVERY_WAIT_S = 2.0
+
+
+class _Listener:
+    """A turn's events on their way to the request that started it, and whether that request still reads."""
+
+    def __init__(self) -> None:
+        self.events: asyncio.Queue[TurnEvent] = asyncio.Queue()
+        self.gone = asyncio.Event()
+
+    async def delivered(self, limit_s: float) -> None:
+        """Until every event put so far was handed on, the listener left, or `limit_s` passed."""
+        if self.gone.is_set():
+            return
+        waits = {asyncio.ensure_future(self.events.join()), asyncio.ensure_future(self.gone.wait())}
+        try:
+            await asyncio.wait(waits, timeout=limit_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
+
 @dataclass(frozen=True)
 class TurnRequest:
     conversation_id: str
@@ -149,20 +172,22 @@ class ChatService:
             provider=info.provider if info else None,
             user_message_id=user_message.id,
         )
-        events: asyncio.Queue[TurnEvent] = asyncio.Queue()
-        task = asyncio.create_task(self._generate(session, conversation, model_name, request_for, events))
+        listener = _Listener()
+        task = asyncio.create_task(self._generate(session, conversation, model_name, request_for, listener))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         yield SessionStarted(session.id, model_name, info.provider if info else "")
         finished = False
         try:
             while True:
-                event = await events.get()
+                event = await listener.events.get()
                 yield event
+                listener.events.task_done()  # resumed: the event was handed on
                 if isinstance(event, FINAL_EVENTS):
                     finished = True
                     return
         finally:
+            listener.gone.set()
             if not finished and self.settings.stream_cancel_on_disconnect:
                 session.stop("USER_REQUESTED")
 
@@ -229,8 +254,9 @@ class ChatService:
         conversation: Conversation,
         model_name: str,
         request_for: RequestFor,
-        events: asyncio.Queue[TurnEvent],
+        listener: _Listener,
     ) -> None:
+        events = listener.events
         stream_session_id.set(session.id)  # this task's log lines carry the session id
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.stream_timeout_s
@@ -269,6 +295,9 @@ class ChatService:
                     return
         except _Stopped:
             reason = session.reason or "USER_REQUESTED"
+            # Every token is out before the end is recorded: a terminate answered from the saved row
+            # (here or on another replica) is then the last word, and no token follows it.
+            await listener.delivered(DELIVERY_WAIT_S)
             saved = await self._close_recording_failure(
                 session,
                 status=TERMINATED,

@@ -34,6 +34,9 @@ WATCH_INTERVAL_S = 0.5
 #: how often the end of a turn is tried against a failing database, and the first pause between tries
 CLOSE_ATTEMPTS = 3
 CLOSE_BACKOFF_S = 0.2
+#: how long a terminate of another replica's session waits for its owner's final text, and how often it looks
+TERMINATE_WAIT_S = 3.0
+TERMINATE_POLL_S = 0.1
 
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -110,10 +113,13 @@ class Termination:
 
 
 class StreamSessions:
-    def __init__(self, *, timeout_s: float, flush_interval_s: float, stale_s: float) -> None:
+    def __init__(
+        self, *, timeout_s: float, flush_interval_s: float, stale_s: float, terminate_wait_s: float = TERMINATE_WAIT_S
+    ) -> None:
         self.timeout_s = timeout_s
         self.flush_interval_s = flush_interval_s
         self.stale_s = stale_s
+        self.terminate_wait_s = terminate_wait_s
         self.live: dict[str, LiveSession] = {}
         self._watcher: asyncio.Task[None] | None = None
 
@@ -300,21 +306,41 @@ class StreamSessions:
                     "terminationReason": row.termination_reason or "USER_REQUESTED",
                 },
             )
-        # Owned by another replica: mark it; the owner notices within a second and saves its reply.
+        # Owned by another replica: mark it; the owner notices within a second, stops sending, saves its
+        # reply and writes its final text, which is what we answer with.
+        marked_at = _now()
         updated = (
             await StreamSession.update(
                 {
                     StreamSession.status: TERMINATED,
                     StreamSession.termination_reason: reason,
-                    StreamSession.ended_at: _now(),
+                    StreamSession.ended_at: marked_at,
+                    StreamSession.updated_at: marked_at,
                 }
             )
             .where((StreamSession.id == session_id) & (StreamSession.status == ACTIVE))
-            .returning(StreamSession.id)
+            .returning(StreamSession.updated_at)
         )
         if not updated:
             raise ServiceError(ErrorCode.INTERNAL_ERROR, "Failed to terminate session in database")
-        return Termination(session_id, row.partial_response, row.token_count, TERMINATED, reason, None)
+        final = await self._owners_final_row(session_id, updated[0]["updated_at"]) or row
+        saved = final.assistant_message_id if final.assistant_message_id != CLAIMED else None
+        return Termination(session_id, final.partial_response, final.token_count, TERMINATED, reason, saved)
+
+    async def _owners_final_row(self, session_id: str, marked_at: datetime) -> StreamSession | None:
+        """The row once its owner (another replica) has recorded its end, polled for a bounded time; None
+        when the owner did not within `terminate_wait_s` (it may be gone: its last flushed text is all
+        there is). Only the owner's end moves `updated_at` of a row no longer ACTIVE."""
+        deadline = time.monotonic() + self.terminate_wait_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(TERMINATE_POLL_S)
+            row = await StreamSession.objects().where(StreamSession.id == session_id).first()
+            if row is None:  # its conversation was deleted meanwhile
+                return None
+            if row.updated_at != marked_at:
+                return row
+        log.warning("session %s was terminated, but its owner did not record its end in time", session_id)
+        return None
 
     # -- the watcher ---------------------------------------------------------------------------------
 
