@@ -12,11 +12,12 @@ import asyncpg
 import httpx
 import pytest
 
+from app.db.engine import close_database
 from tests.api.test_graphql_web_client import create_conversation
 from tests.chat.conftest import chat_env
 from tests.chat.test_stream_turn import database_refusing, stored, wait_for
 from tests.fixtures.ollama import FakeOllama
-from tests.fixtures.server import ServerProcess
+from tests.fixtures.server import ServerProcess, create_postgres_database, drop_postgres_database, run_sql
 from tests.fixtures.web_client import ClientStream, stream_message, terminate
 
 STEADY_TEXT = "".join(f"step{i} " for i in range(10))
@@ -147,3 +148,80 @@ def test_a_message_to_a_provider_that_is_down_is_kept(busy_server: ServerProcess
         assert seen.error_payload is not None, seen.raw
         assert seen.error_payload["code"] in ("OVERLOADED", "PROVIDER_UNAVAILABLE")  # transient
         assert [(m["sender"], m["text"]) for m in stored(client, conversation_id)] == [("user", "are you there?")]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'usage.sqlite3'}"
+        return
+    url = create_postgres_database()
+    yield url
+    drop_postgres_database(url)
+
+
+def refusing_usage_writes(database_url: str) -> tuple[str, str]:
+    """SQL that makes the database refuse, and then accept again, every write of usage statistics."""
+    if database_url.startswith("sqlite"):
+        return (
+            "CREATE TRIGGER refuse_usage BEFORE INSERT ON model_usage_stats BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+            "DROP TRIGGER refuse_usage;",
+        )
+    return (
+        "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$ LANGUAGE plpgsql;"
+        "CREATE TRIGGER refuse_usage BEFORE INSERT ON model_usage_stats FOR EACH ROW EXECUTE FUNCTION refuse();",
+        "DROP TRIGGER refuse_usage ON model_usage_stats; DROP FUNCTION refuse();",
+    )
+
+
+async def execute(database_url: str, statement: str) -> None:
+    """`run_sql` from inside an event loop."""
+    if database_url.startswith("sqlite"):
+        run_sql(database_url, statement)
+        return
+    connection = await asyncpg.connect(database_url, timeout=5)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def test_usage_the_database_refuses_is_kept_and_written_once_it_accepts_again(
+    empty_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from app.db.engine import open_database
+    from app.db.migrate import migrate
+    from app.services.usage import UsageRecord, UsageStats
+
+    refuse, accept = refusing_usage_writes(empty_database)
+
+    async def scenario() -> tuple[int, int, int, int]:
+        engine = await open_database(empty_database)
+        try:
+            await migrate()
+            usage = UsageStats(attempts=2, backoff_s=0.01, retry_later_s=0.05)
+            await execute(empty_database, refuse)
+            await usage.record(UsageRecord(provider="ollama", model="m", status="complete", completion_tokens=3))
+            await usage.record(UsageRecord(provider="ollama", model="m", status="failed"))
+            waiting = usage.pending  # refused, kept
+            await execute(empty_database, accept)
+            for _ in range(200):
+                if not usage.pending:
+                    break
+                await asyncio.sleep(0.05)
+            (hour_row,) = await usage.report(period="hour")
+            (day_row,) = await usage.report(period="day")
+            # one more, refused to the end: logged when the service stops, not silently dropped
+            await execute(empty_database, refuse)
+            await usage.record(UsageRecord(provider="ollama", model="m", status="complete"))
+            await usage.close()
+            await execute(empty_database, accept)
+            return waiting, hour_row.requests, day_row.requests, hour_row.errors
+        finally:
+            await close_database(engine)
+
+    waiting, hour_requests, day_requests, errors = asyncio.run(scenario())
+    assert waiting == 2
+    assert hour_requests == day_requests == 2
+    assert errors == 1
+    assert "usage of a generation abandoned at shutdown" in caplog.text
