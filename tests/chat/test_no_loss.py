@@ -225,3 +225,31 @@ def test_usage_the_database_refuses_is_kept_and_written_once_it_accepts_again(
     assert hour_requests == day_requests == 2
     assert errors == 1
     assert "usage of a generation abandoned at shutdown" in caplog.text
+
+
+def test_saving_the_reply_is_retried_when_the_database_fails_for_a_moment(
+    chat: httpx.Client, database_url: str
+) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("a failure that passes by itself needs a counter outside the transaction: a PostgreSQL sequence")
+    conversation_id = create_conversation(chat, model="llama3.1:8b")
+    run_sql(
+        database_url,
+        "CREATE SEQUENCE reply_refusals;"
+        "CREATE FUNCTION refuse_twice() RETURNS trigger AS $$ BEGIN"
+        " IF nextval('reply_refusals') <= 2 THEN RAISE EXCEPTION 'connection lost'; END IF; RETURN NEW; END"
+        " $$ LANGUAGE plpgsql;"
+        "CREATE TRIGGER refuse_reply_twice BEFORE INSERT ON messages FOR EACH ROW"
+        f" WHEN (NEW.conversation_id = '{conversation_id}' AND NEW.sender = 'llm') EXECUTE FUNCTION refuse_twice();",
+    )
+    try:
+        seen = stream_message(chat, model="llama3.1:8b", message="keep this", conversation_id=conversation_id)
+    finally:
+        run_sql(
+            database_url,
+            "DROP TRIGGER refuse_reply_twice ON messages; DROP FUNCTION refuse_twice(); DROP SEQUENCE reply_refusals;",
+        )
+    assert seen.error is None, seen.error_payload
+    assert seen.ended
+    kept = [(m["sender"], m["text"], m["status"]) for m in stored(chat, conversation_id)]
+    assert kept == [("user", "keep this", "complete"), ("llm", "Hello from llama3.1:8b!", "complete")]
