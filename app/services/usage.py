@@ -187,7 +187,7 @@ class UsageStats:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[UsageRow]:
-        """Rows of `period`, newest first, filtered; duplicates of one period (from racing replicas) summed."""
+        """Rows of `period`, newest first, filtered (rows of one period summed, should a database hold two)."""
         if not storable(model, provider):  # a name no row can have
             return []
         query = ModelUsageStats.objects().where(ModelUsageStats.period == period)
