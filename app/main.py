@@ -122,6 +122,7 @@ async def chat_turns(app: Litestar, settings: Settings) -> AsyncIterator[None]:
         expiry.cancel()
         watching.cancel()
         await chat.shutdown()
+        await app.state.usage.close()  # usage the database refused so far: a last try, else logged
 
 
 def create_app(settings: Settings | None = None) -> Litestar:

@@ -31,6 +31,12 @@ REASONS = ("USER_REQUESTED", "TIMEOUT", "ERROR", "SERVER_SHUTDOWN")
 # Marks a row whose reply is being saved, before the message id is known.
 CLAIMED = -1
 WATCH_INTERVAL_S = 0.5
+#: how often the end of a turn is tried against a failing database, and the first pause between tries
+CLOSE_ATTEMPTS = 3
+CLOSE_BACKOFF_S = 0.2
+#: how long a terminate of another replica's session waits for its owner's final text, and how often it looks
+TERMINATE_WAIT_S = 3.0
+TERMINATE_POLL_S = 0.1
 
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -52,6 +58,18 @@ def new_session_id() -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _unsaved_copy(message: Message) -> Message:
+    """A new row with `message`'s values but no id, to be inserted."""
+    primary_key = Message._meta.primary_key
+    return Message(
+        **{
+            column._meta.name: getattr(message, column._meta.name)
+            for column in Message._meta.columns
+            if column is not primary_key
+        }
+    )
 
 
 @dataclass
@@ -95,10 +113,13 @@ class Termination:
 
 
 class StreamSessions:
-    def __init__(self, *, timeout_s: float, flush_interval_s: float, stale_s: float) -> None:
+    def __init__(
+        self, *, timeout_s: float, flush_interval_s: float, stale_s: float, terminate_wait_s: float = TERMINATE_WAIT_S
+    ) -> None:
         self.timeout_s = timeout_s
         self.flush_interval_s = flush_interval_s
         self.stale_s = stale_s
+        self.terminate_wait_s = terminate_wait_s
         self.live: dict[str, LiveSession] = {}
         self._watcher: asyncio.Task[None] | None = None
 
@@ -128,18 +149,25 @@ class StreamSessions:
         return session
 
     async def flush_if_due(self, session: LiveSession) -> None:
-        """Write the partial text at most once per flush interval (a crash then loses less than that)."""
+        """Write the partial text at most once per flush interval (a crash then loses less than that).
+
+        A failed flush is logged, never raised: the reply goes on, the next flush writes the text again,
+        and the end of the turn saves all of it.
+        """
         now = time.monotonic()
         if now - session.last_flush < self.flush_interval_s:
             return
         session.last_flush = now
-        await StreamSession.update(
-            {
-                StreamSession.partial_response: session.text,
-                StreamSession.token_count: session.token_count,
-                StreamSession.updated_at: _now(),
-            }
-        ).where((StreamSession.id == session.id) & (StreamSession.status == ACTIVE))
+        try:
+            await StreamSession.update(
+                {
+                    StreamSession.partial_response: session.text,
+                    StreamSession.token_count: session.token_count,
+                    StreamSession.updated_at: _now(),
+                }
+            ).where((StreamSession.id == session.id) & (StreamSession.status == ACTIVE))
+        except Exception as exc:
+            log.warning("flushing the partial reply of session %s failed (%s); the next flush retries", session.id, exc)
 
     async def close(
         self,
@@ -152,37 +180,19 @@ class StreamSessions:
     ) -> int | None:
         """Record the outcome; save `reply` unless another party already saved this session's reply.
 
+        A database error is retried a few times (every step can be repeated safely) before it is raised.
         Returns the id of the saved reply (ours or the one saved before us), or None.
         """
         try:
-            saved_id = await self._save_reply_once(session.id, reply) if reply is not None else None
-            values: dict[object, object] = {
-                StreamSession.partial_response: session.text,
-                StreamSession.token_count: session.token_count,
-                StreamSession.updated_at: _now(),
-                StreamSession.ended_at: _now(),
-            }
-            closed = (
-                await StreamSession.update(
-                    {
-                        **values,
-                        StreamSession.status: status,
-                        StreamSession.termination_reason: reason,
-                        StreamSession.error_message: error,
-                    }
-                )
-                .where((StreamSession.id == session.id) & (StreamSession.status == ACTIVE))
-                .returning(StreamSession.id)
-            )
-            if not closed:  # closed elsewhere (terminated on another replica): keep its status and reason
-                await StreamSession.update(values).where(StreamSession.id == session.id)
-            if saved_id is None:
-                row = (
-                    await StreamSession.select(StreamSession.assistant_message_id)
-                    .where(StreamSession.id == session.id)
-                    .first()
-                )
-                saved_id = row["assistant_message_id"] if row and row["assistant_message_id"] != CLAIMED else None
+            for attempt in range(CLOSE_ATTEMPTS):
+                try:
+                    saved_id = await self._close_once(session, status=status, reason=reason, error=error, reply=reply)
+                    break
+                except Exception as exc:
+                    if attempt + 1 == CLOSE_ATTEMPTS:
+                        raise
+                    log.warning("recording the end of session %s failed (%s); retrying", session.id, exc)
+                    await asyncio.sleep(CLOSE_BACKOFF_S * 2**attempt)
             session.final_status = status
             session.saved_message_id = saved_id
             return saved_id
@@ -190,23 +200,64 @@ class StreamSessions:
             self.live.pop(session.id, None)
             session.finished.set()
 
-    async def _save_reply_once(self, session_id: str, reply: Message) -> int | None:
-        claimed = (
-            await StreamSession.update({StreamSession.assistant_message_id: CLAIMED})
-            .where((StreamSession.id == session_id) & StreamSession.assistant_message_id.is_null())
+    async def _close_once(
+        self, session: LiveSession, *, status: str, reason: str | None, error: str | None, reply: Message | None
+    ) -> int | None:
+        saved_id = await self._save_reply_once(session.id, reply) if reply is not None else None
+        values: dict[object, object] = {
+            StreamSession.partial_response: session.text,
+            StreamSession.token_count: session.token_count,
+            StreamSession.updated_at: _now(),
+            StreamSession.ended_at: _now(),
+        }
+        closed = (
+            await StreamSession.update(
+                {
+                    **values,
+                    StreamSession.status: status,
+                    StreamSession.termination_reason: reason,
+                    StreamSession.error_message: error,
+                }
+            )
+            .where((StreamSession.id == session.id) & (StreamSession.status == ACTIVE))
             .returning(StreamSession.id)
         )
-        if not claimed:
-            return None
-        async with Message._meta.db.transaction():
-            await reply.save()
-            await Conversation.update({Conversation.updated_at: reply.timestamp}).where(
-                Conversation.id == reply.conversation_id
+        if not closed:  # closed elsewhere (terminated on another replica): keep its status and reason
+            await StreamSession.update(values).where(StreamSession.id == session.id)
+        if saved_id is None:
+            row = (
+                await StreamSession.select(StreamSession.assistant_message_id)
+                .where(StreamSession.id == session.id)
+                .first()
             )
-            await StreamSession.update({StreamSession.assistant_message_id: reply.id}).where(
+            saved_id = row["assistant_message_id"] if row and row["assistant_message_id"] != CLAIMED else None
+        return saved_id
+
+    async def _save_reply_once(self, session_id: str, reply: Message) -> int | None:
+        """Claim the row and save the reply in one transaction: a failure undoes the claim too, so a retry
+        (or the recovery sweep) can still save it; whoever claims first saves, the others get None. A reply
+        whose user message is gone is not saved (the claim stays, so nobody saves it later)."""
+        async with Message._meta.db.transaction():
+            claimed = (
+                await StreamSession.update({StreamSession.assistant_message_id: CLAIMED})
+                .where((StreamSession.id == session_id) & StreamSession.assistant_message_id.is_null())
+                .returning(StreamSession.user_message_id)
+            )
+            if not claimed:
+                return None
+            asked = claimed[0]["user_message_id"]
+            if asked is not None and not await Message.exists().where(Message.id == asked):
+                return None  # its user message was deleted meanwhile: a reply to nothing is not kept
+            row = _unsaved_copy(reply)  # a retry after a rollback must insert again, with a new id
+            await row.save()
+            await Conversation.update({Conversation.updated_at: row.timestamp}).where(
+                Conversation.id == row.conversation_id
+            )
+            await StreamSession.update({StreamSession.assistant_message_id: row.id}).where(
                 StreamSession.id == session_id
             )
-        return reply.id
+        reply.id = row.id
+        return row.id
 
     # -- termination ---------------------------------------------------------------------------------
 
@@ -255,21 +306,41 @@ class StreamSessions:
                     "terminationReason": row.termination_reason or "USER_REQUESTED",
                 },
             )
-        # Owned by another replica: mark it; the owner notices within a second and saves its reply.
+        # Owned by another replica: mark it; the owner notices within a second, stops sending, saves its
+        # reply and writes its final text, which is what we answer with.
+        marked_at = _now()
         updated = (
             await StreamSession.update(
                 {
                     StreamSession.status: TERMINATED,
                     StreamSession.termination_reason: reason,
-                    StreamSession.ended_at: _now(),
+                    StreamSession.ended_at: marked_at,
+                    StreamSession.updated_at: marked_at,
                 }
             )
             .where((StreamSession.id == session_id) & (StreamSession.status == ACTIVE))
-            .returning(StreamSession.id)
+            .returning(StreamSession.updated_at)
         )
         if not updated:
             raise ServiceError(ErrorCode.INTERNAL_ERROR, "Failed to terminate session in database")
-        return Termination(session_id, row.partial_response, row.token_count, TERMINATED, reason, None)
+        final = await self._owners_final_row(session_id, updated[0]["updated_at"]) or row
+        saved = final.assistant_message_id if final.assistant_message_id != CLAIMED else None
+        return Termination(session_id, final.partial_response, final.token_count, TERMINATED, reason, saved)
+
+    async def _owners_final_row(self, session_id: str, marked_at: datetime) -> StreamSession | None:
+        """The row once its owner (another replica) has recorded its end, polled for a bounded time; None
+        when the owner did not within `terminate_wait_s` (it may be gone: its last flushed text is all
+        there is). Only the owner's end moves `updated_at` of a row no longer ACTIVE."""
+        deadline = time.monotonic() + self.terminate_wait_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(TERMINATE_POLL_S)
+            row = await StreamSession.objects().where(StreamSession.id == session_id).first()
+            if row is None:  # its conversation was deleted meanwhile
+                return None
+            if row.updated_at != marked_at:
+                return row
+        log.warning("session %s was terminated, but its owner did not record its end in time", session_id)
+        return None
 
     # -- the watcher ---------------------------------------------------------------------------------
 
@@ -307,15 +378,21 @@ class StreamSessions:
                 log.exception("stream session watcher step failed; retrying")
 
     async def _notice_external_terminations(self) -> None:
+        """Stop live sessions whose row was closed elsewhere (a terminate on another replica, a delete of
+        their turn) or removed (their conversation was deleted)."""
         if not self.live:
             return
-        rows = await StreamSession.select(StreamSession.id, StreamSession.termination_reason).where(
-            StreamSession.id.is_in(list(self.live)) & (StreamSession.status != ACTIVE)
-        )
-        for row in rows:
-            session = self.live.get(row["id"])
-            if session is not None:
-                session.stop(row["termination_reason"] or "USER_REQUESTED")
+        ids = list(self.live)
+        rows = await StreamSession.select(
+            StreamSession.id, StreamSession.status, StreamSession.termination_reason
+        ).where(StreamSession.id.is_in(ids))
+        found = {row["id"]: row for row in rows}
+        for session_id in ids:
+            session = self.live.get(session_id)
+            row = found.get(session_id)
+            if session is None or (row is not None and row["status"] == ACTIVE):
+                continue
+            session.stop((row["termination_reason"] if row else None) or "USER_REQUESTED")
 
     async def recover_stale(self) -> int:
         """Close rows left ACTIVE by a dead process, saving their partial text as a partial message."""
@@ -360,3 +437,21 @@ class StreamSessions:
                 )
             log.warning("closed stream session %s left ACTIVE by a stopped process", row.id)
         return recovered
+
+
+async def abandon_turns_from(conversation_id: str, user_message_id: int) -> None:
+    """Inside a transaction deleting messages from `user_message_id` on: the turns being generated for them
+    are terminated (their owners, on any replica, stop within a second) and their replies claimed so that
+    none is saved without its user message. A reply saved just before wins the claim, and is a later
+    message that the same delete removes."""
+    turns = (StreamSession.conversation_id == conversation_id) & (StreamSession.user_message_id >= user_message_id)
+    await StreamSession.update({StreamSession.assistant_message_id: CLAIMED}).where(
+        turns & StreamSession.assistant_message_id.is_null()
+    )
+    await StreamSession.update(
+        {
+            StreamSession.status: TERMINATED,
+            StreamSession.termination_reason: "USER_REQUESTED",
+            StreamSession.ended_at: _now(),
+        }
+    ).where(turns & (StreamSession.status == ACTIVE))
