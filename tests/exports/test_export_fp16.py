@@ -228,3 +228,13 @@ def test_non_finite_logits_fail_every_bound(tmp_path: Path) -> None:
     with pytest.raises(ExportError) as caught:
         require_logit_diff(comparison, 0.5, "float16 ")
     assert caught.value.code == errors.VALIDATION_FAILED
+
+
+def test_float16_graph_beyond_the_bound_is_refused(tmp_path: Path, tiny_hf_model: Path) -> None:
+    """--max-logit-diff bounds the float16 graph (the float32 one before it keeps at least its own default)."""
+    models_dir = tmp_path / "models"
+    with pytest.raises(ExportError) as caught:
+        export_model(str(tiny_hf_model), models_dir=models_dir, dtype="fp16", max_logit_diff=1e-6, min_agreement=0.0)
+    assert caught.value.code == errors.VALIDATION_FAILED
+    assert "the float16 ONNX graph differs from PyTorch" in caught.value.message
+    assert not any(models_dir.iterdir()), "a refused export left files behind"
