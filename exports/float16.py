@@ -177,10 +177,12 @@ def _save(graph: Path, model: Any, large: bool) -> None:
     import onnx
 
     converted = graph.with_name(graph.name + ".float16")
+    for stale in graph.parent.glob(converted.name + "*"):  # onnx appends to an existing external data file
+        stale.unlink()
     previous = list(graph.parent.glob(graph.name + "*"))
     try:
         if large:
-            onnx.save(model, str(converted), save_as_external_data=True, location=graph.name + ".data")
+            onnx.save(model, str(converted), save_as_external_data=True, location=converted.name + ".data")
         else:
             onnx.save(model, str(converted))
     except BaseException:

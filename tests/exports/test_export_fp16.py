@@ -238,3 +238,17 @@ def test_float16_graph_beyond_the_bound_is_refused(tmp_path: Path, tiny_hf_model
     assert caught.value.code == errors.VALIDATION_FAILED
     assert "the float16 ONNX graph differs from PyTorch" in caught.value.message
     assert not any(models_dir.iterdir()), "a refused export left files behind"
+
+
+def test_large_graphs_are_converted_with_external_data(tmp_path: Path, tiny_export: Path) -> None:
+    """Graphs above protobuf's 2 GB take their weights to a side file; the result runs like the single file."""
+    import onnxruntime as ort
+
+    graph = tmp_path / "model.onnx"
+    graph.write_bytes((tiny_export / "model.onnx").read_bytes())
+    half = convert_to_float16(graph, large=True)
+    assert half.fused_norms == 2 * LAYERS + 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx", "model.onnx.float16.data"]
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    cache = [item.type for item in session.get_inputs() if item.name.startswith("past_key_values.")]
+    assert cache == ["tensor(float16)"] * 2 * LAYERS
