@@ -96,7 +96,7 @@ def export_model(
 class Thresholds:
     max_logit_diff: float  # the float32 graph's
     min_agreement: float  # the quantized or float16 graph's
-    max_float16_logit_diff: float | None = None
+    max_float16_logit_diff: float = DEFAULT_MAX_FLOAT16_LOGIT_DIFF  # the float16 graph's (--dtype fp16)
 
 
 def check_dtype(dtype: str, mode: QuantizeMode) -> Dtype:
@@ -153,7 +153,6 @@ def _build(
     if precision == "fp16":
         graph, rewrites = _to_float16(graph, rewrites, progress)
         final = compare(graph, references, progress, "validate-fp16", "Validating float16 against PyTorch")
-        assert thresholds.max_float16_logit_diff is not None
         require_logit_diff(final, thresholds.max_float16_logit_diff, "float16 ")
         require_agreement(final, "float16", thresholds.min_agreement)
 
