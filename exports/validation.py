@@ -160,10 +160,11 @@ def require_logit_diff(comparison: Comparison, threshold: float, kind: str = "")
 def require_agreement(comparison: Comparison, mode: str, threshold: float) -> None:
     """Refuse a quantized or float16 graph whose greedy choices agree with PyTorch's less often than `threshold`."""
     if comparison.top1_agreement < threshold:
-        other = "Export with --dtype fp32" if mode == "float16" else "Try another --quantize mode"
+        half = mode == "float16"
+        other = "Export with --dtype fp32" if half else "Try another --quantize mode"
         raise ExportError(
             errors.VALIDATION_FAILED,
-            f"the {mode} graph agrees with the PyTorch model on {comparison.top1_agreement:.1%} of greedy "
+            f"the {mode} graph agrees with the {'PyTorch' if half else 'unquantized'} model on {comparison.top1_agreement:.1%} of greedy "
             f"tokens, below the threshold {threshold:.1%}; the export was not kept. "
             f"{other}, or pass --min-agreement to accept less.",
         )
