@@ -6,8 +6,8 @@ attention on the CPU even with the CUDA provider. Half precision also halves the
 What stays in float32, and how:
 - the RMS norms: each layer's `Pow -> ReduceMean -> Add -> Sqrt -> Div -> Mul -> Mul(weight)` chain becomes one
   SimplifiedLayerNormalization node (float16 in and out, the mean of squares computed in float32: `stash_type`),
-  because a float16 square overflows above 256 and the residual stream of real models reaches that. A graph
-  with a square left outside a fused norm is refused rather than converted (`UnfusedSquare`);
+  because a float16 square overflows above 256, which a residual stream's outlier channels can reach. A graph
+  with a square left outside a fused norm is refused (EXPORT_UNSUPPORTED_ARCHITECTURE) rather than converted;
 - softmax inside GroupQueryAttention (the kernel accumulates in float32 by itself);
 - the `logits` output: one Cast at the end, so sampling reads float32 as with every other export (a decode step's
   logits are one row of the vocabulary; the cost is nothing next to the projection);
@@ -15,9 +15,12 @@ What stays in float32, and how:
 The key-value cache inputs (`past_key_values.*`) and outputs (`present.*`) are float16: the CUDA kernel reads
 and appends them in place, and the cache is half the size.
 
-ONNX Runtime's CPU provider runs the converted graph too (GroupQueryAttention and SimplifiedLayerNormalization
-have float16 CPU kernels; operators without one are wrapped in Casts by the runtime), so the export is validated
-against PyTorch on any machine, at a bound that fits float16 (exports/validation.py).
+ONNX Runtime's CPU provider (1.31) runs the converted graph too, so the export is validated against PyTorch on any
+machine, at a bound that fits float16 (exports/validation.py). What that check covers, read from the CPU session's
+optimized graph: GroupQueryAttention and SimplifiedLayerNormalization run their float16 kernels on the float16 cache;
+MatMul, Add, Mul and Sigmoid have no float16 x86 kernels, so the runtime casts their float16 weights and inputs to
+float32 around them. The weights' rounding, the cache's and attention's are checked; float16 rounding between the
+element-wise operators is not (CUDA keeps those in float16, accumulating matrix products in float32).
 """
 
 from __future__ import annotations
