@@ -19,6 +19,7 @@ MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 
 Quantization = Literal["none", "int8", "int4"]
+Dtype = Literal["fp32", "fp16"]
 SourceKind = Literal["folder", "gguf", "hub", "default"]
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,10 @@ class Validation(msgspec.Struct, frozen=True):
     min_agreement_threshold: float | None = None
     compared_tokens: int = 0
     quantized_max_abs_logit_diff: float | None = None
+    # --dtype fp16: the float16 graph's figures (top1_agreement and compared_tokens are then the float16 graph's;
+    # max_abs_logit_diff stays the float32 graph's, checked before the conversion)
+    float16_max_abs_logit_diff: float | None = None
+    float16_max_logit_diff_threshold: float | None = None
 
 
 class Versions(msgspec.Struct, frozen=True):
@@ -84,6 +89,11 @@ class Manifest(msgspec.Struct, frozen=True):
     export_seconds: float = 0.0
     graph_rewrites: list[str] = []  # exports/optimize.py's steps; the engine drafts only on some of them
     format_version: int = FORMAT_VERSION
+    # Precision of weights and activations (exports/float16.py), and the numpy element types of the
+    # `past_key_values.*`/`present.*` cache tensors and of `logits` that a client allocates and reads.
+    dtype: Dtype = "fp32"
+    kv_cache_dtype: str = "float32"
+    logits_dtype: str = "float32"
 
     @property
     def size_bytes(self) -> int:
