@@ -8,6 +8,7 @@ from litestar import Controller, get
 from app.db.tables import ModelMetadata
 from app.db.text import storable
 from app.errors import ErrorCode, ServiceError
+from app.openapi import errors
 from app.schemas.common import epoch_ms
 
 
@@ -55,7 +56,7 @@ class ModelConfigController(Controller):
     async def list_configs(self) -> list[ModelConfigOut]:
         return [ModelConfigOut.of(row) for row in await ModelMetadata.objects().order_by(ModelMetadata.name)]
 
-    @get("/{name:path}", summary="One model's stored configuration")
+    @get("/{name:path}", summary="One model's stored configuration", responses=errors(400, 404))
     async def get_config(self, name: str) -> ModelConfigOut:
         name = name.lstrip("/")
         row = await ModelMetadata.objects().where(ModelMetadata.name == name).first() if storable(name) else None

@@ -13,6 +13,7 @@ from litestar import Controller, get, post
 from litestar.params import Parameter
 
 from app.errors import ErrorCode, ServiceError
+from app.openapi import errors
 from app.providers.types import ModelInfo
 from app.schemas.models import ModelAction, ModelList, ProviderList
 from app.services.catalog import ModelCatalog
@@ -26,7 +27,11 @@ class ModelController(Controller):
     path = "/api/v1/models"
     tags = ("models",)
 
-    @get("/", summary="All models of all providers; search by name, filter by provider, capability, loaded")
+    @get(
+        "/",
+        summary="All models of all providers; search by name, filter by provider, capability, loaded",
+        responses=errors(400),
+    )
     async def list_models(
         self,
         catalog: ModelCatalog,
@@ -38,7 +43,11 @@ class ModelController(Controller):
         models = await catalog.models(search=search, provider=provider, capability=capability, loaded=loaded)
         return ModelList(models=models, count=len(models), providers=await catalog.providers())
 
-    @get("/{name:path}", summary="One model by name (`hf/<alias>`, `ollama/<name>` or a bare Ollama name)")
+    @get(
+        "/{name:path}",
+        summary="One model by name (`hf/<alias>`, `ollama/<name>` or a bare Ollama name)",
+        responses=errors(400, 404),
+    )
     async def get_model(self, name: str, catalog: ModelCatalog) -> ModelInfo:
         return await catalog.get(name.lstrip("/"))
 
@@ -46,6 +55,7 @@ class ModelController(Controller):
         "/{target:path}",
         status_code=200,
         summary="`<name>/load` or `<name>/unload`: load a model into memory, or free it",
+        responses=errors(400, 404, 409, 429, 500, 503, 504, 507),
     )
     async def act(self, target: str, catalog: ModelCatalog) -> ModelAction:
         name, _, action = target.lstrip("/").rpartition("/")

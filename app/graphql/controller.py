@@ -20,6 +20,9 @@ class GraphQLController(_StrawberryController):  # type: ignore[misc,valid-type]
     which no database can store, so it failed later inside a resolver as an unexpected error; here it is
     malformed JSON (400), as it is for REST."""
 
+    # GraphQL describes itself (introspection); the REST OpenAPI document leaves it out
+    include_in_schema = False
+
     def decode_json(self, data: str | bytes) -> object:
         try:
             return msgspec.json.decode(data)
