@@ -1,10 +1,8 @@
 """The OpenAPI document tells the truth: schemathesis calls every REST operation of a real server with
 generated requests (valid and invalid) and checks each answer against `GET /api/v1/schema`.
 
-The server is this module's own (one per database), not the shared `server`: the run deletes
-conversations, changes the configuration and loads models, which would leak into other tests.
-Its only model provider is the fake Ollama on loopback, set through the environment so that no
-generated config change can point it elsewhere, and no generated body may name another host.
+The server is `fuzz_server` (tests/api/conftest.py: its own, on each database, on the fake Ollama), and
+no generated config body may name a host, so nothing the run changes makes the server reach out.
 
 `BETH_FUZZ_MAX_EXAMPLES` sets the examples per operation (small by default so that `make test` stays
 quick; long fuzzing runs set it higher). Generation is derandomized: the same code gets the same requests.
@@ -14,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -31,8 +28,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.fixtures.ollama import FakeOllama
-from tests.fixtures.server import ServerProcess, create_postgres_database, drop_postgres_database, new_id
+from tests.fixtures.server import ServerProcess, new_id
 
 MAX_EXAMPLES = int(os.environ.get("BETH_FUZZ_MAX_EXAMPLES", "8"))
 CHECKS = [
@@ -45,39 +41,6 @@ CHECKS = [
 
 # Config files are TOML text: send generated strings as they are.
 schemathesis.serializer.alias("application/toml", "text/plain")
-
-
-@pytest.fixture(scope="module")
-def fuzz_ollama() -> Iterator[FakeOllama]:
-    ollama = FakeOllama().start()
-    yield ollama
-    ollama.stop()
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def fuzz_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fuzz_ollama: FakeOllama
-) -> Iterator[ServerProcess]:
-    workdir = tmp_path_factory.mktemp(f"fuzz-{request.param}")
-    if request.param == "sqlite":
-        database_url, drop = f"sqlite:///{workdir / 'beth.sqlite3'}", None
-    else:
-        database_url = create_postgres_database()
-        drop = database_url
-    models_dir = workdir / "models"
-    models_dir.mkdir()
-    env = {
-        "OLLAMA_HOST": fuzz_ollama.url,
-        "HF_MODELS_DIR": str(models_dir),
-        "HF_HUB_OFFLINE": "1",
-        "STREAM_TIMEOUT_S": "10",
-    }
-    process = ServerProcess(workdir, database_url, env)
-    process.start()
-    yield process
-    process.stop()
-    if drop:
-        drop_postgres_database(drop)
 
 
 @pytest.fixture
