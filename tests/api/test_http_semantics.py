@@ -1,5 +1,5 @@
 """HTTP behaviour the OpenAPI document cannot express: 405 with `Allow`, error texts that do not repeat
-the URL, and the content type of the endless config event stream."""
+the URL, the content type of the endless config event stream; and bad input the fuzzing runs found."""
 
 from __future__ import annotations
 
@@ -60,3 +60,13 @@ def test_the_config_event_stream_is_text_event_stream(api: httpx.Client) -> None
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         assert next(response.iter_lines()) == ": connected"
+
+
+def test_a_refused_config_change_naming_a_nul_key_is_400_and_recorded(api: httpx.Client) -> None:
+    response = api.patch("/api/v1/config", content=b'{"a\\u0000b": 1}', headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "INVALID_REQUEST"
+    (latest,) = api.get("/api/v1/config/revisions", params={"limit": 1}).json()["revisions"]
+    assert latest["valid"] is False
+    assert latest["applied"] is False
+    assert "unknown key" in latest["error"]
