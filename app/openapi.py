@@ -76,7 +76,10 @@ def body(data_container: Any, description: str, media_type: str = "application/j
 
 
 class StrictStructSchemaPlugin(StructSchemaPlugin):
-    """Struct schemas as Litestar makes them, plus `additionalProperties: false` where unknown fields are refused."""
+    """Struct schemas as Litestar makes them, plus `additionalProperties: false` where unknown fields are refused.
+
+    Litestar's Struct plugin has no public name; app plugins are asked before Litestar's own, so this one wins.
+    """
 
     def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
         schema = super().to_openapi_schema(field_definition, schema_creator)

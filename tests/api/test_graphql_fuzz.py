@@ -19,7 +19,7 @@ from schemathesis import APIOperation, GenerationMode
 
 from tests.fixtures.server import ServerProcess
 
-MAX_EXAMPLES = int(os.environ.get("BETH_FUZZ_MAX_EXAMPLES", "8"))
+MAX_EXAMPLES = int(os.environ.get("BETH_FUZZ_MAX_EXAMPLES", "20"))
 MASKED = "Unexpected error."
 
 
