@@ -26,6 +26,7 @@ from app.db.migrate import migrate
 from app.graphql.controller import GraphQLController
 from app.http_errors import EXCEPTION_HANDLERS
 from app.logging_setup import request_context
+from app.openapi import StrictStructSchemaPlugin
 from app.services.catalog import ModelCatalog
 from app.services.chat import ChatService
 from app.services.config import configuration
@@ -196,5 +197,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="beth-chat-service", version="0.1.0", path="/api/v1/schema"),
+        plugins=[StrictStructSchemaPlugin()],
         debug=False,
     )

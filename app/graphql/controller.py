@@ -27,6 +27,9 @@ class GraphQLController(_StrawberryController):  # type: ignore[misc,valid-type]
     malformed JSON (400), as it is for REST. A request refused before it runs is answered as GraphQL
     errors with a code, not as Strawberry's plain text."""
 
+    # GraphQL describes itself (introspection); the REST OpenAPI document leaves it out
+    include_in_schema = False
+
     def decode_json(self, data: str | bytes) -> object:
         try:
             return msgspec.json.decode(data)
