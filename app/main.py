@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
+from app.composition import Services, open_services
+from app.config.service import ConfigurationService
+from app.config.snapshot import ConfigSource
 from app.controllers.config import ConfigController
 from app.controllers.conversations import ConversationController
 from app.controllers.health import HealthController
@@ -27,103 +29,58 @@ from app.graphql.controller import GraphQLController
 from app.http_errors import EXCEPTION_HANDLERS
 from app.logging_setup import request_context
 from app.openapi import StrictStructSchemaPlugin
+from app.providers.registry import ProviderRegistry
 from app.services.catalog import ModelCatalog
 from app.services.chat import ChatService
-from app.services.config import configuration
-from app.services.conversations import ConversationService, default_conversation_model
+from app.services.conversations import ConversationService
 from app.services.images import ImageStore
-from app.services.memory_guard import MemoryGuard
-from app.services.metrics import ServiceMetrics, state_gauges
-from app.services.model_services import model_services
-from app.services.password_attempts import PasswordAttempts, password_attempt_limits, remember_client_address
+from app.services.metrics import ServiceMetrics
+from app.services.password_attempts import remember_client_address
 from app.services.streams import StreamSessions
 from app.services.usage import UsageStats
 from app.settings import Settings, load_settings
-from inference.pool import ModelPool
 
 log = logging.getLogger(__name__)
 
 
+def _services(state: State) -> Services:
+    return state.services
+
+
 def provide_conversations(state: State) -> ConversationService:
-    return state.conversations
+    return _services(state).conversations
 
 
 def provide_catalog(state: State) -> ModelCatalog:
-    return state.catalog
+    return _services(state).catalog
 
 
 def provide_chat(state: State) -> ChatService:
-    return state.chat
+    return _services(state).chat
 
 
 def provide_sessions(state: State) -> StreamSessions:
-    return state.sessions
+    return _services(state).sessions
 
 
 def provide_images(state: State) -> ImageStore:
-    return state.images
+    return _services(state).images
 
 
 def provide_usage(state: State) -> UsageStats:
-    return state.usage
+    return _services(state).usage
 
 
-@asynccontextmanager
-async def chat_turns(app: Litestar, settings: Settings) -> AsyncIterator[None]:
-    """Stream sessions, image storage and the chat turn, with their background work.
+def provide_registry(state: State) -> ProviderRegistry:
+    return _services(state).registry
 
-    Runs after the providers are set up (it needs `app.state.registry` and `app.state.catalog`).
-    """
-    conversations: ConversationService = app.state.conversations
-    sessions = StreamSessions(
-        timeout_s=settings.stream_timeout_s,
-        flush_interval_s=settings.stream_flush_interval_s,
-        stale_s=settings.stream_stale_s,
-    )
-    images = ImageStore(
-        settings.images_dir,
-        conversations,
-        max_bytes=settings.image_max_mb * 1024 * 1024,
-        max_files=settings.image_max_files,
-        retention_days=settings.image_retention_days,
-    )
-    chat = ChatService(
-        settings,
-        conversations,
-        sessions,
-        images,
-        getattr(app.state, "registry", None),
-        getattr(app.state, "catalog", None),
-    )
-    app.state.sessions, app.state.images, app.state.chat = sessions, images, chat
-    metrics: ServiceMetrics = app.state.metrics
-    chat.observers += [app.state.usage.record, metrics.observe_generation]
-    metrics.watch(lambda: state_gauges(app.state))
-    await sessions.recover_stale()
-    sessions.start_watcher()
-    expiry = asyncio.create_task(images.run_expiry(), name="image-expiry")
-    registry = getattr(app.state, "registry", None)
 
-    def hf_pool() -> ModelPool | None:  # looked up each time: a config change may replace the hf provider
-        return getattr(registry.get("hf"), "pool", None) if registry is not None else None
+def provide_config(state: State) -> ConfigSource:
+    return _services(state).config
 
-    pool = hf_pool()
-    if pool is not None:
-        pool.listeners.append(metrics.observe_pool)
-    guard = MemoryGuard(
-        hf_pool,
-        min_available_bytes=settings.memory_min_available_mb * 2**20,
-        interval_s=settings.memory_check_interval_s,
-    )
-    app.state.memory_guard = guard
-    watching = asyncio.create_task(guard.run(), name="memory-guard")
-    try:
-        yield
-    finally:
-        expiry.cancel()
-        watching.cancel()
-        await chat.shutdown()
-        await app.state.usage.close()  # usage the database refused so far: a last try, else logged
+
+def provide_config_service(state: State) -> ConfigurationService:
+    return _services(state).config_service
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -137,20 +94,26 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await migrate()
             app.state.database_ping = lambda: ping(engine)
             log.info("database ready: %s", engine.engine_type)
-            async with model_services(app, settings), chat_turns(app, settings), configuration(app, settings):
+            async with open_services(settings, metrics) as services:
+                app.state.services = services
+                # the names older handlers still read from the state, until each takes its dependencies
+                app.state.conversations, app.state.catalog, app.state.registry = (
+                    services.conversations,
+                    services.catalog,
+                    services.registry,
+                )
+                app.state.chat, app.state.sessions, app.state.usage = services.chat, services.sessions, services.usage
+                app.state.config, app.state.health_monitor = services.config_service, services.monitor
                 yield
         finally:
             await close_database(engine)
 
     metrics = ServiceMetrics()
     # The streaming route takes multipart uploads: up to `image_max_files` images besides the fields.
-    stream_routes = type(
-        "StreamRoutes",
-        (StreamController,),
-        {
-            "request_max_body_size": settings.image_max_files * settings.image_max_mb * 1024 * 1024
-            + settings.max_body_bytes
-        },
+    stream_routes = Router(
+        path="/",
+        route_handlers=[StreamController],
+        request_max_body_size=settings.image_max_files * settings.image_max_mb * 1024 * 1024 + settings.max_body_bytes,
     )
     return Litestar(
         route_handlers=[
@@ -172,19 +135,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "sessions": Provide(provide_sessions, sync_to_thread=False),
             "images": Provide(provide_images, sync_to_thread=False),
             "usage": Provide(provide_usage, sync_to_thread=False),
+            "registry": Provide(provide_registry, sync_to_thread=False),
+            "config": Provide(provide_config, sync_to_thread=False),
+            "config_service": Provide(provide_config_service, sync_to_thread=False),
         },
-        state=State(
-            {
-                "settings": settings,
-                "conversations": ConversationService(
-                    settings.bcrypt_rounds,
-                    default_conversation_model(settings.ollama_enabled, settings.hf_default_model),
-                    PasswordAttempts(**password_attempt_limits(settings)),
-                ),
-                "usage": UsageStats(),
-                "metrics": metrics,
-            }
-        ),
+        state=State({"settings": settings, "metrics": metrics}),
         middleware=[request_context, remember_client_address, metrics.middleware],
         logging_config=None,
         lifespan=[lifespan],

@@ -91,7 +91,8 @@ class _Server(uvicorn.Server):
         await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        chat = getattr(self.litestar.state, "chat", None)
+        services = self.litestar.state.get("services")  # none until the app has started
+        chat = services.chat if services is not None else None
         if chat is not None and self.loop is not None and not self.should_exit:
             log.info("shutting down: stopping open streams")
             self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(chat.sessions.stop_all("SERVER_SHUTDOWN")))

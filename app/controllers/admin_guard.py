@@ -38,7 +38,8 @@ def admin_only(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRout
     and the handler's declared body type."""
     headers = connection.headers
     refuse_foreign_origin(headers, connection.scope.get("scheme", "http"))
-    token: str = connection.app.state.settings.beth_admin_token
+    # the guard runs before dependency injection: the published configuration is the one thing it reads
+    token: str = connection.app.state.services.config.settings.beth_admin_token
     if token:
         check_token(headers.get("authorization", ""), token)
     else:

@@ -14,6 +14,10 @@ import msgspec
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.response import Stream
 
+from app.config import effective as cm
+from app.config.service import ConfigurationService, error_dict
+from app.config.settings import KEYS
+from app.config.toml import normalize, parse_toml, plain, snake_case
 from app.controllers.admin_guard import JSON, TOML, admin_only, takes
 from app.controllers.sse import SSE_HEADERS, sse_event, with_keepalive
 from app.errors import ErrorCode, ServiceError
@@ -28,20 +32,18 @@ from app.schemas.config import (
     RevisionsOut,
     ValidationOut,
 )
-from app.services import config_model as cm
-from app.services.config import ConfigurationService, error_dict
 
 
 def config_view(service: ConfigurationService) -> ConfigOut:
     config = service.current
     settings = {
         key: ConfigValueOut(
-            value=cm.redact(key, cm.plain(getattr(config.settings, key))),
+            value=cm.redact(key, plain(getattr(config.settings, key))),
             source=config.sources.get(key, "default"),
-            env_name=cm.env_name(key),
-            restart_required=key in cm.RESTART_KEYS,
+            env_name=row.env_name,
+            restart_required=row.restart,
         )
-        for key in cm.SETTING_KEYS
+        for key, row in KEYS.items()
     }
     models = {
         name: ModelTableOut(
@@ -74,8 +76,8 @@ async def document_from(request: Request[Any, Any, Any]) -> dict[str, Any]:
             raise ServiceError(ErrorCode.INVALID_REQUEST, f"The body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ServiceError(ErrorCode.INVALID_REQUEST, "The body must be a JSON object or a TOML text")
-        return cm.normalize(data)
-    return cm.parse_toml(raw)
+        return normalize(data)
+    return parse_toml(raw)
 
 
 class ConfigController(Controller):
@@ -88,8 +90,8 @@ class ConfigController(Controller):
         summary="The effective configuration, secrets redacted, with the source of each value",
         responses=errors(401, 403),
     )
-    async def read(self, request: Request[Any, Any, Any]) -> ConfigOut:
-        return config_view(request.app.state.config)
+    async def read(self, request: Request[Any, Any, Any], config_service: ConfigurationService) -> ConfigOut:
+        return config_view(config_service)
 
     @post(
         "/validate",
@@ -99,12 +101,12 @@ class ConfigController(Controller):
         operation_class=ConfigDocumentOperation,
         responses=errors(400, 401, 403, 413, 415),
     )
-    async def validate(self, request: Request[Any, Any, Any]) -> ValidationOut:
+    async def validate(self, request: Request[Any, Any, Any], config_service: ConfigurationService) -> ValidationOut:
         try:
             document = await document_from(request)
         except cm.SettingsError as exc:
             return ValidationOut(valid=False, errors=[error_dict(exc)])
-        errors = request.app.state.config.validate(document)
+        errors = config_service.validate(document)
         return ValidationOut(valid=not errors, errors=errors)
 
     @patch(
@@ -113,14 +115,18 @@ class ConfigController(Controller):
         opt=takes(JSON),
         responses=errors(400, 401, 403, 409, 413, 415),
     )
-    async def change(self, request: Request[Any, Any, Any], data: dict[str, Any]) -> ChangeOut:
-        service: ConfigurationService = request.app.state.config
+    async def change(
+        self, request: Request[Any, Any, Any], config_service: ConfigurationService, data: dict[str, Any]
+    ) -> ChangeOut:
+        service = config_service
         revision = await service.patch(data)
         return ChangeOut(revision=RevisionOut(**_camel(revision)), config=config_view(service))
 
     @get("/revisions", summary="History of applied and refused changes, newest first", responses=errors(400, 401, 403))
-    async def revisions(self, request: Request[Any, Any, Any], limit: int = 100) -> RevisionsOut:
-        rows = await request.app.state.config.revisions(max(1, min(limit, 1000)))
+    async def revisions(
+        self, request: Request[Any, Any, Any], config_service: ConfigurationService, limit: int = 100
+    ) -> RevisionsOut:
+        rows = await config_service.revisions(max(1, min(limit, 1000)))
         return RevisionsOut(revisions=[RevisionOut(**_camel(row)) for row in rows])
 
     @get(
@@ -128,9 +134,9 @@ class ConfigController(Controller):
         summary="The configured values (file and API, no secrets) as a TOML file",
         responses={200: body(str, "The TOML text, as an attachment", "application/toml"), **errors(401, 403)},
     )
-    async def backup(self, request: Request[Any, Any, Any]) -> Response[str]:
+    async def backup(self, request: Request[Any, Any, Any], config_service: ConfigurationService) -> Response[str]:
         return Response(
-            request.app.state.config.backup(),
+            config_service.backup(),
             media_type="application/toml",
             headers={"Content-Disposition": 'attachment; filename="beth.toml"'},
         )
@@ -143,8 +149,8 @@ class ConfigController(Controller):
         operation_class=ConfigBackupOperation,
         responses=errors(400, 401, 403, 409, 413, 415),
     )
-    async def restore(self, request: Request[Any, Any, Any]) -> ChangeOut:
-        service: ConfigurationService = request.app.state.config
+    async def restore(self, request: Request[Any, Any, Any], config_service: ConfigurationService) -> ChangeOut:
+        service = config_service
         text = (await request.body()).decode("utf-8", errors="replace")
         revision = await service.restore(text)
         return ChangeOut(revision=RevisionOut(**_camel(revision)), config=config_view(service))
@@ -154,8 +160,8 @@ class ConfigController(Controller):
         summary="Server-sent events: `config` with each revision as it is recorded",
         responses={200: event_stream("`config` events, each a revision as JSON"), **errors(401, 403)},
     )
-    async def events(self, request: Request[Any, Any, Any]) -> Stream:
-        service: ConfigurationService = request.app.state.config
+    async def events(self, request: Request[Any, Any, Any], config_service: ConfigurationService) -> Stream:
+        service = config_service
 
         async def frames() -> AsyncIterator[bytes]:
             yield b": connected\n\n"
@@ -167,4 +173,4 @@ class ConfigController(Controller):
 
 def _camel(revision: dict[str, Any]) -> dict[str, Any]:
     """The service's revision dicts are already camelCase on the wire; Struct fields are snake_case."""
-    return {cm.snake_case(key): value for key, value in revision.items()}
+    return {snake_case(key): value for key, value in revision.items()}

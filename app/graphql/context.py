@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar.datastructures import State
 from strawberry.dataloader import DataLoader
 from strawberry.litestar import BaseContext
 
+from app.config.snapshot import ConfigSource
 from app.db.tables import Image, Message
+from app.providers.registry import ProviderRegistry
+from app.services.catalog import ModelCatalog
 from app.services.chat import ChatService
 from app.services.conversations import ConversationService
 from app.services.images import images_by_message
 from app.services.streams import StreamSessions
+from app.services.usage import UsageStats
 
 
 class GraphQLContext(BaseContext, kw_only=True):
@@ -21,20 +24,32 @@ class GraphQLContext(BaseContext, kw_only=True):
     conversations: ConversationService
     chat: ChatService
     sessions: StreamSessions
-    public_base_url: str
+    config: ConfigSource
+    catalog: ModelCatalog
+    registry: ProviderRegistry
+    usage: UsageStats
     messages_of: DataLoader[str, list[Message]]
     images_of: DataLoader[int, list[Image]]
 
     def base_url(self) -> str:
         """Absolute base for links the web client loads from another origin (Image.url)."""
-        if self.public_base_url:
-            return self.public_base_url
+        public = self.config.settings.public_base_url  # the published value: a reload applies to the next link
+        if public:
+            return public
         request: Any = self.request
         return str(request.base_url).rstrip("/") if request is not None else ""
 
 
-async def provide_graphql_context(state: State) -> GraphQLContext:
-    conversations: ConversationService = state.conversations
+async def provide_graphql_context(
+    conversations: ConversationService,
+    chat: ChatService,
+    sessions: StreamSessions,
+    config: ConfigSource,
+    catalog: ModelCatalog,
+    registry: ProviderRegistry,
+    usage: UsageStats,
+) -> GraphQLContext:
+    """Built per request from the app's dependencies: everything a resolver may need, nothing looked up later."""
 
     async def load_messages(conversation_ids: list[str]) -> list[list[Message]]:
         grouped = await conversations.messages_by_conversation(conversation_ids)
@@ -46,9 +61,12 @@ async def provide_graphql_context(state: State) -> GraphQLContext:
 
     return GraphQLContext(
         conversations=conversations,
-        chat=state.chat,
-        sessions=state.sessions,
-        public_base_url=state.settings.public_base_url,
+        chat=chat,
+        sessions=sessions,
+        config=config,
+        catalog=catalog,
+        registry=registry,
+        usage=usage,
         messages_of=DataLoader(load_messages),
         images_of=DataLoader(load_images),
     )

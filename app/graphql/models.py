@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import strawberry
 
@@ -94,8 +94,7 @@ class ProviderDescription:
 
 
 def _catalog(info: ContextInfo) -> ModelCatalog:
-    request: Any = info.context.request
-    return request.app.state.catalog
+    return info.context.catalog
 
 
 async def resolve_available_models(info: ContextInfo) -> AvailableModelsResponse:

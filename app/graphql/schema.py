@@ -170,8 +170,7 @@ class Mutation:
     @strawberry.mutation
     async def warmup_ollama(self, info: ContextInfo) -> WarmupOllamaResponse:
         """Warms every provider's first model; never throws (the old contract)."""
-        state = info.context.request.app.state
-        report = await warm_up(state.catalog, state.registry)
+        report = await warm_up(info.context.catalog, info.context.registry)
         if not report.models:
             reason = "; ".join(report.failures.values()) or "No models available"
             return WarmupOllamaResponse(

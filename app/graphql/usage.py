@@ -39,7 +39,7 @@ async def resolve_usage(
     """Usage per model for the last 2 days (hours) or 31 days (days)."""
     if period not in PERIODS:
         raise invalid("period must be hour or day", field="period")
-    usage = info.context.request.app.state.usage
+    usage = info.context.usage
     rows = await usage.report(
         period=period, model=model, provider=provider, since=datetime.now(UTC) - DEFAULT_WINDOW[period]
     )

@@ -19,13 +19,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from app.config.snapshot import ConfigSource
 from app.errors import ErrorCode, ServiceError
 from app.providers.base import ModelProvider
 from app.providers.names import matches
 from app.providers.registry import ProviderRegistry
 from app.providers.types import ModelInfo, ProviderStatus
 from app.services.health_monitor import HealthMonitor
-from app.services.model_settings import ModelSettingsSource, NoModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,11 @@ class ModelCatalog:
         provider_timeout_s: float = 3.0,
         stale_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        config: ConfigSource | None = None,
     ) -> None:
         self.registry = registry
+        #: which models are enabled (the published configuration); without one, every model is
+        self.config = config
         self.monitor = monitor
         self.ttl_s = ttl_s
         self.provider_timeout_s = provider_timeout_s
@@ -64,8 +67,6 @@ class ModelCatalog:
         self._refreshing: asyncio.Task[None] | None = None
         #: called with the whole list after each refresh (e.g. to store discovered models); errors are logged
         self.on_refreshed: list[Callable[[list[ModelInfo]], Awaitable[object]]] = []
-        #: set by the configuration service: which models are enabled
-        self.model_settings: ModelSettingsSource = NoModelSettings()
         registry.use_catalog(self.snapshot)
 
     # -- the list ------------------------------------------------------------------------------------------
@@ -112,7 +113,11 @@ class ModelCatalog:
 
     async def enabled(self) -> list[ModelInfo]:
         """The cached list without the models the configuration disables: what clients may choose from."""
-        return [m for m in await self.current() if self.model_settings.for_model(m.name, m).enabled]
+        models = await self.current()
+        if self.config is None:
+            return models
+        config = self.config.current
+        return [m for m in models if config.for_model(m.name, m).enabled]
 
     async def find(self, name: str) -> ModelInfo | None:
         """The model a name routes to, or None when it is unknown (or its provider cannot say)."""

@@ -22,6 +22,8 @@ from typing import Protocol, TypeVar
 
 import msgspec
 
+from app.config.settings import Settings
+from app.config.snapshot import ConfigSource
 from app.db.tables import Conversation, Message
 from app.db.text import storable, without_nul
 from app.errors import ErrorCode, ServiceError
@@ -43,11 +45,9 @@ from app.services.chat_events import (
 from app.services.context import build_context
 from app.services.conversations import ConversationService
 from app.services.images import ImageStore, Upload
-from app.services.model_settings import ModelSettingsSource, NoModelSettings
 from app.services.prompts import DEFAULT_SYSTEM_PROMPT
 from app.services.streams import COMPLETED, ERROR, TERMINATED, LiveSession, StreamSessions
 from app.services.usage import UsageRecord
-from app.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,24 +101,27 @@ class TurnRequest:
 class ChatService:
     def __init__(
         self,
-        settings: Settings,
+        config: ConfigSource,
         conversations: ConversationService,
         sessions: StreamSessions,
         images: ImageStore,
         router: Router | None,
         catalog: Catalog | None,
     ) -> None:
-        self.settings = settings
+        self.config = config
         self.conversations = conversations
         self.sessions = sessions
         self.images = images
         self.router = router
         self.catalog = catalog
         self._tasks: set[asyncio.Task[None]] = set()
-        #: per-model settings (the configuration service replaces this); read once per turn
-        self.model_settings: ModelSettingsSource = NoModelSettings()
         #: called with every finished generation (usage statistics, metrics); failures are logged, never raised
         self.observers: list[Callable[[UsageRecord], Awaitable[None] | None]] = []
+
+    @property
+    def settings(self) -> Settings:
+        """The published settings (a change applies to what reads them next)."""
+        return self.config.settings
 
     async def turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
         """Run one turn and yield its events; raises ServiceError for refusals before anything is saved.
@@ -202,7 +205,7 @@ class ChatService:
         Raises MODEL_NOT_FOUND when the model is disabled in the configuration and CONTEXT_LENGTH_EXCEEDED
         when the system prompt and the current message alone do not fit.
         """
-        configured = self.model_settings.for_model(model_name, info)
+        configured = self.config.current.for_model(model_name, info)
         if not configured.enabled:
             raise ServiceError(
                 ErrorCode.MODEL_NOT_FOUND,

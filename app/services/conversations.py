@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from piccolo.query.functions.aggregate import Count
 
+from app.config.snapshot import ConfigSource
 from app.db.tables import Conversation, Image, Message, StreamSession
 from app.db.text import storable
 from app.errors import ErrorCode, ServiceError, invalid
@@ -87,12 +88,22 @@ class ConversationService:
         bcrypt_rounds: int = 10,
         default_model: str = DEFAULT_MODEL,
         attempts: PasswordAttempts | None = None,
+        config: ConfigSource | None = None,
     ) -> None:
         self.bcrypt_rounds = bcrypt_rounds
-        #: the model of a conversation created without one; the configuration service keeps it current
-        self.default_model = default_model
+        self._default_model = default_model
+        #: the published configuration, when there is one: the default model follows it
+        self.config = config
         #: wrong passwords per conversation and client; over a limit a check is refused before bcrypt runs
         self.attempts = attempts or PasswordAttempts()
+
+    @property
+    def default_model(self) -> str:
+        """The model of a conversation created without one."""
+        if self.config is None:
+            return self._default_model
+        settings = self.config.settings
+        return default_conversation_model(settings.ollama_enabled, settings.hf_default_model)
 
     # -- conversations -------------------------------------------------------------------------------
 

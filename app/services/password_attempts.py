@@ -19,8 +19,9 @@ from typing import Any
 
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from app.config.settings import Settings
+from app.config.snapshot import ConfigSource
 from app.errors import ErrorCode, ServiceError
-from app.settings import Settings
 
 #: the address of the client whose request the current task serves (uvicorn applies trusted proxy headers)
 client_address: ContextVar[str | None] = ContextVar("client_address", default=None)
@@ -79,7 +80,10 @@ class PasswordAttempts:
         per_client: int = 30,
         window_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        config: ConfigSource | None = None,
     ) -> None:
+        #: where the limits come from when given (the published configuration: they apply live)
+        self.config = config
         self.per_conversation = per_conversation
         self.per_client = per_client
         self.window_s = window_s
@@ -92,6 +96,8 @@ class PasswordAttempts:
 
     def admit(self, conversation_id: str, client: str | None) -> Attempt:
         """Count a check that is about to run, or refuse it (TOO_MANY_ATTEMPTS) when a limit is reached."""
+        if self.config is not None:
+            self.configure(**password_attempt_limits(self.config.settings))
         now = self._clock()
         limits = [(f"conversation:{conversation_id}", self.per_conversation)]
         if client:

@@ -7,9 +7,21 @@ from pathlib import Path
 
 import pytest
 
+from app.config import effective as cm
+from app.config import toml as documents
+from app.config.settings import RESTART_KEYS
 from app.providers.types import ModelInfo
-from app.services import config_model as cm
 from app.settings import load_settings
+
+HF_POOL_KEYS = (
+    "hf_execution_provider",
+    "hf_num_threads",
+    "hf_lookahead_tokens",
+    "hf_memory_budget_mb",
+    "hf_max_loaded_models",
+    "hf_keep_alive_s",
+    "hf_preload",
+)
 
 TOML = """
 system_prompt = "Be brief."
@@ -45,7 +57,7 @@ def info(name: str) -> ModelInfo:
 
 
 def test_a_valid_file_gives_settings_and_per_model_tables() -> None:
-    config = cm.build(start_settings(), cm.parse_toml(TOML), {})
+    config = cm.build(start_settings(), documents.parse_toml(TOML), {})
     assert config.settings.system_prompt == "Be brief."
     assert config.sources["system_prompt"] == "file"
     assert config.settings.fallback_models == ("hf/tiny",)
@@ -59,7 +71,7 @@ def test_a_valid_file_gives_settings_and_per_model_tables() -> None:
 
 
 def test_every_error_names_key_value_and_reason() -> None:
-    document = cm.parse_toml(
+    document = documents.parse_toml(
         'chat_max_tokens = "lots"\nolama_host = "x"\n[models."m"]\ncolour = 1\n[models."m".options]\ntemperature = 99\n'
     )
     errors = {e.key: e for e in cm.document_errors(document, "file")}
@@ -90,9 +102,11 @@ def test_secrets_are_redacted() -> None:
 
 
 def test_the_backup_is_toml_that_restores_the_same_configuration() -> None:
-    config = cm.build(start_settings(), cm.parse_toml(TOML), {"models": {"hf/tiny": {"system_prompt": 'say "hi"\n'}}})
-    text = cm.to_toml(cm.configured_document(config))
-    restored = cm.build(start_settings(), cm.parse_toml(text), {})
+    config = cm.build(
+        start_settings(), documents.parse_toml(TOML), {"models": {"hf/tiny": {"system_prompt": 'say "hi"\n'}}}
+    )
+    text = documents.to_toml(cm.configured_document(config))
+    restored = cm.build(start_settings(), documents.parse_toml(text), {})
     assert cm.flat_view(restored) == cm.flat_view(config)
     assert tomllib.loads(text)["models"]["hf/tiny"]["system_prompt"] == 'say "hi"\n'
 
@@ -104,19 +118,21 @@ def test_diff_names_what_changed() -> None:
 
 
 def test_paths_are_plain_strings_in_views() -> None:
-    assert cm.plain(Path("/x")) == "/x"
-    assert cm.plain(("a", "b")) == ["a", "b"]
+    assert documents.plain(Path("/x")) == "/x"
+    assert documents.plain(("a", "b")) == ["a", "b"]
 
 
 def test_provider_tables_are_validated_and_built_with_ollama_defaults() -> None:
-    document = cm.parse_toml('[providers.gpu-box]\ntype = "ollama"\nhost = "http://10.0.0.5:11434/"\nnum_ctx = 4096\n')
+    document = documents.parse_toml(
+        '[providers.gpu-box]\ntype = "ollama"\nhost = "http://10.0.0.5:11434/"\nnum_ctx = 4096\n'
+    )
     config = cm.build(start_settings(), document, {})
     assert config.providers == {"gpu-box": cm.ProviderTable(type="ollama", host="http://10.0.0.5:11434", num_ctx=4096)}
     assert config.provider_sources == {"gpu-box": "file"}
     assert cm.flat_view(config)["providers.gpu-box.host"] == "http://10.0.0.5:11434"
-    assert tomllib.loads(cm.to_toml(cm.configured_document(config)))["providers"]["gpu-box"]["num_ctx"] == 4096
+    assert tomllib.loads(documents.to_toml(cm.configured_document(config)))["providers"]["gpu-box"]["num_ctx"] == 4096
 
-    bad = cm.parse_toml(
+    bad = documents.parse_toml(
         '[providers.ollama]\ntype = "ollama"\nhost = "http://x"\n'
         '[providers."Bad Name"]\ntype = "ollama"\nhost = "http://x"\n'
         '[providers.box]\ntype = "vllm"\nport = 1\n'
@@ -136,7 +152,7 @@ def test_provider_tables_are_validated_and_built_with_ollama_defaults() -> None:
 
 
 def test_hf_pool_keys_apply_live_and_start_up_keys_need_a_restart() -> None:
-    assert not {*cm.HF_POOL_KEYS, "hf_models_dir"} & cm.RESTART_KEYS
-    assert {"data_dir", "port", "database_url"} <= cm.RESTART_KEYS
+    assert not {*HF_POOL_KEYS, "hf_models_dir"} & RESTART_KEYS
+    assert {"data_dir", "port", "database_url"} <= RESTART_KEYS
     config = cm.build(start_settings(), {"hf_max_loaded_models": 2, "hf_default_model": "hf/tiny"}, {})
     assert (config.settings.hf_max_loaded_models, config.settings.hf_default_model) == (2, "tiny")

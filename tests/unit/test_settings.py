@@ -65,7 +65,7 @@ def test_invalid_values_name_key_value_and_reason(env: dict[str, str], key: str,
 
 
 def test_the_lookahead_setting_reaches_the_hf_model_pool(tmp_path: Path) -> None:
-    from app.services.model_services import build_hf_provider
+    from app.providers.assembly import build_hf_provider
 
     assert load_settings({}).hf_lookahead_tokens == 4
     settings = load_settings({"HF_LOOKAHEAD_TOKENS": "0", "BETH_DATA_DIR": str(tmp_path)})

@@ -1,125 +1,42 @@
-"""The effective configuration as data: layered documents in, validated `EffectiveConfig` out.
+"""The effective configuration as data: layered documents in, a validated, immutable `EffectiveConfig` out.
 
-Pure functions, no I/O, so validation, diffs, redaction and the TOML backup can be tested alone and
-used both by the hot reload and by the API. Layers, lowest first: defaults < config file < API changes <
-environment. The environment layer is what `load_settings` found at start-up with source `env` (CLI flags
-included): it always wins, and the API refuses to override it.
-
-A document is the TOML shape: service keys (top level or under `[service]`), `[models."<name>"]`
-tables with `enabled`, `system_prompt`, `context_budget`, `keep_alive_s` and `[...options]`, and
-`[providers.<name>]` tables for more provider hosts than the main Ollama (`type = "ollama"`, `host`, ...).
+Pure functions, no I/O, so validation, diffs, redaction and the backup can be tested alone and used both by the hot
+reload and by the API. Layers, lowest first: defaults < config file < API changes < environment. The environment
+layer is what `load_settings` found at start-up with source `env` (CLI flags included): it always wins, and the
+API refuses to override it.
 """
 
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
+from app.config import convert as c
+from app.config.model_overrides import ModelOverrides
+from app.config.settings import KEYS, SECRET_KEYS, SETTING_KEYS, Settings, SettingsError
+from app.config.toml import TABLES, Document, merge, plain
 from app.providers.names import RESERVED_PREFIXES
 from app.providers.types import GenerationOptions, ModelInfo
-from app.services.model_settings import ModelSettings
-from app.settings import CONVERTERS, ENV_NAMES, Settings, SettingsError, to_float, to_int
 
-Document = dict[str, Any]
 REDACTED = "***"
-SETTING_KEYS: tuple[str, ...] = tuple(f.name for f in fields(Settings) if f.name != "sources")
-#: keys that only take effect at the next start: they shape the server, the database or objects built once
-RESTART_KEYS: frozenset[str] = frozenset(
-    {
-        "data_dir",
-        "database_url",
-        "host",
-        "port",
-        "https_port",
-        "https",
-        "tls_cert_path",
-        "tls_key_path",
-        "cors_origins",
-        "max_body_mb",
-        "request_read_timeout_s",
-        "bcrypt_rounds",
-        "log_level",
-        "log_format",
-        "memory_min_available_mb",
-        "memory_check_interval_s",
-        "hf_auto_export_default",
-        "stream_flush_interval_s",
-        "stream_stale_s",
-        "image_max_mb",
-        "image_max_files",
-        "image_retention_days",
-        "health_check_interval_s",
-        "circuit_failure_threshold",
-        "circuit_cooldown_s",
-        "catalog_ttl_s",
-        "catalog_provider_timeout_s",
-        "catalog_stale_s",
-        "config_reload_interval_s",
-        "beth_admin_token",
-    }
-)
-#: keys the `hf` provider's model pool runs with (`model_services.hf_pool_settings`): all apply live
-HF_POOL_KEYS: tuple[str, ...] = (
-    "hf_execution_provider",
-    "hf_num_threads",
-    "hf_lookahead_tokens",
-    "hf_memory_budget_mb",
-    "hf_max_loaded_models",
-    "hf_keep_alive_s",
-    "hf_preload",
-)
-#: keys the Ollama provider is built from: a change builds a new provider and swaps it in
-OLLAMA_KEYS: tuple[str, ...] = (
-    "ollama_enabled",
-    "ollama_host",
-    "ollama_timeout_s",
-    "ollama_num_ctx",
-    "ollama_keep_alive_s",
-)
-
-
-# Range checks are the settings' own converters: one way to read a number.
-_int, _float = to_int, to_float
-
-
-def _bool(raw: object) -> bool:
-    if not isinstance(raw, bool):
-        raise ValueError("must be true or false")
-    return raw
-
-
-def _text(raw: object) -> str:
-    if not isinstance(raw, str):
-        raise ValueError("must be a string")
-    return raw
-
-
-def _stop(raw: object) -> list[str]:
-    items = [raw] if isinstance(raw, str) else raw
-    if not isinstance(items, list) or not all(isinstance(item, str) and item for item in items):
-        raise ValueError("must be a string or a list of non-empty strings")
-    return list(items)
-
 
 OPTION_CONVERTERS: dict[str, Callable[[object], Any]] = {
-    "temperature": _float(0, 10),
-    "top_p": _float(0, 1),
-    "top_k": _int(0, 100_000),
-    "max_tokens": _int(1, 1_000_000),
-    "seed": _int(0, 2**63 - 1),
-    "repetition_penalty": _float(0, 10),
-    "stop": _stop,
+    "temperature": c.to_float(0, 10),
+    "top_p": c.to_float(0, 1),
+    "top_k": c.to_int(0, 100_000),
+    "max_tokens": c.to_int(1, 1_000_000),
+    "seed": c.to_int(0, 2**63 - 1),
+    "repetition_penalty": c.to_float(0, 10),
+    "stop": c.stop_sequences,
 }
 MODEL_CONVERTERS: dict[str, Callable[[object], Any]] = {
-    "enabled": _bool,
-    "system_prompt": _text,
-    "context_budget": _int(64, 10_000_000),
-    "keep_alive_s": _float(-1, 86_400 * 365),
+    "enabled": c.strict_bool,
+    "system_prompt": c.strict_text,
+    "context_budget": c.to_int(64, 10_000_000),
+    "keep_alive_s": c.to_float(-1, 86_400 * 365),
 }
 
 
@@ -138,11 +55,11 @@ def _provider_type(raw: object) -> str:
 #: a `[providers.<name>]` table's keys; the Ollama ones check like the main Ollama's settings
 PROVIDER_CONVERTERS: dict[str, Callable[[object], Any]] = {
     "type": _provider_type,
-    "host": CONVERTERS["ollama_host"],
-    "enabled": _bool,
-    "timeout_s": CONVERTERS["ollama_timeout_s"],
-    "num_ctx": CONVERTERS["ollama_num_ctx"],
-    "keep_alive_s": CONVERTERS["ollama_keep_alive_s"],
+    "host": KEYS["ollama_host"].convert,
+    "enabled": c.strict_bool,
+    "timeout_s": KEYS["ollama_timeout_s"].convert,
+    "num_ctx": KEYS["ollama_num_ctx"].convert,
+    "keep_alive_s": KEYS["ollama_keep_alive_s"].convert,
 }
 PROVIDER_REQUIRED: tuple[str, ...] = ("type", "host")
 
@@ -160,7 +77,7 @@ class ProviderTable:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelTable:
     """One `[models."<name>"]` table, validated."""
 
     enabled: bool = True
@@ -169,9 +86,9 @@ class ModelConfig:
     keep_alive_s: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
-    def as_settings(self) -> ModelSettings:
+    def as_overrides(self) -> ModelOverrides:
         options = GenerationOptions(**self.options) if self.options else None
-        return ModelSettings(
+        return ModelOverrides(
             enabled=self.enabled,
             system_prompt=self.system_prompt,
             options=options,
@@ -185,7 +102,7 @@ class EffectiveConfig:
     """What the service runs with: typed settings, per-model tables, and where each value came from."""
 
     settings: Settings
-    models: Mapping[str, ModelConfig]
+    models: Mapping[str, ModelTable]
     sources: Mapping[str, str]
     model_sources: Mapping[str, str]
     file: Document
@@ -193,64 +110,12 @@ class EffectiveConfig:
     providers: Mapping[str, ProviderTable] = field(default_factory=dict)
     provider_sources: Mapping[str, str] = field(default_factory=dict)
 
-    def for_model(self, name: str, info: ModelInfo | None) -> ModelSettings:
+    def for_model(self, name: str, info: ModelInfo | None) -> ModelOverrides:
         """The table for the prefixed name, the name as asked, or the provider's own name, in that order."""
         for key in (info.name if info else None, name, info.native_name if info else None):
             if key and key in self.models:
-                return self.models[key].as_settings()
-        return ModelSettings()
-
-
-# -- documents ------------------------------------------------------------------------------------------
-
-
-def parse_toml(text: str) -> Document:
-    """A TOML text as a document; a syntax error is a SettingsError naming the file."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError("config", text[:60], f"not valid TOML: {exc}", "file") from None
-    return normalize(data)
-
-
-TABLES: tuple[str, ...] = ("models", "providers")
-
-
-def normalize(data: Mapping[str, Any]) -> Document:
-    """Flatten an optional `[service]` table; keep `models` and `providers`; other tables are other
-    services' business."""
-    service = data.get("service", data)
-    if not isinstance(service, Mapping):
-        raise SettingsError("service", service, "must be a table", "file")
-    document: Document = {key: value for key, value in service.items() if not isinstance(value, Mapping)}
-    for key in TABLES:
-        tables = data.get(key, {})
-        if not isinstance(tables, Mapping):
-            raise SettingsError(key, tables, f"must be a table of {key[:-1]} tables", "file")
-        if tables:
-            document[key] = {
-                str(name): dict(table) if isinstance(table, Mapping) else table for name, table in tables.items()
-            }
-    return document
-
-
-def snake_case(key: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
-
-
-def merge(base: Document, changes: Mapping[str, Any]) -> Document:
-    """`changes` over `base`, tables merged key by key; a None value removes the key (none there: no-op)."""
-    result = dict(base)
-    for key, value in changes.items():
-        if value is None:
-            result.pop(key, None)
-        elif isinstance(value, Mapping):
-            # a table where there was none merges over an empty one, so the Nones inside it remove nothing
-            previous = result.get(key)
-            result[key] = merge(previous if isinstance(previous, Mapping) else {}, value)
-        else:
-            result[key] = value
-    return result
+                return self.models[key].as_overrides()
+        return ModelOverrides()
 
 
 # -- validation -----------------------------------------------------------------------------------------
@@ -264,11 +129,11 @@ def document_errors(document: Mapping[str, Any], source: str) -> list[SettingsEr
             errors += _models_errors(value, source)
         elif key == "providers":
             errors += _providers_errors(value, source)
-        elif key not in CONVERTERS:
+        elif key not in KEYS:
             errors.append(SettingsError(key, value, "unknown key", source))
         else:
             try:
-                CONVERTERS[key](value)
+                KEYS[key].convert(value)
             except ValueError as exc:
                 errors.append(SettingsError(key, value, str(exc), source))
     return errors
@@ -345,10 +210,10 @@ def _keys_errors(
     return errors
 
 
-def _model_config(table: Mapping[str, Any]) -> ModelConfig:
+def _model_table(table: Mapping[str, Any]) -> ModelTable:
     values = {key: MODEL_CONVERTERS[key](value) for key, value in table.items() if key != "options"}
     options = {key: OPTION_CONVERTERS[key](value) for key, value in table.get("options", {}).items()}
-    return ModelConfig(**values, options=options)
+    return ModelTable(**values, options=options)
 
 
 def build(start: Settings, file: Document, api: Document) -> EffectiveConfig:
@@ -366,7 +231,7 @@ def build(start: Settings, file: Document, api: Document) -> EffectiveConfig:
     for layer, source in ((file, "file"), (api, "api")):
         for key, value in layer.items():
             if key not in TABLES and key not in env_keys:
-                values[key], sources[key] = CONVERTERS[key](value), source
+                values[key], sources[key] = KEYS[key].convert(value), source
     for key in env_keys:
         values[key], sources[key] = getattr(start, key), "env"
     settings = replace(Settings(), **values, sources=sources)
@@ -374,7 +239,7 @@ def build(start: Settings, file: Document, api: Document) -> EffectiveConfig:
         raise SettingsError("tls_cert_path", settings.tls_cert_path, "set both tls_cert_path and tls_key_path")
     tables = merge(file.get("models", {}), api.get("models", {}))
     model_sources = {name: "api" if name in api.get("models", {}) else "file" for name in tables}
-    models = {name: _model_config(table) for name, table in tables.items()}
+    models = {name: _model_table(table) for name, table in tables.items()}
     provider_tables = merge(file.get("providers", {}), api.get("providers", {}))
     provider_sources = {name: "api" if name in api.get("providers", {}) else "file" for name in provider_tables}
     providers = {
@@ -385,14 +250,15 @@ def build(start: Settings, file: Document, api: Document) -> EffectiveConfig:
 
 
 def env_name(key: str) -> str:
-    return ENV_NAMES.get(key, (key.upper(),))[0]
+    return KEYS[key].env_name if key in KEYS else key.upper()
 
 
 # -- views: flattened, redacted, diffed, as TOML -----------------------------------------------------------
 
 
 def is_secret(key: str) -> bool:
-    return key.endswith("_token") or "password" in key or key.endswith("_secret")
+    """A secret row, or a key named like one (a table's `password`, an unknown `*_token`): shown as `***`."""
+    return key in SECRET_KEYS or key.endswith("_token") or "password" in key or key.endswith("_secret")
 
 
 def redact(key: str, value: Any) -> Any:
@@ -404,15 +270,6 @@ def redact(key: str, value: Any) -> Any:
         if parsed.password:
             netloc = f"{parsed.username}:{REDACTED}@{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")
             return urlunparse(parsed._replace(netloc=netloc))
-    return value
-
-
-def plain(value: Any) -> Any:
-    """JSON/TOML-friendly: paths as strings, tuples as lists."""
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple | list):
-        return [plain(item) for item in value]
     return value
 
 
@@ -444,33 +301,3 @@ def configured_document(config: EffectiveConfig) -> Document:
     """What an operator configured (file and API layers merged), without secrets: the backup's content."""
     document = merge(config.file, config.api)
     return {key: value for key, value in document.items() if not is_secret(key) and key != "database_url"}
-
-
-def to_toml(document: Mapping[str, Any]) -> str:
-    """A small TOML writer for our documents: scalars, string lists, and the models' and providers' tables."""
-    lines = [f"{key} = {_toml_value(value)}" for key, value in document.items() if key not in TABLES]
-    for name, table in document.get("providers", {}).items():
-        lines += ["", f"[providers.{_toml_string(name)}]"]
-        lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
-    for name, table in document.get("models", {}).items():
-        lines += ["", f"[models.{_toml_string(name)}]"]
-        lines += [f"{key} = {_toml_value(value)}" for key, value in table.items() if key != "options"]
-        if table.get("options"):
-            lines += ["", f"[models.{_toml_string(name)}.options]"]
-            lines += [f"{key} = {_toml_value(value)}" for key, value in table["options"].items()]
-    return "\n".join(lines) + "\n"
-
-
-def _toml_string(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-    return f'"{escaped}"'
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    return _toml_string(str(plain(value)))

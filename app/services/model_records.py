@@ -4,7 +4,7 @@ When the catalog lists a model for the first time (a new export, a model pulled 
 `model_metadata` row is generated from what the provider reports (context length, capabilities,
 quantization) and the model's settings (enabled, default options, prompt, budget, keep-alive): the
 defaults, or what the operator configured for it. Later listings refresh the facts; the settings
-columns mirror the configuration service (`sync_settings` after each applied change), so the stored
+columns mirror the published configuration (`sync_settings` after each applied change), so the stored
 row and the running configuration never disagree. Providers get a `provider_configs` row the same way.
 """
 
@@ -12,23 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
+from app.config.effective import EffectiveConfig
+from app.config.model_overrides import ModelOverrides
+from app.config.snapshot import ConfigSource
 from app.db.tables import ModelMetadata, ProviderConfig
 from app.providers.types import ModelInfo
-from app.services.model_settings import ModelSettings, ModelSettingsSource, NoModelSettings
 
 log = logging.getLogger(__name__)
 
 
-class DiscoveredModels:
-    def __init__(self, model_settings: ModelSettingsSource | None = None) -> None:
-        #: where each model's settings come from; the configuration service, once it has started
-        self.model_settings: ModelSettingsSource = model_settings or NoModelSettings()
+class ModelRecords:
+    """The `model_metadata` and `provider_configs` rows of every model and provider the catalog lists."""
+
+    def __init__(self, config: ConfigSource) -> None:
+        self.config = config
         self._stored: set[str] = set()
         self._providers: set[str] = set()
         self._lock = asyncio.Lock()
@@ -64,7 +67,7 @@ class DiscoveredModels:
                     ModelMetadata.name == model.name
                 )
             else:
-                settings = _columns(self.model_settings.for_model(model.name, model))
+                settings = _columns(self.config.current.for_model(model.name, model))
                 await ModelMetadata.insert(
                     ModelMetadata(
                         name=model.name,
@@ -80,7 +83,7 @@ class DiscoveredModels:
         return new
 
     async def sync_settings(self) -> int:
-        """Bring every stored model's settings columns in line with `model_settings`; returns how many rows
+        """Bring every stored model's settings columns in line with the published configuration; returns how many rows
         changed. Rows whose model is not listed right now are matched by their stored names."""
         rows = await ModelMetadata.select(ModelMetadata.name, ModelMetadata.provider, *SETTINGS_COLUMNS).output(
             load_json=True
@@ -90,7 +93,7 @@ class DiscoveredModels:
             name, provider = row["name"], row["provider"]
             native = name.removeprefix(f"{provider}/")
             wanted = _columns(
-                self.model_settings.for_model(name, ModelInfo(name=name, provider=provider, native_name=native))
+                self.config.current.for_model(name, ModelInfo(name=name, provider=provider, native_name=native))
             )
             stored = {column: row[column._meta.name] for column in SETTINGS_COLUMNS}
             if _comparable(stored) != _comparable(wanted):
@@ -101,6 +104,14 @@ class DiscoveredModels:
         if changed:
             log.info("stored settings of %d models updated from the configuration", changed)
         return changed
+
+    # -- as a reaction to configuration changes ------------------------------------------------------------
+
+    async def prepare(self, old: EffectiveConfig, new: EffectiveConfig) -> Callable[[], None]:
+        return lambda: None
+
+    async def applied(self, old: EffectiveConfig, new: EffectiveConfig) -> None:
+        await self.sync_settings()
 
     async def _provider(self, name: str, now: datetime) -> None:
         if not await ProviderConfig.exists().where(ProviderConfig.name == name):
@@ -121,7 +132,7 @@ SETTINGS_COLUMNS = (
 )
 
 
-def _columns(settings: ModelSettings) -> dict[Any, Any]:
+def _columns(settings: ModelOverrides) -> dict[Any, Any]:
     """A model's settings as `model_metadata` columns (options as the JSON of those that are set)."""
     options = msgspec.to_builtins(settings.options) if settings.options is not None else {}
     keep_alive = settings.keep_alive_s

@@ -1,0 +1,173 @@
+"""The providers, built from the configuration: at start-up, and again when a change re-points them.
+
+Provider order is the catalog's order: the Ollama hosts first (the old service listed only Ollama's models), then
+the embedded `hf` models. `ProviderReconciler` is the configuration service's reaction for providers: it builds and
+opens the ones a change needs, swaps them into the registry when the change is published, and closes the ones they
+replace once no stream can still be reading from them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from app.config.effective import EffectiveConfig, ProviderTable
+from app.config.settings import Settings
+from app.providers.base import ModelProvider
+from app.providers.hf import HFProvider
+from app.providers.ollama import OllamaProvider
+from app.providers.registry import ProviderRegistry
+
+log = logging.getLogger(__name__)
+
+
+def build_registry(settings: Settings) -> ProviderRegistry:
+    registry = ProviderRegistry(
+        fallback_models=settings.fallback_models,
+        failure_threshold=settings.circuit_failure_threshold,
+        cooldown_s=settings.circuit_cooldown_s,
+        bare_provider=OllamaProvider.name,
+        retries=settings.provider_retries,
+        retry_backoff_s=settings.provider_retry_backoff_s,
+    )
+    if settings.ollama_enabled:
+        registry.register(
+            OllamaProvider(
+                settings.ollama_host,
+                timeout_s=settings.ollama_timeout_s,
+                num_ctx=settings.ollama_num_ctx,
+                keep_alive_s=settings.ollama_keep_alive_s,
+            )
+        )
+    registry.register(build_hf_provider(settings))
+    return registry
+
+
+def build_hf_provider(settings: Settings) -> HFProvider:
+    """The `hf` provider for `settings`' models directory (at start-up, and when a change re-points it)."""
+    return HFProvider(settings.models_dir, default_max_tokens=settings.chat_max_tokens, **hf_pool_settings(settings))
+
+
+def hf_pool_settings(settings: Settings) -> dict[str, Any]:
+    """The `hf` provider's pool settings, as `HFProvider` and its `reconfigure` take them (one mapping for
+    start-up and for the hot reload)."""
+    return {
+        "execution_provider": settings.hf_execution_provider,
+        "num_threads": settings.hf_num_threads,
+        "lookahead_tokens": settings.hf_lookahead_tokens,
+        "memory_budget_bytes": settings.hf_memory_budget_mb * 2**20 or None,
+        "max_loaded_models": settings.hf_max_loaded_models,
+        "keep_alive_s": settings.hf_keep_alive_s,
+        "preload": settings.hf_preload,
+    }
+
+
+def ollama_hosts(config: EffectiveConfig) -> dict[str, ProviderTable]:
+    """Every enabled Ollama host of a configuration, by provider name: the main one first."""
+    settings = config.settings
+    hosts: dict[str, ProviderTable] = {}
+    if settings.ollama_enabled:
+        hosts[OllamaProvider.name] = ProviderTable(
+            type="ollama",
+            host=settings.ollama_host,
+            timeout_s=settings.ollama_timeout_s,
+            num_ctx=settings.ollama_num_ctx,
+            keep_alive_s=settings.ollama_keep_alive_s,
+        )
+    hosts.update({name: table for name, table in config.providers.items() if table.enabled})
+    return hosts
+
+
+class ProviderReconciler:
+    """Keeps the registry's providers in line with the published configuration."""
+
+    def __init__(self, registry: ProviderRegistry, on_swapped: Callable[[], None] = lambda: None) -> None:
+        self.registry = registry
+        #: called after providers were swapped (the catalog forgets its cached list)
+        self.on_swapped = on_swapped
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    async def prepare(self, old: EffectiveConfig, new: EffectiveConfig) -> Callable[[], None]:
+        """Build and open the providers whose settings changed (the Ollama hosts: the main one from the
+        `ollama_*` keys, the others from `[providers.<name>]`; the `hf` provider when its models directory
+        moved); the returned commit swaps them in and retires the ones they replace or that went away."""
+        registry = self.registry
+        wanted_old, wanted_new = ollama_hosts(old), ollama_hosts(new)
+        fresh: dict[str, ModelProvider] = {}
+        hf = registry.get(HFProvider.name)
+        if isinstance(hf, HFProvider) and old.settings.models_dir != new.settings.models_dir:
+            fresh_hf = build_hf_provider(new.settings)
+            fresh_hf.pool.listeners.extend(hf.pool.listeners)  # metrics follow the pool in service
+            await fresh_hf.initialize()
+            fresh[HFProvider.name] = fresh_hf
+        for name, table in wanted_new.items():
+            if wanted_old.get(name) != table or registry.get(name) is None:
+                provider = OllamaProvider(
+                    table.host,
+                    timeout_s=table.timeout_s,
+                    num_ctx=table.num_ctx,
+                    keep_alive_s=table.keep_alive_s,
+                    name=name,
+                )
+                await provider.initialize()
+                fresh[name] = provider
+        gone = [name for name in wanted_old if name not in wanted_new]
+
+        def commit() -> None:
+            settings = new.settings
+            registry.fallback_models = settings.fallback_models
+            registry.retries, registry.retry_backoff_s = settings.provider_retries, settings.provider_retry_backoff_s
+            if not fresh and not gone:
+                return
+            previous = [p.name for p in registry.providers]
+            retired = [registry.unregister(name) for name in [*fresh, *gone]]
+            kept = {p.name: p for p in registry.providers}
+            for name in kept:
+                registry.unregister(name)
+            # the catalog lists providers in registration order: the Ollama hosts as configured, then the rest
+            order = [*wanted_new, *(name for name in previous if name not in wanted_new and name not in gone)]
+            for name in order:
+                provider = fresh.get(name) or kept.get(name)
+                if provider is not None:
+                    registry.register(provider)
+            for provider in retired:
+                if provider is not None:
+                    self._retire(provider, old.settings.stream_timeout_s)
+            self.on_swapped()
+
+        return commit
+
+    async def applied(self, old: EffectiveConfig, new: EffectiveConfig) -> None:
+        """The `hf` pool is reconfigured last: it may unload idle models and preload new ones."""
+        hf = self.registry.get(HFProvider.name)
+        pool = hf_pool_settings(new.settings)
+        if isinstance(hf, HFProvider) and pool != hf_pool_settings(old.settings):
+            await hf.reconfigure(**pool)
+
+    async def stop(self) -> None:
+        """Close the providers still waiting to retire now (the service is stopping)."""
+        tasks = list(self._retiring)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _retire(self, provider: Any, after_s: float) -> None:
+        """Close a replaced provider once no stream can still be reading from it."""
+
+        async def close() -> None:
+            try:
+                if isinstance(provider, HFProvider):  # free the memory of its idle models now, the rest later
+                    for model in provider.pool.loaded():
+                        await provider.pool.unload(model.alias, reason="reconfigured")
+                await asyncio.sleep(after_s)
+            finally:
+                await provider.shutdown()
+
+        task = asyncio.create_task(close(), name=f"retire-{provider.name}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
