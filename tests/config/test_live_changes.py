@@ -7,11 +7,12 @@ from pathlib import Path
 
 import httpx
 
-from tests.api.test_graphql_web_client import create_conversation
+from tests.api.test_graphql_web_client import GET_MESSAGES, create_conversation
+from tests.chat.test_images import tiny_png
 from tests.chat.test_usage_and_metrics import metric
 from tests.config.conftest import TOML_BODY, config_file, first_config, wait_for
 from tests.fixtures.ollama import FakeOllama
-from tests.fixtures.server import ServerProcess
+from tests.fixtures.server import ServerProcess, graphql
 from tests.fixtures.web_client import stream_message
 
 
@@ -194,3 +195,29 @@ def test_stored_model_configurations_mirror_the_configuration(admin: httpx.Clien
     assert admin.patch("/api/v1/config", json={"models": {"llama3.1:8b": None}}).status_code == 200
     row = stored()
     assert (row["enabled"], row["systemPrompt"], row["keepAliveS"], row["defaultOptions"]) == (True, None, None, {})
+
+
+def test_a_reloaded_public_base_url_reaches_the_graphql_image_links(
+    admin: httpx.Client, config_server: ServerProcess
+) -> None:
+    conversation = create_conversation(admin)
+    sent = stream_message(
+        admin,
+        model="llama3.1:8b",
+        message="look",
+        conversation_id=conversation,
+        files=[("a.png", tiny_png(7), "image/png")],
+    )
+    assert sent.images is not None
+    assert sent.images["processed"] == 1
+
+    def image_url() -> str:
+        messages = graphql(admin, GET_MESSAGES, {"conversationId": conversation})["data"]["messages"]
+        return messages[0]["images"][0]["url"]
+
+    assert image_url().startswith(config_server.url + "/api/images/img_")
+    changed = admin.patch("/api/v1/config", json={"publicBaseUrl": "https://chat.example.com/"})
+    assert changed.status_code == 200, changed.text
+    assert image_url().startswith("https://chat.example.com/api/images/img_")
+    admin.patch("/api/v1/config", json={"publicBaseUrl": None})
+    assert image_url().startswith(config_server.url + "/api/images/img_")
