@@ -180,6 +180,46 @@ def export(
 
 
 @main.group()
+def config() -> None:
+    """The configuration's documentation."""
+
+
+@config.command("table")
+@click.option(
+    "--write",
+    "readme",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Replace the configuration table in this README instead of printing it.",
+)
+@click.option(
+    "--check",
+    "check",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Exit 1 when this README's configuration table is not current.",
+)
+def config_table(readme: Path | None, check: Path | None) -> None:
+    """Print the configuration table (one line per key), or write it into the README."""
+    from app.config.table import current_section, readme_section, write_readme
+
+    if check is not None:
+        if current_section(check.read_text(encoding="utf-8")) != readme_section():
+            click.echo(
+                f"beth-chat: the configuration table in {check} is not current; run `beth-chat config table --write {check}`",
+                err=True,
+            )
+            sys.exit(1)
+        return
+    if readme is not None:
+        click.echo("updated" if write_readme(readme) else "already current")
+        return
+    from app.config.table import markdown_table
+
+    click.echo(markdown_table(), nl=False)
+
+
+@main.group()
 def models() -> None:
     """Exported models."""
 

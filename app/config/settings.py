@@ -121,7 +121,7 @@ class Settings:
         10.0,
         c.to_float(0.1, 3600),
         "A connection is closed when its request head is not complete this long after its first byte, or its body "
-        "pauses longer than this between chunks.",
+        "pauses longer than this between chunks (idle and trickling connections cannot pile up).",
         restart=True,
     )
     bcrypt_rounds: int = key(10, c.to_int(4, 16), "Cost of new password hashes.", restart=True)
@@ -131,7 +131,8 @@ class Settings:
         10,
         c.to_int(1, 1_000_000),
         "Wrong passwords a private conversation accepts per window, from all clients together; past that every "
-        "password check of it is refused with `TOO_MANY_ATTEMPTS` until the oldest failure leaves the window.",
+        "password check of it, the right one included, is refused with `TOO_MANY_ATTEMPTS` (429 with `Retry-After`) "
+        "until the oldest failure leaves the window.",
     )
     auth_failures_per_client: int = key(
         30, c.to_int(1, 1_000_000), "Wrong passwords one client address may give per window, over all conversations."
@@ -139,18 +140,29 @@ class Settings:
     auth_failure_window_s: float = key(60.0, c.to_float(1, 86_400), "The sliding window of both limits, in seconds.")
     log_level: str = key("info", c.to_choice(c.LOG_LEVELS), "`debug`, `info`, `warning`, `error`.", restart=True)
     log_format: str = key(
-        "text", c.to_choice(("text", "json")), "`json` writes one JSON object per line.", restart=True
+        "text",
+        c.to_choice(("text", "json")),
+        "`json` writes one JSON object per line. Every line carries the request id (`X-Request-ID`, echoed in the "
+        "response) and, inside a reply, the stream session id; one access line per request names the route template, "
+        "status and duration. Passwords, tokens and message bodies are never logged.",
+        restart=True,
     )
     memory_min_available_mb: int = key(
         512,
         c.to_int(0, 10_000_000),
-        "Below this much available system memory, idle hf models are unloaded (least recently used first).",
+        "Below this much available system memory, idle hf models are unloaded (least recently used first; logged and "
+        "counted in `beth_memory_pressure_unloads_total`).",
         restart=True,
     )
     provider_retries: int = key(
-        2, c.to_int(0, 10), "Tries again a model whose provider is unavailable or busy, before any fallback."
+        2,
+        c.to_int(0, 10),
+        "A model whose provider is unavailable or busy is tried again before any fallback, and never once its "
+        "circuit is open or after the first token.",
     )
-    provider_retry_backoff_s: float = key(0.25, c.to_float(0, 60), "First backoff between those tries (doubling).")
+    provider_retry_backoff_s: float = key(
+        0.25, c.to_float(0, 60), "First backoff between those tries (doubling each time)."
+    )
     memory_check_interval_s: float = key(
         10.0, c.to_float(0.1, 3600), "How often available memory is checked.", restart=True
     )
@@ -160,13 +172,14 @@ class Settings:
     hf_execution_provider: str = key(
         "auto",
         c.to_execution_provider,
-        "`auto` (CUDA when usable, else CPU), `cpu`, `cuda` (refused on a machine where no CUDA session opens).",
+        "`auto` (CUDA when usable, else CPU), `cpu`, `cuda`. `cuda` is refused (at start, and by `PATCH`, validate "
+        "and restore) on a machine where no CUDA session opens.",
     )
     hf_num_threads: int = key(0, c.to_int(0, 256), "ONNX Runtime intra-op threads.", shown="0 (all cores)")
     hf_lookahead_tokens: int = key(
         4,
         c.to_int(0, MAX_LOOKAHEAD_TOKENS),
-        "Drafted tokens one decoding step checks at once (prompt lookup); `0` turns it off.",
+        "Drafted tokens one decoding step checks at once (prompt lookup, see Performance); `0` turns it off.",
     )
     system_prompt: str = key("", c.to_text, "The system prompt of every turn.", shown="built in")
     chat_max_tokens: int = key(1024, c.to_int(1, 1_000_000), "Longest reply (capped at half the model's context).")
@@ -194,11 +207,19 @@ class Settings:
     )
     ollama_enabled: bool = key(True, c.to_bool, "Register the Ollama provider.")
     ollama_timeout_s: float = key(120.0, c.to_float(0.1, 3600), "Longest wait for the next chunk from Ollama.")
-    ollama_num_ctx: int = key(8192, c.to_int(256, 10_000_000), "Upper limit of the `num_ctx` sent with every chat.")
+    ollama_num_ctx: int = key(
+        8192,
+        c.to_int(256, 10_000_000),
+        "Upper limit of the `num_ctx` sent with every chat (never Ollama's silent default).",
+    )
     ollama_keep_alive_s: float = key(300.0, c.to_float(-1, 86_400 * 365), "`keep_alive` sent to Ollama.")
     fallback_models: tuple[str, ...] = key((), c.to_names, "Comma-separated fallback models.", shown="none")
     health_check_interval_s: float = key(
-        30.0, c.to_float(0.1, 86_400), "Background provider health checks.", restart=True
+        30.0,
+        c.to_float(0.1, 86_400),
+        "Background provider health checks. Between checks, a request that cannot reach its provider reports it "
+        "(refused, reset, cut off) unhealthy at once, and a later successful request healthy again.",
+        restart=True,
     )
     circuit_failure_threshold: int = key(5, c.to_int(1, 1000), "Failures that open a provider's circuit.", restart=True)
     circuit_cooldown_s: float = key(
@@ -212,23 +233,32 @@ class Settings:
     hf_memory_budget_mb: int = key(
         0,
         c.to_int(0, 10_000_000),
-        "Loaded hf models (weights plus KV cache) must fit; least recently used idle ones are evicted.",
+        "Loaded hf models (weights plus KV cache) must fit; least recently used idle ones are evicted, and a load "
+        "that cannot fit is refused with `MEMORY_EXCEEDED` before anything is loaded.",
         shown="0 (none)",
     )
-    hf_max_loaded_models: int = key(0, c.to_int(0, 1000), "Most hf models in memory at once.", shown="0 (no limit)")
+    hf_max_loaded_models: int = key(
+        0,
+        c.to_int(0, 1000),
+        "Most hf models in memory at once; a load past it evicts the least recently used idle one, or answers "
+        "`OVERLOADED` while all are in use.",
+        shown="0 (no limit)",
+    )
     hf_keep_alive_s: float = key(300.0, c.to_float(0, 86_400 * 365), "Unload an hf model idle this long.")
     hf_preload: tuple[str, ...] = key((), c.to_names, "hf models to load at start-up (and kept loaded).", shown="none")
     hf_default_model: str = key(
         DEFAULT_ALIAS,
         c.to_alias,
-        "The embedded default model: exported on the first `serve` when it is the packaged one, and the model of "
-        "new conversations that name none while Ollama is disabled.",
+        "The embedded default model: exported on the first `serve` when it is the packaged one (otherwise a warning "
+        "says how to export it), and the model of "
+        "new conversations that name none while Ollama is disabled (with Ollama, the old service's `llama3.1:8b`).",
     )
     beth_admin_token: str = key(
         "",
         c.to_text,
-        "Bearer token for the admin endpoints (never logged, shown as `***`); without it they answer loopback "
-        "clients only.",
+        "Bearer token for the admin endpoints (`/api/v1/config`, `/api/v1/model-configs`, model load and unload; never "
+        "logged, shown as `***`). Without it they answer loopback clients that address the service as `localhost`, "
+        "`127.0.0.1` or `[::1]` only. See [Security](#security).",
         restart=True,
         secret=True,
         shown="none",

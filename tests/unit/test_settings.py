@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from app.config import settings as settings_rows
+from app.config.settings import KEYS
+from app.config.table import current_section, readme_section
 from app.settings import DEFAULT_CORS_ORIGINS, SettingsError, load_settings
 
 
@@ -102,3 +105,25 @@ def test_cli_help_lists_the_commands() -> None:
     assert result.returncode == 0
     for command in ("serve", "db", "export", "models"):
         assert command in result.stdout
+
+
+def test_the_readme_configuration_table_is_written_from_the_settings_rows() -> None:
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    assert current_section(readme.read_text(encoding="utf-8")) == readme_section(), (
+        "run `beth-chat config table --write README.md`"
+    )
+    assert all(f"`{row.env_name}`" in readme_section() for row in KEYS.values())
+
+
+def test_loading_settings_loads_neither_the_engine_nor_the_exporter() -> None:
+    code = "import app.settings, sys; assert not [m for m in sys.modules if m.split('.')[0] in ('onnxruntime', 'inference', 'exports', 'numpy', 'tokenizers')], sorted(sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_settings_limits_match_the_engine_and_the_exporter() -> None:
+    from exports.default_model import DEFAULT_ALIAS
+    from inference.execution import MAX_LOOKAHEAD_TOKENS
+
+    assert settings_rows.MAX_LOOKAHEAD_TOKENS == MAX_LOOKAHEAD_TOKENS
+    assert settings_rows.DEFAULT_ALIAS == DEFAULT_ALIAS
