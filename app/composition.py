@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +74,8 @@ class Services:
     images: ImageStore
     chat: ChatService
     memory_guard: MemoryGuard
+    #: checks that the database answers (readiness)
+    ping_database: Callable[[], Awaitable[object]]
 
 
 def build_conversations(settings: Settings, config: ConfigSource) -> ConversationService:
@@ -83,7 +85,9 @@ def build_conversations(settings: Settings, config: ConfigSource) -> Conversatio
 
 
 @asynccontextmanager
-async def open_services(settings: Settings, metrics: ServiceMetrics) -> AsyncIterator[Services]:
+async def open_services(
+    settings: Settings, metrics: ServiceMetrics, ping_database: Callable[[], Awaitable[object]]
+) -> AsyncIterator[Services]:
     """Build and start every service (the database is already open); stop them all on the way out."""
     config = ConfigSource.of(settings)
     usage = UsageStats()
@@ -142,28 +146,28 @@ async def open_services(settings: Settings, metrics: ServiceMetrics) -> AsyncIte
         images=images,
         chat=chat,
         memory_guard=guard,
+        ping_database=ping_database,
     )
 
     background = BackgroundTasks()
     await registry.initialize()
     try:
-        monitor.start()
+        background.start("provider-health-monitor", monitor.run)
         metrics.watch(lambda: state_gauges(sessions, monitor, registry, guard))
         pool = hf_pool()
         if pool is not None:
             pool.listeners.append(metrics.observe_pool)
         await sessions.recover_stale()
-        sessions.start_watcher()
+        background.start("stream-session-watcher", sessions.watch)
         background.start("image-expiry", images.run_expiry)
         background.start("memory-guard", guard.run)
         await config_service.start()
+        background.start("config-watch", config_service.watch)
         yield services
     finally:
-        await config_service.stop()
-        await providers.stop()
+        await chat.shutdown()  # every generation saves its partial reply first
         await background.stop()
-        await chat.shutdown()
+        await providers.stop()
         await usage.close()  # usage the database refused so far: a last try, else logged
-        await monitor.stop()
         await catalog.close()
         await registry.shutdown()

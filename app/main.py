@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, Router
@@ -33,6 +33,7 @@ from app.providers.registry import ProviderRegistry
 from app.services.catalog import ModelCatalog
 from app.services.chat import ChatService
 from app.services.conversations import ConversationService
+from app.services.health_monitor import HealthMonitor
 from app.services.images import ImageStore
 from app.services.metrics import ServiceMetrics
 from app.services.password_attempts import remember_client_address
@@ -75,6 +76,18 @@ def provide_registry(state: State) -> ProviderRegistry:
     return _services(state).registry
 
 
+def provide_monitor(state: State) -> HealthMonitor:
+    return _services(state).monitor
+
+
+def provide_metrics(state: State) -> ServiceMetrics:
+    return _services(state).metrics
+
+
+def provide_ping_database(state: State) -> Callable[[], Awaitable[object]]:
+    return _services(state).ping_database
+
+
 def provide_config(state: State) -> ConfigSource:
     return _services(state).config
 
@@ -92,18 +105,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         engine = await open_database(settings.effective_database_url)
         try:
             await migrate()
-            app.state.database_ping = lambda: ping(engine)
             log.info("database ready: %s", engine.engine_type)
-            async with open_services(settings, metrics) as services:
-                app.state.services = services
-                # the names older handlers still read from the state, until each takes its dependencies
-                app.state.conversations, app.state.catalog, app.state.registry = (
-                    services.conversations,
-                    services.catalog,
-                    services.registry,
-                )
-                app.state.chat, app.state.sessions, app.state.usage = services.chat, services.sessions, services.usage
-                app.state.config, app.state.health_monitor = services.config_service, services.monitor
+            async with open_services(settings, metrics, lambda: ping(engine)) as services:
+                app.state.services = services  # the one thing on the state: read by the providers below
                 yield
         finally:
             await close_database(engine)
@@ -137,9 +141,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "usage": Provide(provide_usage, sync_to_thread=False),
             "registry": Provide(provide_registry, sync_to_thread=False),
             "config": Provide(provide_config, sync_to_thread=False),
+            "monitor": Provide(provide_monitor, sync_to_thread=False),
+            "metrics": Provide(provide_metrics, sync_to_thread=False),
+            "ping_database": Provide(provide_ping_database, sync_to_thread=False),
             "config_service": Provide(provide_config_service, sync_to_thread=False),
         },
-        state=State({"settings": settings, "metrics": metrics}),
         middleware=[request_context, remember_client_address, metrics.middleware],
         logging_config=None,
         lifespan=[lifespan],

@@ -66,7 +66,6 @@ class ConfigurationService:
         self._content_hash: str | None = None
         self._lock = asyncio.Lock()
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
-        self._watcher: asyncio.Task[None] | None = None
 
     @property
     def current(self) -> EffectiveConfig:
@@ -78,7 +77,7 @@ class ConfigurationService:
     async def start(self) -> None:
         """Read the file (an invalid one stops start-up, like `load_settings`), bring back the changes made
         through the API before the last stop, apply what the providers were not built with (provider
-        tables, API values), record it, and start watching."""
+        tables, API values), and record it; `watch` follows the file from then on."""
         text = self._read()
         document = parse_toml(text) if text is not None else {}
         # what model_services built the providers from: the start-up settings, no provider tables
@@ -104,15 +103,6 @@ class ConfigurationService:
             error=None,
             applied=True,
         )
-        self._watcher = asyncio.create_task(self._watch(), name="config-watch")
-
-    async def stop(self) -> None:
-        tasks = [t for t in (self._watcher,) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     # -- changes -----------------------------------------------------------------------------------------
 
@@ -273,7 +263,8 @@ class ConfigurationService:
                 queue.put_nowait(view)
         return view
 
-    async def _watch(self) -> None:
+    async def watch(self) -> None:
+        """Reload the file when it changes, until cancelled (a background task)."""
         while True:
             await asyncio.sleep(self.current.settings.config_reload_interval_s)
             try:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import msgspec
 from litestar import Controller, Response, get
-from litestar.datastructures import State
 
+from app.config.snapshot import ConfigSource
 from app.openapi import body
 from app.providers.types import ProviderHealth
+from app.services.health_monitor import HealthMonitor
 
 
 class Welcome(msgspec.Struct, rename="camel"):
@@ -46,22 +48,23 @@ class HealthController(Controller):
     tags = ("health",)
 
     @get("/", summary="Welcome (same shape as the old service)")
-    async def welcome(self, state: State) -> Welcome:
-        protocol = "HTTPS" if state.settings.https else "HTTP"
+    async def welcome(self, config: ConfigSource) -> Welcome:
+        https = config.settings.https
+        protocol = "HTTPS" if https else "HTTP"
         return Welcome(
             message="Welcome to Beth LLM Chat Service!",
             graphql_endpoint="/graphql",
             playground="/graphql",
             protocol=protocol,
-            https_enabled=state.settings.https,
+            https_enabled=https,
         )
 
     @get("/health", summary="Liveness: the process answers")
-    async def liveness(self, state: State) -> Liveness:
+    async def liveness(self, config: ConfigSource) -> Liveness:
         return Liveness(
             status="OK",
             timestamp=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            protocol="HTTPS" if state.settings.https else "HTTP",
+            protocol="HTTPS" if config.settings.https else "HTTP",
         )
 
     @get(
@@ -69,18 +72,19 @@ class HealthController(Controller):
         summary="Readiness: the database answers; providers' health is reported beside it",
         responses={503: body(Readiness, "The database does not answer")},
     )
-    async def readiness(self, state: State) -> Response[Readiness]:
+    async def readiness(
+        self, ping_database: Callable[[], Awaitable[object]], monitor: HealthMonitor
+    ) -> Response[Readiness]:
         started = time.perf_counter()
         try:
-            await state.database_ping()
+            await ping_database()
             database = Check(ok=True, latency_ms=round((time.perf_counter() - started) * 1000, 2))
         except Exception as exc:
             database = Check(
                 ok=False, latency_ms=round((time.perf_counter() - started) * 1000, 2), detail=type(exc).__name__
             )
         ready = database.ok
-        monitor = getattr(state, "health_monitor", None)
-        providers = monitor.all_latest() if monitor is not None else {}
+        providers = monitor.all_latest()
         return Response(
             Readiness(status="ready" if ready else "unavailable", checks={"database": database}, providers=providers),
             status_code=200 if ready else 503,

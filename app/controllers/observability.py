@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from litestar import Controller, Response, get
-from litestar.datastructures import State
 from litestar.params import Parameter
 
 from app.errors import invalid
 from app.openapi import errors
 from app.schemas.usage import UsageReport, UsageRowOut, UsageTotals
+from app.services.metrics import ServiceMetrics
 from app.services.usage import DEFAULT_WINDOW, UsageStats
 
 
@@ -32,8 +32,8 @@ class ObservabilityController(Controller):
     tags = ("observability",)
 
     @get("/metrics", summary="Prometheus metrics", include_in_schema=False)
-    async def metrics(self, state: State) -> Response[bytes]:
-        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    async def metrics(self, metrics: ServiceMetrics) -> Response[bytes]:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @get("/api/v1/usage", summary="Usage per model and hour or day", responses=errors(400))
     async def usage(

@@ -11,7 +11,6 @@ again. Whichever is newer, the last check or the last request, decides.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -33,7 +32,6 @@ class HealthMonitor:
         self.timeout_s = timeout_s
         self._latest: dict[str, ProviderHealth] = {}
         self._checked_at: dict[str, float] = {}  # monotonic time of each provider's last check
-        self._task: asyncio.Task[None] | None = None
 
     def latest(self, name: str) -> ProviderHealth:
         """The last news of provider `name`: its last check, or a newer request's outcome (see module doc)."""
@@ -85,18 +83,8 @@ class HealthMonitor:
         self._checked_at[name] = time.monotonic()
         return health
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="provider-health-monitor")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """The background checks, until cancelled (the app's background tasks run it)."""
         while True:
             try:
                 await self.check_all()

@@ -121,7 +121,6 @@ class StreamSessions:
         self.stale_s = stale_s
         self.terminate_wait_s = terminate_wait_s
         self.live: dict[str, LiveSession] = {}
-        self._watcher: asyncio.Task[None] | None = None
 
     # -- life of one session -------------------------------------------------------------------------
 
@@ -344,20 +343,16 @@ class StreamSessions:
 
     # -- the watcher ---------------------------------------------------------------------------------
 
-    def start_watcher(self) -> None:
-        self._watcher = asyncio.create_task(self._watch(), name="stream-session-watcher")
-
     async def stop_all(self, reason: str = "SERVER_SHUTDOWN") -> None:
         """Shutdown: stop every live generation and wait (briefly) for each to save its partial reply."""
-        if self._watcher is not None:
-            self._watcher.cancel()
         sessions = list(self.live.values())
         for session in sessions:
             session.stop(reason)
         if sessions:
             await asyncio.wait([asyncio.create_task(s.finished.wait()) for s in sessions], timeout=10)
 
-    async def _watch(self) -> None:
+    async def watch(self) -> None:
+        """Heartbeats, external terminations and stale sessions, until cancelled (a background task)."""
         last_heartbeat = last_sweep = 0.0
         heartbeat_every = min(5.0, self.stale_s / 3)
         while True:
