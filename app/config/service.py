@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,7 +65,7 @@ class ConfigurationService:
         self._signature: tuple[int, int] | None = None
         self._content_hash: str | None = None
         self._lock = asyncio.Lock()
-        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._subscribers: set[asyncio.Queue[Revision]] = set()
 
     @property
     def current(self) -> EffectiveConfig:
@@ -106,7 +106,7 @@ class ConfigurationService:
 
     # -- changes -----------------------------------------------------------------------------------------
 
-    async def check_file(self) -> dict[str, Any] | None:
+    async def check_file(self) -> Revision | None:
         """Reload when the file's content changed since it was last seen; returns the revision, if any."""
         signature = self._stat()
         if signature == self._signature:
@@ -125,7 +125,7 @@ class ConfigurationService:
             return await self._refuse("file", {"text": text}, exc)
         return await self._change("file", document, document, self.current.api)
 
-    async def patch(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+    async def patch(self, changes: Mapping[str, Any]) -> Revision:
         """Apply API changes over the file (None removes an API value); env-set keys are refused."""
         normalized = _snake_keys(changes)
         at_start = sorted(k for k in normalized if k in RESTART_KEYS or cm.is_secret(k))
@@ -147,7 +147,7 @@ class ConfigurationService:
         api = merge(self.current.api, normalized)
         return await self._change("api", normalized, self.current.file, api, raise_invalid=True)
 
-    async def restore(self, text: str) -> dict[str, Any]:
+    async def restore(self, text: str) -> Revision:
         """Replace the file's configuration with a backup, validated first; API changes are dropped."""
         try:
             document = parse_toml(text)
@@ -175,7 +175,7 @@ class ConfigurationService:
 
     # -- history and events --------------------------------------------------------------------------------
 
-    async def revisions(self, limit: int = 100) -> list[dict[str, Any]]:
+    async def revisions(self, limit: int = 100) -> list[Revision]:
         rows = (
             await ConfigRevision.select()
             .order_by(ConfigRevision.id, ascending=False)
@@ -184,9 +184,9 @@ class ConfigurationService:
         )
         return [_revision_view(row) for row in rows]
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
+    async def events(self) -> AsyncIterator[Revision]:
         """Each recorded revision, as it happens, until the caller stops iterating."""
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=100)
+        queue: asyncio.Queue[Revision] = asyncio.Queue(maxsize=100)
         self._subscribers.add(queue)
         try:
             while True:
@@ -198,7 +198,7 @@ class ConfigurationService:
 
     async def _change(
         self, source: str, content: Mapping[str, Any], file: Document, api: Document, *, raise_invalid=False
-    ) -> dict[str, Any]:
+    ) -> Revision:
         async with self._lock:
             try:
                 new = cm.build(self.start_settings, file, api)
@@ -215,7 +215,7 @@ class ConfigurationService:
             log.info("configuration applied from %s: %s", source, ", ".join(changes) or "no changes")
             return await self._record(source, content, changes, valid=True, error=None, applied=True)
 
-    async def _refuse(self, source: str, content: Mapping[str, Any], error: SettingsError) -> dict[str, Any]:
+    async def _refuse(self, source: str, content: Mapping[str, Any], error: SettingsError) -> Revision:
         self.last_error = {**error_dict(error), "at": datetime.now(UTC).isoformat(), "origin": source}
         log.warning("configuration change from %s refused, keeping the running one: %s", source, error)
         return await self._record(source, content, {}, valid=False, error=str(error), applied=False)
@@ -242,7 +242,7 @@ class ConfigurationService:
         valid: bool,
         error: str | None,
         applied: bool,
-    ) -> dict[str, Any]:
+    ) -> Revision:
         safe_content = {k: cm.redact(k, v) for k, v in content.items()}
         row = ConfigRevision(
             created_at=datetime.now(UTC),
@@ -334,14 +334,27 @@ def _invalid(errors: list[SettingsError]) -> ServiceError:
     )
 
 
-def _revision_view(row: Mapping[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Revision:
+    """One recorded change (applied or refused): what the history and the change events report."""
+
+    id: int | None
+    created_at: str | None
+    source: str
+    diff: Mapping[str, Any]
+    valid: bool
+    error: str | None
+    applied: bool
+
+
+def _revision_view(row: Mapping[str, Any]) -> Revision:
     created = row.get("created_at")
-    return {
-        "id": row.get("id"),
-        "createdAt": created.isoformat() if isinstance(created, datetime) else created,
-        "source": row.get("source"),
-        "diff": row.get("diff") or {},
-        "valid": bool(row.get("valid")),
-        "error": row.get("error"),
-        "applied": bool(row.get("applied")),
-    }
+    return Revision(
+        id=row.get("id"),
+        created_at=created.isoformat() if isinstance(created, datetime) else created,
+        source=str(row.get("source")),
+        diff=row.get("diff") or {},
+        valid=bool(row.get("valid")),
+        error=row.get("error"),
+        applied=bool(row.get("applied")),
+    )

@@ -15,9 +15,9 @@ from litestar import Controller, Request, Response, get, patch, post
 from litestar.response import Stream
 
 from app.config import effective as cm
-from app.config.service import ConfigurationService, error_dict
+from app.config.service import ConfigurationService, Revision, error_dict
 from app.config.settings import KEYS
-from app.config.toml import normalize, parse_toml, plain, snake_case
+from app.config.toml import normalize, parse_toml, plain
 from app.controllers.admin_guard import JSON, TOML, admin_only, takes
 from app.controllers.sse import SSE_HEADERS, sse_event, with_keepalive
 from app.errors import ErrorCode, ServiceError
@@ -64,6 +64,10 @@ def config_view(service: ConfigurationService) -> ConfigOut:
     return ConfigOut(
         settings=settings, models=models, providers=providers, config_file=path, last_error=service.last_error
     )
+
+
+def revision_out(revision: Revision) -> RevisionOut:
+    return RevisionOut(**asdict(revision))
 
 
 async def document_from(request: Request[Any, Any, Any]) -> dict[str, Any]:
@@ -120,14 +124,14 @@ class ConfigController(Controller):
     ) -> ChangeOut:
         service = config_service
         revision = await service.patch(data)
-        return ChangeOut(revision=RevisionOut(**_camel(revision)), config=config_view(service))
+        return ChangeOut(revision=revision_out(revision), config=config_view(service))
 
     @get("/revisions", summary="History of applied and refused changes, newest first", responses=errors(400, 401, 403))
     async def revisions(
         self, request: Request[Any, Any, Any], config_service: ConfigurationService, limit: int = 100
     ) -> RevisionsOut:
         rows = await config_service.revisions(max(1, min(limit, 1000)))
-        return RevisionsOut(revisions=[RevisionOut(**_camel(row)) for row in rows])
+        return RevisionsOut(revisions=[revision_out(row) for row in rows])
 
     @get(
         "/backup",
@@ -153,7 +157,7 @@ class ConfigController(Controller):
         service = config_service
         text = (await request.body()).decode("utf-8", errors="replace")
         revision = await service.restore(text)
-        return ChangeOut(revision=RevisionOut(**_camel(revision)), config=config_view(service))
+        return ChangeOut(revision=revision_out(revision), config=config_view(service))
 
     @get(
         "/events",
@@ -166,11 +170,6 @@ class ConfigController(Controller):
         async def frames() -> AsyncIterator[bytes]:
             yield b": connected\n\n"
             async for revision in service.events():
-                yield sse_event("config", revision)
+                yield sse_event("config", revision_out(revision))
 
         return Stream(with_keepalive(frames()), media_type="text/event-stream", headers=SSE_HEADERS)
-
-
-def _camel(revision: dict[str, Any]) -> dict[str, Any]:
-    """The service's revision dicts are already camelCase on the wire; Struct fields are snake_case."""
-    return {snake_case(key): value for key, value in revision.items()}
