@@ -3,7 +3,7 @@
 A change (a new config file, a PATCH, a restore) is validated first; the reactions build what it needs (a new
 Ollama provider when its keys changed), then the snapshot is published and their commits run with no `await`
 in between, so no request ever sees half a configuration. Consumers read the published snapshot
-(`ConfigSource.current`); a turn reads it once, so a reply already streaming keeps what it started with. An
+(`ConfigSource.current`) when they need a value; a reply already streaming keeps the request it was built with. An
 invalid change keeps the running configuration and is recorded (log, `last_error`, a `config_revisions` row with
 valid=false).
 """

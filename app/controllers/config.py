@@ -94,7 +94,7 @@ class ConfigController(Controller):
         summary="The effective configuration, secrets redacted, with the source of each value",
         responses=errors(401, 403),
     )
-    async def read(self, request: Request[Any, Any, Any], config_service: ConfigurationService) -> ConfigOut:
+    async def read(self, config_service: ConfigurationService) -> ConfigOut:
         return config_view(config_service)
 
     @post(
@@ -119,17 +119,13 @@ class ConfigController(Controller):
         opt=takes(JSON),
         responses=errors(400, 401, 403, 409, 413, 415),
     )
-    async def change(
-        self, request: Request[Any, Any, Any], config_service: ConfigurationService, data: dict[str, Any]
-    ) -> ChangeOut:
+    async def change(self, config_service: ConfigurationService, data: dict[str, Any]) -> ChangeOut:
         service = config_service
         revision = await service.patch(data)
         return ChangeOut(revision=revision_out(revision), config=config_view(service))
 
     @get("/revisions", summary="History of applied and refused changes, newest first", responses=errors(400, 401, 403))
-    async def revisions(
-        self, request: Request[Any, Any, Any], config_service: ConfigurationService, limit: int = 100
-    ) -> RevisionsOut:
+    async def revisions(self, config_service: ConfigurationService, limit: int = 100) -> RevisionsOut:
         rows = await config_service.revisions(max(1, min(limit, 1000)))
         return RevisionsOut(revisions=[revision_out(row) for row in rows])
 
@@ -138,7 +134,7 @@ class ConfigController(Controller):
         summary="The configured values (file and API, no secrets) as a TOML file",
         responses={200: body(str, "The TOML text, as an attachment", "application/toml"), **errors(401, 403)},
     )
-    async def backup(self, request: Request[Any, Any, Any], config_service: ConfigurationService) -> Response[str]:
+    async def backup(self, config_service: ConfigurationService) -> Response[str]:
         return Response(
             config_service.backup(),
             media_type="application/toml",
@@ -164,7 +160,7 @@ class ConfigController(Controller):
         summary="Server-sent events: `config` with each revision as it is recorded",
         responses={200: event_stream("`config` events, each a revision as JSON"), **errors(401, 403)},
     )
-    async def events(self, request: Request[Any, Any, Any], config_service: ConfigurationService) -> Stream:
+    async def events(self, config_service: ConfigurationService) -> Stream:
         service = config_service
 
         async def frames() -> AsyncIterator[bytes]:
