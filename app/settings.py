@@ -16,7 +16,7 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from exports.default_model import DEFAULT_ALIAS
-from inference.execution import MAX_LOOKAHEAD_TOKENS
+from inference.lookahead import MAX_LOOKAHEAD_TOKENS
 
 Source = Literal["default", "file", "env"]
 
@@ -97,6 +97,10 @@ class Settings:
     hf_max_loaded_models: int = 0
     hf_keep_alive_s: float = 300.0
     hf_preload: tuple[str, ...] = ()
+    hf_max_batch_size: int = 8
+    hf_queue_length: int = 16
+    hf_queue_wait_s: float = 30.0
+    hf_prefix_cache_mb: int = 512
     # the embedded model: exported on first run, and new conversations' model when Ollama is disabled
     hf_default_model: str = DEFAULT_ALIAS
     # Configuration management (issue 7): the admin endpoints' token (never logged) and the file watch
@@ -184,6 +188,10 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "hf_default_model": ("HF_DEFAULT_MODEL",),
     "hf_keep_alive_s": ("HF_KEEP_ALIVE_S",),
     "hf_preload": ("HF_PRELOAD",),
+    "hf_max_batch_size": ("HF_MAX_BATCH_SIZE",),
+    "hf_queue_length": ("HF_QUEUE_LENGTH",),
+    "hf_queue_wait_s": ("HF_QUEUE_WAIT_S",),
+    "hf_prefix_cache_mb": ("HF_PREFIX_CACHE_MB",),
     "beth_admin_token": ("BETH_ADMIN_TOKEN",),
     "config_reload_interval_s": ("CONFIG_RELOAD_INTERVAL_S",),
 }
@@ -393,6 +401,10 @@ CONVERTERS: dict[str, Callable[[object], Any]] = {
     "hf_default_model": _to_alias,
     "hf_keep_alive_s": to_float(0, 86_400 * 365),
     "hf_preload": _to_names,
+    "hf_max_batch_size": to_int(1, 256),
+    "hf_queue_length": to_int(0, 100_000),
+    "hf_queue_wait_s": to_float(0, 3600),
+    "hf_prefix_cache_mb": to_int(0, 10_000_000),
     "beth_admin_token": _to_text,
     "config_reload_interval_s": to_float(0.1, 3600),
 }

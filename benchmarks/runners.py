@@ -20,11 +20,14 @@ def engine(folder: Path, lookahead_tokens: int) -> Generate:
     """Our engine (`inference.ChatModel`), CPU provider, THREADS intra-op threads; 0 lookahead: no drafts."""
     from inference import ChatModel, GenerationParams, RuntimeOptions
 
-    options = RuntimeOptions(execution_provider="cpu", intra_op_num_threads=THREADS, lookahead_tokens=lookahead_tokens)
+    options = RuntimeOptions(execution_provider="cpu", intra_op_num_threads=THREADS)
     model = ChatModel.load(folder, options)
 
     def generate(ids: Sequence[int], new_tokens: int) -> Any:
-        return model.generate(ids, GenerationParams(max_new_tokens=new_tokens, temperature=0, stop_token_ids=()))
+        params = GenerationParams(
+            max_new_tokens=new_tokens, temperature=0, stop_token_ids=(), lookahead_tokens=lookahead_tokens
+        )
+        return model.generate(ids, params)
 
     return generate
 

@@ -261,7 +261,7 @@ class ConfigurationService:
         hf = self.registry.get(HFProvider.name) if self.registry is not None else None
         pool = hf_pool_settings(new.settings)
         if isinstance(hf, HFProvider) and pool != hf_pool_settings(old.settings):
-            await hf.reconfigure(**pool)
+            await hf.reconfigure(pool)
 
     async def _prepare_providers(self, old: cm.EffectiveConfig, new: cm.EffectiveConfig) -> Callable[[], None]:
         """Build and open the providers whose settings changed (the Ollama hosts: the main one from the

@@ -72,6 +72,10 @@ HF_POOL_KEYS: tuple[str, ...] = (
     "hf_max_loaded_models",
     "hf_keep_alive_s",
     "hf_preload",
+    "hf_max_batch_size",
+    "hf_queue_length",
+    "hf_queue_wait_s",
+    "hf_prefix_cache_mb",
 )
 #: keys the Ollama provider is built from: a change builds a new provider and swaps it in
 OLLAMA_KEYS: tuple[str, ...] = (

@@ -12,6 +12,7 @@ import pytest
 from app.errors import ErrorCode, ServiceError
 from app.providers.hf import HFProvider
 from app.providers.types import ChatChunk, ChatMessage, ChatRequest, GenerationOptions
+from inference.pool_settings import PoolSettings
 
 pytestmark = pytest.mark.anyio
 
@@ -41,7 +42,9 @@ def models_dir(tiny_export: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def hf(models_dir: Path) -> AsyncIterator[HFProvider]:
-    provider = HFProvider(models_dir, execution_provider="cpu", num_threads=1, keep_alive_s=60, default_max_tokens=8)
+    provider = HFProvider(
+        models_dir, PoolSettings(execution_provider="cpu", num_threads=1, keep_alive_s=60), default_max_tokens=8
+    )
     await provider.initialize()
     yield provider
     await provider.shutdown()
@@ -133,7 +136,7 @@ async def test_load_unload_and_closing_a_stream_releases_the_model(hf: HFProvide
 
 @pytest.mark.slow
 async def test_the_default_model_is_listed_and_answers(default_export: Path) -> None:
-    provider = HFProvider(default_export.parent, execution_provider="cpu", default_max_tokens=16)
+    provider = HFProvider(default_export.parent, PoolSettings(execution_provider="cpu"), default_max_tokens=16)
     await provider.initialize()
     try:
         models = {m.name: m for m in await provider.list_models()}
