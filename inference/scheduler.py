@@ -217,9 +217,9 @@ class Scheduler:
             outcome = results.get(id(active))
             if outcome is None:
                 continue
+            self._deliver(active, outcome)
             if isinstance(outcome, BaseException) or active.run.done:
                 self._leave(active, saved=not isinstance(outcome, BaseException))
-            self._deliver(active, outcome)
 
     def _prompt_step(self, active: _Active) -> list[Event]:
         """One piece of the prompt; the piece that reaches the end of a system prompt stops there, and that
@@ -296,9 +296,6 @@ class Scheduler:
                 self._rows.pop()
             else:
                 self._rows.remove(active)
-            if not self._rows and not self._queue and self._slots is not None:
-                self._slots.release()  # idle: the memory returns; the next request allocates again
-                self._slots = None
 
     def _deliver(self, active: _Active, events: list[Event] | BaseException) -> None:
         try:
