@@ -41,7 +41,9 @@ def batching_server(
     folder = tmp_path_factory.mktemp("hf-batching")
     config = folder / "beth.toml"
     config.write_text(f'[models."{MODEL}".options]\ntemperature = 0\nmax_tokens = 40\n')
-    env = chat_env(chat_ollama, chat_models_dir, BETH_CONFIG=str(config), HF_MAX_BATCH_SIZE="8", SYSTEM_PROMPT="Be brief.")
+    env = chat_env(
+        chat_ollama, chat_models_dir, BETH_CONFIG=str(config), HF_MAX_BATCH_SIZE="8", SYSTEM_PROMPT="Be brief."
+    )
     process = ServerProcess(folder, database_url, env)
     process.start()
     yield process
