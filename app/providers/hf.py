@@ -28,11 +28,11 @@ from app.providers.types import (
     ProviderHealth,
     Usage,
 )
-from exports.manifest import BrokenExport, Manifest, scan_manifests
 
 # submodules, not the package: an editable install made before inference/ existed maps it as a namespace
 from inference.errors import InferenceError
 from inference.events import GenerationResult, TextDelta
+from inference.manifest import BrokenExport, Manifest, scan_manifests
 from inference.params import GenerationParams
 from inference.pool import ModelPool
 from inference.pool_settings import PoolSettings

@@ -12,6 +12,7 @@ import pytest
 from tests.api.test_graphql_web_client import create_conversation
 from tests.chat.conftest import chat_env
 from tests.chat.test_stream_turn import stored
+from tests.chat.test_usage_and_metrics import metric
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.server import ServerProcess
 from tests.fixtures.web_client import ClientStream, stream_message
@@ -82,3 +83,8 @@ def test_eight_concurrent_hf_streams_end_byte_exact_and_saved(batching_server: S
             assert [(m["sender"], m["status"]) for m in messages] == [("user", "complete"), ("llm", "complete")]
             assert messages[1]["text"] == seen.text  # saved exactly as streamed
             assert seen.text == alone[index].text  # and what it says alone
+        text = client.get("/metrics").text
+    # every request was admitted to the batch (and how long it waited is observed); none waits now
+    assert metric(text, "beth_model_queue_wait_seconds_count", model=MODEL) == 2 * len(MESSAGES)
+    assert metric(text, "beth_model_queue_length", model=MODEL) == 0
+    assert metric(text, "beth_model_batch", model=MODEL) == 0
