@@ -157,8 +157,8 @@ class ChatModel:
         """Schedule `run` and relay its events into the event loop."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[list[Event] | BaseException] = asyncio.Queue()
+        self.scheduler.submit(run, _deliver(loop, queue))  # raises HF_OVERLOADED when the queue is full
         watchers = _watch(run, cancel, loop)
-        self.scheduler.submit(run, _deliver(loop, queue))
         try:
             # `run.done` turns true in the worker thread before its last batch reaches the queue, so the
             # relay ends on the result it passed on, never on the run's state.

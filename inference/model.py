@@ -15,7 +15,9 @@ tokens: `forward` returns the logits of the last `logits_to_keep` positions, and
 positions of rejected drafts (the next steps overwrite them).
 
 Other graphs append to a cache that each step returns (the present outputs fed back as the next past), one
-sequence per step. Both run through ONNX Runtime's public I/O binding, on CPU or CUDA.
+sequence per step. Both run through ONNX Runtime's public I/O binding, on CPU or CUDA; under CUDA the rows
+live on the device and only the logits come back to the host. CUDA graphs are not used: a captured graph
+needs fixed shapes and addresses, and the batch's row count and the rows' length change between rounds.
 """
 
 from __future__ import annotations

@@ -107,14 +107,22 @@ async def _drain(model: ChatModel, run: GenerationRun) -> None:
 
 
 class Sink:
-    """Collects what the scheduler delivers for one run, from its thread."""
+    """Collects what the scheduler delivers for one run, from its thread; a held sink keeps the scheduler's
+    thread in its first delivery until `release` (so that run cannot finish meanwhile)."""
 
-    def __init__(self) -> None:
+    def __init__(self, held: bool = False) -> None:
         self.items: list[list[Event] | BaseException] = []
         self.ended = threading.Event()
+        self._gate = threading.Event()
+        if not held:
+            self._gate.set()
+
+    def release(self) -> None:
+        self._gate.set()
 
     def __call__(self, item: list[Event] | BaseException) -> None:
         self.items.append(item)
+        self._gate.wait(30)
         if isinstance(item, BaseException) or any(isinstance(e, GenerationResult) for e in item):
             self.ended.set()
 
@@ -129,66 +137,61 @@ class Sink:
         return None
 
 
-def _long_run(model: ChatModel, cancel: threading.Event) -> GenerationRun:
-    return model.start_chat(CHATS[0][0], _greedy(400), cancel=cancel)
+def _long_run(model: ChatModel) -> GenerationRun:
+    return model.start_chat(CHATS[0][0], _greedy(400))
 
 
 def test_a_full_queue_refuses_and_a_queued_request_starts_when_a_place_frees(model: ChatModel) -> None:
     model.set_limits(BatchLimits(max_batch_size=1, queue_length=1, queue_wait_s=60))
-    hold = threading.Event()
-    first, queued, refused = Sink(), Sink(), Sink()
-    model.scheduler.submit(_long_run(model, hold), first)
+    first, queued, refused = Sink(held=True), Sink(), Sink()
+    model.scheduler.submit(_long_run(model), first)
+    _poll(lambda: first.items)  # the first one runs (and holds the thread)...
     messages, count = CHATS[1]
     model.scheduler.submit(model.start_chat(messages, _greedy(count)), queued)
     with pytest.raises(InferenceError) as overloaded:
         model.scheduler.submit(model.start_chat(messages, _greedy(count)), refused)
     assert overloaded.value.code == "HF_OVERLOADED"
     assert overloaded.value.generic_code == "OVERLOADED"
-    _poll(lambda: first.items)  # the first one runs...
     assert model.queued == 1  # ...and the second waits for its place
     assert not queued.items
-    hold.set()
+    first.release()
     assert queued.ended.wait(30)
     result = queued.result
     assert isinstance(result, GenerationResult)
     assert result.token_ids == model.generate_chat(messages, _greedy(count)).token_ids
-    assert isinstance(first.result, GenerationResult)
-    assert first.result.finish_reason == "cancelled"
+    assert first.ended.is_set()  # it started when the first one had ended
     assert model.queued == 0
 
 
 def test_a_request_that_waits_too_long_is_refused(model: ChatModel) -> None:
     model.set_limits(BatchLimits(max_batch_size=1, queue_length=4, queue_wait_s=0.0))  # refused at the next round
-    hold = threading.Event()
     first, queued = Sink(), Sink()
-    model.scheduler.submit(_long_run(model, hold), first)
+    model.scheduler.submit(_long_run(model), first)
     messages, count = CHATS[1]
     model.scheduler.submit(model.start_chat(messages, _greedy(count)), queued)
-    try:
-        assert queued.ended.wait(30)
-        error = queued.result
-        assert isinstance(error, InferenceError)
-        assert error.code == "HF_OVERLOADED"
-        assert "waited" in error.message
-        assert not first.ended.is_set()  # the running one is not disturbed
-    finally:
-        hold.set()
+    assert queued.ended.wait(30)
+    error = queued.result
+    assert isinstance(error, InferenceError)
+    assert error.code == "HF_OVERLOADED"
+    assert "waited" in error.message
     assert first.ended.wait(30)
+    assert isinstance(first.result, GenerationResult)  # the running one was not disturbed
+    assert first.result.finish_reason in ("length", "stop")
 
 
 def test_the_queue_reports_each_admitted_requests_wait(model: ChatModel) -> None:
     waits: list[float] = []
     model.on_admitted = waits.append
     model.set_limits(BatchLimits(max_batch_size=1, queue_length=2, queue_wait_s=60))
-    hold = threading.Event()
-    first, second = Sink(), Sink()
-    model.scheduler.submit(_long_run(model, hold), first)
+    first, second = Sink(held=True), Sink()
+    model.scheduler.submit(_long_run(model), first)
+    _poll(lambda: first.items)
     messages, count = CHATS[1]
     model.scheduler.submit(model.start_chat(messages, _greedy(count)), second)
     submitted = time.monotonic()
-    _poll(lambda: first.items)
+    _poll(lambda: model.queued == 1)
     released = time.monotonic()
-    hold.set()
+    first.release()
     assert second.ended.wait(30)
     assert len(waits) == 2
     assert waits[1] >= released - submitted  # it could not start before the first one ended

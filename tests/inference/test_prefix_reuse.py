@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from inference import BatchLimits, ChatModel, GenerationParams, GenerationResult
+from inference import BatchLimits, ChatModel, GenerationParams, GenerationResult, ModelPool, PoolSettings
 from inference.prefix_cache import MIN_TOKENS, PrefixCache
 from tests.inference.conftest import CPU_ONE_THREAD
 
@@ -112,3 +112,12 @@ def test_a_turn_replaces_the_turn_it_continues_and_a_lookup_leaves_a_token_to_fe
     assert saved is not None
     assert length == 29  # the last prompt token is fed, so the step has logits to pick from
     assert cache.lookup(list(range(500, 530))) == (None, 0)
+
+
+async def test_saved_prefixes_count_in_the_pools_memory(tiny_export: Path) -> None:
+    pool = ModelPool(tiny_export.parent, PoolSettings(execution_provider="cpu", num_threads=1, keep_alive_s=None))
+    async with pool, pool.lease(tiny_export.name) as model:
+        before = pool.used_bytes
+        await _reply(model, [SYSTEM, {"role": "user", "content": "the quick brown fox"}])
+        assert model.saved_bytes > 0
+        assert pool.used_bytes == before + model.saved_bytes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from app.errors import ErrorCode, ServiceError
 from app.providers.hf import HFProvider
 from app.providers.types import ChatChunk, ChatMessage, ChatRequest, GenerationOptions
+from inference.params import GenerationParams
 from inference.pool_settings import PoolSettings
 
 pytestmark = pytest.mark.anyio
@@ -117,6 +119,25 @@ async def test_errors_map_onto_the_error_set(hf: HFProvider) -> None:
     with pytest.raises(ServiceError) as too_long:
         await collect(hf, long_prompt)
     assert too_long.value.code == ErrorCode.CONTEXT_LENGTH_EXCEEDED
+
+
+async def test_a_model_with_a_full_batch_and_queue_answers_overloaded(models_dir: Path) -> None:
+    settings = PoolSettings(execution_provider="cpu", num_threads=1, max_batch_size=1, queue_length=0)
+    provider = HFProvider(models_dir, settings, default_max_tokens=8)
+    await provider.initialize()
+    gate = threading.Event()
+    try:
+        async with provider.pool.lease("tiny") as model:
+            # a generation that holds the only place: its first events are not taken until the gate opens
+            busy = model.start_chat([{"role": "user", "content": "hi"}], GenerationParams(max_new_tokens=4))
+            model.scheduler.submit(busy, lambda _: gate.wait(30))
+            with pytest.raises(ServiceError) as caught:
+                await collect(provider, chat("tiny"))
+            assert caught.value.code == ErrorCode.OVERLOADED
+            assert caught.value.details["hfCode"] == "HF_OVERLOADED"
+    finally:
+        gate.set()
+        await provider.shutdown()
 
 
 async def test_load_unload_and_closing_a_stream_releases_the_model(hf: HFProvider) -> None:
