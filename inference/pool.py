@@ -2,8 +2,10 @@
 
 Loads on demand (one load per model at a time; concurrent callers wait for the same load), counts leases so a
 model in use is never unloaded, evicts the least recently used idle model when a load would pass the memory
-budget (weights plus a full-context KV cache), unloads models idle longer than the keep-alive, and loads a
-preload list at start. All bookkeeping runs on the event loop; loading and closing run in worker threads.
+budget (weights plus a full-context KV cache, plus the prefixes each model saved, which go first), unloads
+models idle longer than the keep-alive, and loads a preload list at start. Each loaded model batches its own
+requests (inference/scheduler.py) within the pool's batch and queue limits. All bookkeeping runs on the event
+loop; loading and closing run in worker threads. One `PoolSettings` value configures it, at start and on reload.
 """
 
 from __future__ import annotations
