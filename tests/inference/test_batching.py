@@ -4,6 +4,7 @@ a model at its batch limit queues requests and refuses only when the queue is fu
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -80,6 +81,29 @@ async def test_concurrent_generations_of_different_lengths_give_the_tokens_they_
         assert got.text == want.text
         assert got.usage.completion_tokens == want.usage.completion_tokens
     assert max(batch_sizes) >= 3  # several generations really shared steps
+
+
+async def test_a_long_prompt_goes_in_pieces_between_the_decoding_steps_of_the_others(
+    model: ChatModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(inference.scheduler, "PREFILL_CHUNK", 4)
+    steps: list[tuple[int, int]] = []  # (rows, tokens per row) of every step
+    forward_rows = model.model.forward_rows
+
+    def recording(slots: Any, first: int, token_ids: Any, lengths: Any, *args: Any) -> np.ndarray:
+        steps.append((len(lengths), len(token_ids[0])))
+        return forward_rows(slots, first, token_ids, lengths, *args)
+
+    monkeypatch.setattr(model.model, "forward_rows", recording)
+    decoding = model.start_chat(CHATS[0][0], _greedy(120, lookahead_tokens=0))  # no drafts: pieces are prompts
+    long_prompt = model.start_chat(CHATS[3][0], _greedy(4, lookahead_tokens=0))
+    assert long_prompt.generator.pending > 8 * 4
+    await asyncio.gather(_drain(model, decoding), _drain(model, long_prompt))
+    first_decode = steps.index((1, 1))
+    pieces = [index for index, (_, tokens) in enumerate(steps) if tokens > 1 and index > first_decode]
+    assert len(pieces) >= 8
+    for before, after in itertools.pairwise(pieces):
+        assert after > before + 1  # a decoding step between any two pieces: nobody waits longer than one piece
 
 
 async def test_drafting_runs_for_a_generation_alone_and_batching_keeps_its_tokens(
