@@ -88,6 +88,8 @@ class LiveSession:
     final_status: str | None = None
     saved_message_id: int | None = None
     last_flush: float = 0.0
+    #: `time.monotonic()` when the session opened: how long it has run (the operator console shows it)
+    opened_at: float = field(default_factory=time.monotonic)
 
     @property
     def text(self) -> str:
