@@ -59,12 +59,13 @@ class UsageTable:
     cells: dict[tuple[datetime, str], list[UsageRow]]
 
     @classmethod
-    def of(cls, rows: Sequence[UsageRow]) -> UsageTable:
+    def of(cls, rows: Sequence[UsageRow], axis: Sequence[datetime] = ()) -> UsageTable:
+        """`axis`: the periods to show even where no row has data (the window's hours or days)."""
         cells: dict[tuple[datetime, str], list[UsageRow]] = {}
         for row in rows:
             cells.setdefault((row.period_start, row.model), []).append(row)
         return cls(
-            buckets=sorted({r.period_start for r in rows}),
+            buckets=sorted({r.period_start for r in rows} | set(axis)),
             models=sorted({r.model for r in rows}),
             cells=cells,
         )
@@ -103,7 +104,7 @@ def bar_chart(table: UsageTable, metric: Metric, period: Period) -> str:
     if table.buckets:
         group_w = plot_w / len(table.buckets)
         bar_w = max(1.0, min(40.0, group_w * 0.8 / max(1, len(table.models))))
-        label_every = max(1, len(table.buckets) // 8)
+        label_every = max(1, -(-len(table.buckets) // 6))
         for i, bucket in enumerate(table.buckets):
             group_x = LEFT + i * group_w + (group_w - bar_w * len(table.models)) / 2
             for j, model in enumerate(table.models):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -16,7 +16,7 @@ from app.services import config_model as cm
 from app.services.catalog import ModelCatalog
 from app.services.memory_guard import read_memory
 from app.services.streams import StreamSessions
-from app.services.usage import DEFAULT_WINDOW, Period, UsageStats
+from app.services.usage import DEFAULT_WINDOW, Period, UsageStats, period_start
 
 STARTED_AT = time.time()  # the console is imported when the app is built: close enough to the service's start
 RECENT_ERRORS = 10
@@ -106,6 +106,22 @@ async def overview(sources: ConsoleSources, sessions: StreamSessions) -> dict[st
     }
 
 
+def _short(value: object, limit: int = 28) -> str:
+    """Long facts (digests, paths) keep their start and end, enough to tell two apart."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:14]}…{text[-8:]}"
+
+
+def buckets_since(since: datetime, period: Period, now: datetime) -> list[datetime]:
+    """Every hour or day from `since` to `now`: the time axis, with the periods nobody used left empty."""
+    step = timedelta(hours=1) if period == "hour" else timedelta(days=1)
+    moment, buckets = period_start(since, period), []
+    while moment <= now:
+        buckets.append(moment)
+        moment += step
+    return buckets
+
+
 async def last_used_by_model() -> dict[str, datetime]:
     rows = await StreamSession.raw("SELECT model, MAX(started_at) AS last FROM stream_sessions GROUP BY model")
     return {row["model"]: row["last"] for row in rows if row["last"] is not None}
@@ -119,7 +135,7 @@ async def models(catalog: ModelCatalog, sources: ConsoleSources) -> dict[str, An
     rows = []
     for model in listed:
         used = last_used.get(model.name) or last_used.get(model.native_name)
-        facts = {k: v for k, v in model.metadata.items() if isinstance(v, str | int | float | bool)}
+        facts = {k: _short(v) for k, v in model.metadata.items() if isinstance(v, str | int | float | bool)}
         memory = in_memory.get(model.native_name)
         rows.append(
             {
@@ -135,9 +151,10 @@ async def models(catalog: ModelCatalog, sources: ConsoleSources) -> dict[str, An
 
 
 async def usage(usage_stats: UsageStats, period: Period) -> dict[str, Any]:
-    since = datetime.now(UTC) - DEFAULT_WINDOW[period]
+    now = datetime.now(UTC)
+    since = now - DEFAULT_WINDOW[period]
     rows = await usage_stats.report(period=period, since=since)
-    table = UsageTable.of(rows)
+    table = UsageTable.of(rows, buckets_since(since, period, now))
     charts = [{"metric": m, "svg": bar_chart(table, m, period)} for m in METRICS]
     lines = [
         {
