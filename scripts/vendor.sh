@@ -21,7 +21,7 @@ take() {
 }
 
 rm -rf "$OUT"
-take swagger-ui-dist swagger-ui-bundle.js swagger-ui.css NOTICE
+take swagger-ui-dist swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt swagger-ui.css NOTICE
 take graphiql graphiql.min.js graphiql.min.css
 take react umd/react.production.min.js
 take react-dom umd/react-dom.production.min.js
