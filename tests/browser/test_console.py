@@ -143,3 +143,32 @@ def test_console_stops_a_live_stream(page: Page, console_server: ServerProcess) 
     assert seen
     assert seen[0].terminated is not None
     page.page.get_by_text("No active stream").wait_for()
+
+
+def test_console_restores_a_backup_file(page: Page, console_server: ServerProcess) -> None:
+    with httpx.Client(base_url=console_server.url) as client:
+        backup = client.get("/api/v1/config/backup").text
+        revisions = len(client.get("/api/v1/config/revisions").json()["revisions"])
+    page.goto("/console/config")
+    form = page.page.locator("#config-restore")
+    form.locator("input[type='file']").set_input_files(
+        {"name": "beth.toml", "mimeType": "application/toml", "buffer": backup.encode()}
+    )
+    form.get_by_role("button", name="Validate and restore").click()
+    assert "Restored as revision" in form.locator("[data-result].ok").inner_text()
+    with httpx.Client(base_url=console_server.url) as client:
+        newest = client.get("/api/v1/config/revisions").json()["revisions"]
+    assert len(newest) == revisions + 1
+    assert newest[0]["applied"]
+
+
+def test_console_pages_fit_a_phone_in_the_dark(page: Page) -> None:
+    page.page.set_viewport_size({"width": 390, "height": 844})
+    page.page.emulate_media(color_scheme="dark")
+    for path in ("/console", "/console/models", "/console/usage", "/console/config", "/console/streams"):
+        page.goto(path)
+        overflow = page.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{path} is {overflow}px wider than a phone"
+    background = page.page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(21, 23, 27)"
+    page.screenshot("streams-phone-dark")
