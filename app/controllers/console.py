@@ -73,10 +73,10 @@ class ConsoleController(Controller):
 
     @get("/events")
     async def events(self, sources: ConsoleSources, sessions: StreamSessions) -> Stream:
-        """`live` events: uptime, memory and the active streams, about once a second."""
+        """`live` events: uptime, memory and the active streams, about once a second, until the service stops."""
 
         async def frames() -> AsyncIterator[bytes]:
-            while True:
+            while not sessions.stopping:  # at shutdown the feed ends, so the server need not wait for it
                 yield sse_event("live", pages.live_snapshot(sources, sessions))
                 await asyncio.sleep(LIVE_INTERVAL_S)
 

@@ -124,6 +124,8 @@ class StreamSessions:
         self.terminate_wait_s = terminate_wait_s
         self.live: dict[str, LiveSession] = {}
         self._watcher: asyncio.Task[None] | None = None
+        #: set at shutdown, so long-lived feeds about the sessions (the console's) end and let the server stop
+        self.stopping = False
 
     # -- life of one session -------------------------------------------------------------------------
 
@@ -351,6 +353,7 @@ class StreamSessions:
 
     async def stop_all(self, reason: str = "SERVER_SHUTDOWN") -> None:
         """Shutdown: stop every live generation and wait (briefly) for each to save its partial reply."""
+        self.stopping = True
         if self._watcher is not None:
             self._watcher.cancel()
         sessions = list(self.live.values())

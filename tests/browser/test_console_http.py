@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
 import pytest
@@ -49,3 +50,18 @@ def test_stopping_an_unknown_stream_is_not_found(console_server: ServerProcess) 
         f"{console_server.url}/console/streams/nope/stop", content=b"x", headers={"Content-Type": "text/plain"}
     )
     assert with_body.status_code == 415
+
+
+def test_an_open_console_does_not_hold_up_shutdown(tmp_path: Path) -> None:
+    """The live feed never ends by itself; at shutdown it must, or the server waits out its graceful timeout."""
+    server = ServerProcess(tmp_path, f"sqlite:///{tmp_path / 'beth.sqlite3'}", {"OLLAMA_ENABLED": "false"})
+    server.start()
+    try:
+        with httpx.stream("GET", f"{server.url}/console/events", timeout=30) as feed:
+            lines = feed.iter_lines()
+            assert next(line for line in lines if line.startswith("event:")) == "event: live"
+            server.stop()
+    finally:
+        server.stop()
+    assert "timeout graceful shutdown exceeded" not in server.logs()
+    assert "Application shutdown complete" in server.logs()
