@@ -124,7 +124,12 @@ def buckets_since(since: datetime, period: Period, now: datetime) -> list[dateti
 
 async def last_used_by_model() -> dict[str, datetime]:
     rows = await StreamSession.raw("SELECT model, MAX(started_at) AS last FROM stream_sessions GROUP BY model")
-    return {row["model"]: row["last"] for row in rows if row["last"] is not None}
+    return {row["model"]: _instant(row["last"]) for row in rows if row["last"] is not None}
+
+
+def _instant(value: datetime | str) -> datetime:
+    """An aggregate over a timestamp column comes back as text from SQLite (a datetime from PostgreSQL)."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
 async def models(catalog: ModelCatalog, sources: ConsoleSources) -> dict[str, Any]:

@@ -66,12 +66,25 @@ def test_console_loads_and_unloads_a_model(page: Page, console_server: ServerPro
     row = page.page.locator(f"tr[data-model='{TINY}']")
     row.locator("button[data-verb='load']").click()
     page.page.locator("#notice.ok").wait_for()
-    page.page.wait_for_load_state("load")
     eventually(lambda: httpx.get(f"{console_server.url}/api/v1/models/{TINY}").json()["loaded"])
+    unload = row.locator("button[data-verb='unload']:not([disabled])")
+    unload.wait_for()  # the page reloads itself after the action, showing the model loaded
+    assert "loaded" in row.inner_text()
+    page.goto("/console")
+    page.page.locator("[data-live='memory.models']").get_by_text("tiny").wait_for()
     page.goto("/console/models")
-    page.page.locator(f"tr[data-model='{TINY}'] button[data-verb='unload']").click()
+    unload.click()
     page.page.locator("#notice.ok").wait_for()
     eventually(lambda: not httpx.get(f"{console_server.url}/api/v1/models/{TINY}").json()["loaded"])
+
+
+def test_console_overview_lists_a_failed_generation(page: Page, console_server: ServerProcess) -> None:
+    with httpx.Client(base_url=console_server.url, timeout=60) as client:
+        conversation = create_conversation(client, model="midfail:latest")
+        assert stream_message(client, model="midfail:latest", message="boom", conversation_id=conversation).error
+    page.goto("/console")
+    errors = page.page.locator("#recent-errors tbody")
+    errors.get_by_text("midfail:latest").first.wait_for()
 
 
 def test_console_usage_charts_a_chat(page: Page, console_server: ServerProcess) -> None:
@@ -93,6 +106,7 @@ def test_console_config_edit_is_applied_and_recorded(page: Page, console_server:
     page.goto("/console/config")
     form = page.page.locator("#config-edit")
     form.locator("select[name='key']").select_option("stream_timeout_s")
+    assert form.locator("input[name='value']").input_value() == "300.0"  # the current value, to edit
     form.locator("input[name='value']").fill("240")
     form.get_by_role("button", name="Validate and apply").click()
     form.locator("[data-result].ok").wait_for()

@@ -99,6 +99,17 @@ function result(form, text, ok) {
 
 const problems = (validation) => validation.errors.map((e) => e.message || JSON.stringify(e)).join("; ");
 
+// the value box starts from the setting's current value, as the table shows it
+function prefill(form) {
+  const current = document.querySelector(`#settings tr[data-key="${form.key.value}"] code`);
+  form.value.value = current ? current.textContent : "";
+}
+const editForm = document.getElementById("config-edit");
+if (editForm) {
+  editForm.key.addEventListener("change", () => prefill(editForm));
+  prefill(editForm);
+}
+
 document.getElementById("config-edit")?.addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = event.target;
