@@ -14,7 +14,6 @@ from litestar import Request, Router
 from litestar.datastructures import ResponseHeader
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin, YamlRenderPlugin
-from litestar.router import Router as RouterType
 from litestar.static_files import create_static_files_router
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -22,13 +21,13 @@ STATIC_PATH = "/static"
 #: own origin only; inline styles because React (Swagger UI, GraphiQL) sets `style` attributes
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-    "font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'self'; "
+    "font-src 'self' data:; connect-src 'self'; frame-ancestors 'self'; "
     "base-uri 'none'; form-action 'self'; object-src 'none'"
 )
 CSP_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"}
 
 
-def static_files() -> RouterType:
+def static_files() -> Router:
     """`/static/...`: the vendored assets, our own page scripts and the console's styles."""
     return create_static_files_router(
         path=STATIC_PATH, directories=[STATIC_DIR], name="static", include_in_schema=False
