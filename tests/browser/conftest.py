@@ -27,9 +27,9 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
 
 def chromium_path() -> str | None:
-    explicit = os.environ.get("BETH_CHROMIUM")
+    explicit = os.environ.get("BETH_CHROMIUM")  # another Chromium build, by path
     if explicit:
-        return explicit
+        return explicit if Path(explicit).is_file() else None
     return next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
 
 

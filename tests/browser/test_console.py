@@ -136,6 +136,8 @@ def test_console_refuses_an_invalid_value_before_applying(page: Page, console_se
 
 
 def test_console_stops_a_live_stream(page: Page, console_server: ServerProcess) -> None:
+    from playwright.sync_api import expect  # imported here: without Playwright the module's tests skip
+
     page.goto("/console/streams")
     page.page.wait_for_selector("body[data-live='open']")
     seen: list[ClientStream] = []
@@ -150,6 +152,7 @@ def test_console_stops_a_live_stream(page: Page, console_server: ServerProcess) 
         row = page.page.locator("tr[data-session]")
         row.first.wait_for()  # the live feed shows the stream; nobody reloaded the page
         assert "slow:latest" in row.first.inner_text()
+        expect(row.first.locator("td").nth(3)).not_to_have_text("0")  # tokens so far, as they come
         page.screenshot("streams")
         row.first.get_by_role("button", name="Stop").click()
         assert "stopped" in page.page.locator("#notice.ok").inner_text()
