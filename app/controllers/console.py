@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from litestar import Controller, get, post
-from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.di import Provide
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Stream, Template
 from litestar.template.config import TemplateConfig
 
