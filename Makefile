@@ -45,7 +45,7 @@ reliability: $(VENV)/.installed-test  ## load and fault runs on SQLite and Postg
 	exit $$status
 
 vendor:  ## rebuild app/static/vendor/ (Swagger UI, GraphiQL, React) from the npm registry; the output is committed
-	scripts/vendor.sh
+	app/static/vendor.sh
 
 clean:
 	rm -rf $(VENV)

@@ -3,7 +3,7 @@
 # (GraphiQL with React), taken from the npm registry at pinned versions, with their licences.
 # The output is committed; nothing is fetched when the service runs. Needs npm and tar.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=app/static/vendor
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
