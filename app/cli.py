@@ -135,13 +135,28 @@ def db_migrate() -> None:
     show_default=True,
     help="Weight quantization with ONNX Runtime's quantizers.",
 )
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Precision of weights and cache; fp16 is for CUDA (its attention kernel takes float16), not with --quantize.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing export of the same alias.")
-@click.option("--max-logit-diff", type=float, default=None, help="Refuse the export above this ONNX/PyTorch logit gap.")
-@click.option("--min-agreement", type=float, default=None, help="Refuse a quantized export below this top-1 agreement.")
+@click.option(
+    "--max-logit-diff",
+    type=float,
+    default=None,
+    help="Refuse the export above this ONNX/PyTorch logit gap (fp16: its own).",
+)
+@click.option(
+    "--min-agreement", type=float, default=None, help="Refuse a quantized or fp16 export below this top-1 agreement."
+)
 def export(
     source: str,
     alias: str | None,
     quantize: str,
+    dtype: str,
     force: bool,
     max_logit_diff: float | None,
     min_agreement: float | None,
@@ -156,6 +171,7 @@ def export(
             models_dir=settings.models_dir,
             alias=alias,
             quantize=quantize,
+            dtype=dtype,
             force=force,
             max_logit_diff=max_logit_diff,
             min_agreement=min_agreement,

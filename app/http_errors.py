@@ -7,6 +7,7 @@ answered with a generic 500 body: no stack trace ever reaches a client.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -31,14 +32,27 @@ STATUS_CODES: dict[int, ErrorCode] = {
 }
 
 
-def _respond(error: ServiceError) -> Response[Any]:
-    return Response(error.to_body(), status_code=error.status, headers=retry_after(error))
+def _respond(error: ServiceError, headers: Mapping[str, str] | None = None) -> Response[Any]:
+    return Response(error.to_body(), status_code=error.status, headers={**retry_after(error), **(headers or {})})
 
 
 def retry_after(error: ServiceError) -> dict[str, str]:
     """A `Retry-After` header for an error that says when to try again (a limit that will reopen)."""
     seconds = error.details.get("retryAfterS")
     return {"Retry-After": str(seconds)} if isinstance(seconds, int) else {}
+
+
+def _without_url(request: Request[Any, Any, Any], detail: str) -> str:
+    """Litestar's messages name the raw URL, query string included; clients get the route's template instead.
+
+    The query string may hold anything a client sent (a password, a megabyte of text), and an answer that
+    repeats it back lands in logs and pages it should not.
+    """
+    if detail.startswith("Validation failed for "):
+        template = request.scope.get("path_template") or "this route"
+        return f"Validation failed for {request.method} {template}"
+    head, separator, _ = detail.partition(" for path ")
+    return head if separator else detail
 
 
 def service_error_handler(_: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:
@@ -57,9 +71,9 @@ def _is_malformed_body(exc: BaseException) -> bool:
     return False
 
 
-def validation_error_handler(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+def validation_error_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     problems = exc.extra if isinstance(exc.extra, list) else []
-    message = exc.detail or "The request is not valid"
+    message = _without_url(request, exc.detail) if exc.detail else "The request is not valid"
     if _is_malformed_body(exc):
         message = f"The request body is not valid JSON: {message}"
     return _respond(
@@ -67,16 +81,17 @@ def validation_error_handler(_: Request[Any, Any, Any], exc: ValidationException
     )
 
 
-def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     code = STATUS_CODES.get(
         exc.status_code, ErrorCode.INVALID_REQUEST if exc.status_code < 500 else ErrorCode.INTERNAL_ERROR
     )
-    message = "Endpoint not found" if isinstance(exc, NotFoundException) else exc.detail
+    message = "Endpoint not found" if isinstance(exc, NotFoundException) else _without_url(request, exc.detail)
     if exc.status_code == 413:
         message = "The request body is too large"
     elif exc.status_code == 400 and _is_malformed_body(exc):
         message = f"The request body is not valid JSON: {message}"
-    return _respond(ServiceError(code, message, status=exc.status_code))
+    # Litestar's headers carry meaning: `Allow` on 405, for one
+    return _respond(ServiceError(code, message, status=exc.status_code), exc.headers)
 
 
 def unexpected_failure() -> ServiceError:

@@ -11,10 +11,11 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 
 from app.controllers.config import ConfigController
+from app.controllers.console import ConsoleController, console_templates
 from app.controllers.conversations import ConversationController
+from app.controllers.dev_tools import api_docs_config, static_files
 from app.controllers.health import HealthController
 from app.controllers.images import ImageController
 from app.controllers.model_configs import ModelConfigController
@@ -26,6 +27,7 @@ from app.db.migrate import migrate
 from app.graphql.controller import GraphQLController
 from app.http_errors import EXCEPTION_HANDLERS
 from app.logging_setup import request_context
+from app.openapi import StrictStructSchemaPlugin
 from app.services.catalog import ModelCatalog
 from app.services.chat import ChatService
 from app.services.config import configuration
@@ -122,6 +124,7 @@ async def chat_turns(app: Litestar, settings: Settings) -> AsyncIterator[None]:
         expiry.cancel()
         watching.cancel()
         await chat.shutdown()
+        await app.state.usage.close()  # usage the database refused so far: a last try, else logged
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -162,6 +165,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ModelController,
             ProviderController,
             GraphQLController,
+            ConsoleController,
+            static_files(),
         ],
         dependencies={
             "conversations": Provide(provide_conversations, sync_to_thread=False),
@@ -194,6 +199,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="beth-chat-service", version="0.1.0", path="/api/v1/schema"),
+        openapi_config=api_docs_config(title="beth-chat-service", version="0.1.0", path="/api/v1/schema"),
+        template_config=console_templates(),
+        plugins=[StrictStructSchemaPlugin()],
         debug=False,
     )

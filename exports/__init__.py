@@ -1,4 +1,4 @@
-"""The model export command: Hugging Face folder / GGUF / hub id -> ONNX (Optimum), quantize, validate, manifest.
+"""The model export command: Hugging Face folder / GGUF / hub id -> ONNX (Optimum), quantize or float16, validate, manifest.
 
 Importing this package is cheap and never imports torch: serving imports it for the manifest reader.
 PyTorch, transformers and Optimum are imported inside the functions that need them.

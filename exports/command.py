@@ -72,6 +72,7 @@ def run_export(
     alias: str | None,
     quantize: str,
     force: bool,
+    dtype: str = "fp32",
     max_logit_diff: float | None,
     min_agreement: float | None,
     console: Console | None = None,
@@ -88,6 +89,7 @@ def run_export(
                 models_dir=Path(models_dir),
                 alias=alias,
                 quantize=quantize,
+                dtype=dtype,
                 force=force,
                 max_logit_diff=max_logit_diff,
                 min_agreement=min_agreement,
@@ -112,11 +114,15 @@ def summary_table(manifest: Manifest, folder: Path) -> Table:
         ("architecture", f"{manifest.architecture} ({manifest.parameter_count / 1e6:.1f}M parameters)"),
         ("context length", str(manifest.context_length)),
         ("quantization", manifest.quantization),
+        ("precision", f"{manifest.dtype} (cache {manifest.kv_cache_dtype}, logits {manifest.logits_dtype})"),
         ("size", _megabytes(manifest.size_bytes)),
         ("capabilities", _capabilities(manifest)),
         ("max |Δlogit| vs PyTorch", f"{validation.max_abs_logit_diff:.2e} (≤ {validation.max_logit_diff_threshold:g})"),
     ]
-    if manifest.quantization != "none" and validation.top1_agreement is not None:
+    if validation.float16_max_abs_logit_diff is not None:
+        bound = validation.float16_max_logit_diff_threshold or 0.0
+        rows.append(("float16 max |Δlogit|", f"{validation.float16_max_abs_logit_diff:.2e} (≤ {bound:g})"))
+    if _agreement_checked(manifest) and validation.top1_agreement is not None:
         threshold = validation.min_agreement_threshold or 0.0
         rows.append(("top-1 agreement", f"{validation.top1_agreement:.1%} (≥ {threshold:.0%})"))
     rows.append(("took", f"{manifest.export_seconds:.0f}s"))
@@ -140,13 +146,14 @@ def run_models_list(models_dir: Path, *, as_json: bool = False, console: Console
         console.print(f"No exported models in {models_dir}. Create one with `beth-chat export default`.")
         return EXIT_OK
     table = Table(title=f"Models in {models_dir}", title_justify="left")
-    for column in ("alias", "size", "quantization", "capabilities", "validation", "created"):
+    for column in ("alias", "size", "quantization", "dtype", "capabilities", "validation", "created"):
         table.add_column(column)
     for manifest in manifests:
         table.add_row(
             manifest.alias,
             _megabytes(manifest.size_bytes),
             manifest.quantization,
+            manifest.dtype,
             _capabilities(manifest),
             _validation_cell(manifest),
             manifest.created_at[:16].replace("T", " "),
@@ -159,10 +166,14 @@ def run_models_list(models_dir: Path, *, as_json: bool = False, console: Console
 
 def _validation_cell(manifest: Manifest) -> str:
     validation = manifest.validation
-    cell = f"Δlogit {validation.max_abs_logit_diff:.1e}"
-    if manifest.quantization != "none" and validation.top1_agreement is not None:
+    cell = f"Δlogit {validation.float16_max_abs_logit_diff or validation.max_abs_logit_diff:.1e}"
+    if _agreement_checked(manifest) and validation.top1_agreement is not None:
         cell += f", top-1 {validation.top1_agreement:.0%}"
     return cell
+
+
+def _agreement_checked(manifest: Manifest) -> bool:
+    return manifest.quantization != "none" or manifest.dtype == "fp16"
 
 
 def _capabilities(manifest: Manifest) -> str:

@@ -22,16 +22,19 @@ from exports.facts import (
     parameter_count,
     tool_versions,
 )
+from exports.float16 import KV_CACHE_DTYPE, LOGITS_DTYPE, convert_to_float16
 from exports.loading import LoadedModel, eos_token_ids, load_source, require_torch
-from exports.manifest import Manifest, Source, Validation, write_manifest
+from exports.manifest import Dtype, Manifest, Source, Validation, write_manifest
 from exports.optimize import optimize_for_decoding
 from exports.progress import ExportProgress, NullProgress
 from exports.quantize import QuantizeMode, check_mode, graph_bytes, is_large, quantize_graph
 from exports.sources import ResolvedSource, resolve_source
 from exports.staging import check_alias, check_destination, publish, staging_folder
 from exports.validation import (
+    DEFAULT_MAX_FLOAT16_LOGIT_DIFF,
     DEFAULT_MAX_LOGIT_DIFF,
     DEFAULT_MIN_AGREEMENT,
+    DEFAULT_MIN_FLOAT16_AGREEMENT,
     PROMPTS,
     Comparison,
     compare,
@@ -47,6 +50,7 @@ def export_model(
     models_dir: Path,
     alias: str | None = None,
     quantize: str = "none",
+    dtype: str = "fp32",
     force: bool = False,
     max_logit_diff: float | None = None,
     min_agreement: float | None = None,
@@ -56,18 +60,19 @@ def export_model(
 
     Every cheap check (source, alias, options) runs before torch is imported, so refusals are quick.
     The folder appears in one rename at the very end; on any error nothing is left behind.
+    `dtype` fp16 converts the graph to float16 for CUDA (exports/float16.py); `max_logit_diff` and
+    `min_agreement` then bound the float16 graph, and the float32 graph it comes from is held to the
+    larger of `max_logit_diff` and the float32 default.
     """
     progress = progress or NullProgress()
     started = time.monotonic()
     mode = check_mode(quantize)
-    thresholds = Thresholds(
-        _threshold("--max-logit-diff", max_logit_diff, DEFAULT_MAX_LOGIT_DIFF),
-        _threshold("--min-agreement", min_agreement, DEFAULT_MIN_AGREEMENT[mode], upper=1.0),
-    )
+    precision = check_dtype(dtype, mode)
+    thresholds = _thresholds(precision, mode, max_logit_diff, min_agreement)
 
     progress.start("check", f"Checking {source}")
     resolved = resolve_source(source)
-    alias = check_alias(alias or default_alias(resolved, mode))
+    alias = check_alias(alias or default_alias(resolved, mode, precision))
     destination = check_destination(Path(models_dir), alias, force=force)
     require_torch()
     progress.finish("check", f"{resolved.kind}, {resolved.model_type or 'from the hub'} -> {alias}")
@@ -77,7 +82,7 @@ def export_model(
     progress.finish("load", f"{loaded.model_type}, {parameter_count(loaded) / 1e6:.1f}M parameters")
     try:
         with staging_folder(destination) as staging:
-            manifest = _build(loaded, resolved, alias, mode, staging, thresholds, progress, started)
+            manifest = _build(loaded, resolved, alias, mode, precision, staging, thresholds, progress, started)
             progress.start("publish", f"Moving the export into {destination}")
             publish(staging, destination, force=force)
             progress.finish("publish", str(destination))
@@ -89,8 +94,38 @@ def export_model(
 
 @dataclass(frozen=True)
 class Thresholds:
-    max_logit_diff: float
-    min_agreement: float
+    max_logit_diff: float  # the float32 graph's
+    min_agreement: float  # the quantized or float16 graph's
+    max_float16_logit_diff: float = DEFAULT_MAX_FLOAT16_LOGIT_DIFF  # the float16 graph's (--dtype fp16)
+
+
+def check_dtype(dtype: str, mode: QuantizeMode) -> Dtype:
+    """fp32 or fp16; fp16 with a quantization is refused (the quantizers take float32 graphs)."""
+    if dtype not in ("fp32", "fp16"):
+        raise ExportError(errors.INVALID_OPTION, f"--dtype {dtype!r} is not supported: choose fp32 or fp16.")
+    if dtype == "fp16" and mode != "none":
+        raise ExportError(
+            errors.INVALID_OPTION,
+            f"--dtype fp16 cannot be combined with --quantize {mode}: the quantizers read float32 graphs. "
+            "Export with --dtype fp16 for CUDA, or with --quantize for the CPU.",
+        )
+    return "fp16" if dtype == "fp16" else "fp32"
+
+
+def _thresholds(
+    precision: Dtype, mode: QuantizeMode, max_logit_diff: float | None, min_agreement: float | None
+) -> Thresholds:
+    if precision == "fp32":
+        return Thresholds(
+            _threshold("--max-logit-diff", max_logit_diff, DEFAULT_MAX_LOGIT_DIFF),
+            _threshold("--min-agreement", min_agreement, DEFAULT_MIN_AGREEMENT[mode], upper=1.0),
+        )
+    float16_bound = _threshold("--max-logit-diff", max_logit_diff, DEFAULT_MAX_FLOAT16_LOGIT_DIFF)
+    return Thresholds(
+        max(DEFAULT_MAX_LOGIT_DIFF, float16_bound) if max_logit_diff is not None else DEFAULT_MAX_LOGIT_DIFF,
+        _threshold("--min-agreement", min_agreement, DEFAULT_MIN_FLOAT16_AGREEMENT, upper=1.0),
+        float16_bound,
+    )
 
 
 def _build(
@@ -98,6 +133,7 @@ def _build(
     resolved: ResolvedSource,
     alias: str,
     mode: QuantizeMode,
+    precision: Dtype,
     staging: Path,
     thresholds: Thresholds,
     progress: ExportProgress,
@@ -114,6 +150,11 @@ def _build(
         graph = _quantize_in_place(graph, mode, progress)
         final = compare(graph, references, progress, "validate-quantized", f"Validating {mode} against PyTorch")
         require_agreement(final, mode, thresholds.min_agreement)
+    if precision == "fp16":
+        graph, rewrites = _to_float16(graph, rewrites, progress)
+        final = compare(graph, references, progress, "validate-fp16", "Validating float16 against PyTorch")
+        require_logit_diff(final, thresholds.max_float16_logit_diff, "float16 ")
+        require_agreement(final, "float16", thresholds.min_agreement)
 
     progress.start("manifest", "Hashing files and writing manifest.json")
     manifest = Manifest(
@@ -129,11 +170,14 @@ def _build(
         quantization=mode,
         onnx_file=graph.name,
         files=file_entries(staging),
-        validation=_validation(base, final, mode, thresholds),
+        validation=_validation(base, final, mode, precision, thresholds),
         versions=tool_versions(),
         created_at=now_iso(),
         export_seconds=round(time.monotonic() - started, 1),
         graph_rewrites=list(rewrites),
+        dtype=precision,
+        kv_cache_dtype=KV_CACHE_DTYPE if precision == "fp16" else "float32",
+        logits_dtype=LOGITS_DTYPE,
     )
     write_manifest(staging, manifest)
     progress.finish("manifest", f"{len(manifest.files)} files, {manifest.size_bytes / 1e6:.1f} MB")
@@ -154,8 +198,11 @@ def _convert(
     return graph, steps
 
 
-def _validation(base: Comparison, final: Comparison, mode: QuantizeMode, thresholds: Thresholds) -> Validation:
+def _validation(
+    base: Comparison, final: Comparison, mode: QuantizeMode, precision: Dtype, thresholds: Thresholds
+) -> Validation:
     quantized = mode != "none"
+    half = precision == "fp16"
     return Validation(
         prompts=len(PROMPTS),
         max_abs_logit_diff=base.max_abs_logit_diff,
@@ -163,10 +210,21 @@ def _validation(base: Comparison, final: Comparison, mode: QuantizeMode, thresho
         passed=True,
         decode_steps=base.decode_steps,
         top1_agreement=final.top1_agreement,
-        min_agreement_threshold=thresholds.min_agreement if quantized else None,
+        min_agreement_threshold=thresholds.min_agreement if quantized or half else None,
         compared_tokens=final.compared_tokens,
         quantized_max_abs_logit_diff=final.max_abs_logit_diff if quantized else None,
+        float16_max_abs_logit_diff=final.max_abs_logit_diff if half else None,
+        float16_max_logit_diff_threshold=thresholds.max_float16_logit_diff if half else None,
     )
+
+
+def _to_float16(graph: Path, rewrites: tuple[str, ...], progress: ExportProgress) -> tuple[Path, tuple[str, ...]]:
+    """Convert the validated float32 graph in place; the fused norms join the rewrites the manifest lists."""
+    progress.start("float16", "Converting to float16 (norms fused, cache and weights in float16)")
+    half = convert_to_float16(graph, large=is_large(graph))
+    steps = (*rewrites, "simplified-layer-norm") if half.fused_norms else rewrites
+    progress.finish("float16", f"{half.fused_norms} norms fused, {_size(graph)}")
+    return graph, (*steps, "float16")
 
 
 def _quantize_in_place(graph: Path, mode: QuantizeMode, progress: ExportProgress) -> Path:
@@ -184,8 +242,9 @@ def _quantize_in_place(graph: Path, mode: QuantizeMode, progress: ExportProgress
     return graph.parent / quantized.name
 
 
-def default_alias(resolved: ResolvedSource, mode: QuantizeMode) -> str:
-    """The folder, file or repository name, made alias-safe; quantized exports get a `-int8`/`-int4` suffix."""
+def default_alias(resolved: ResolvedSource, mode: QuantizeMode, precision: Dtype = "fp32") -> str:
+    """The folder, file or repository name, made alias-safe; quantized exports get a `-int8`/`-int4` suffix,
+    float16 exports `-fp16`."""
     from exports.default_model import DEFAULT_ALIAS
 
     if resolved.kind == "default":
@@ -196,6 +255,8 @@ def default_alias(resolved: ResolvedSource, mode: QuantizeMode) -> str:
         assert resolved.path is not None
         base = resolved.path.stem if resolved.is_gguf else resolved.path.name
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-.") or "model"
+    if precision == "fp16":
+        return f"{base}-fp16"
     return base if mode == "none" else f"{base}-{mode}"
 
 

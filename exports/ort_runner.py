@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 PAST_PREFIX = "past_key_values."
 PRESENT_PREFIX = "present."
+FLOAT16 = "tensor(float16)"  # the cache's type in --dtype fp16 exports
 
 
 class OrtDecoder:
@@ -36,7 +37,7 @@ class OrtDecoder:
         for name in self.past_names:
             shape = self.inputs[name].shape
             dims = [1 if i == 0 else (0 if not isinstance(d, int) else d) for i, d in enumerate(shape)]
-            past[name] = np.zeros(dims, dtype=np.float32)
+            past[name] = np.zeros(dims, dtype=np.float16 if self.inputs[name].type == FLOAT16 else np.float32)
         return past
 
     def feed(self, ids: list[int], start: int, past: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:

@@ -17,6 +17,7 @@ from litestar.response import Stream
 from app.controllers.admin_guard import JSON, TOML, admin_only, takes
 from app.controllers.sse import SSE_HEADERS, sse_event, with_keepalive
 from app.errors import ErrorCode, ServiceError
+from app.openapi import ConfigBackupOperation, ConfigDocumentOperation, body, errors, event_stream
 from app.schemas.config import (
     ChangeOut,
     ConfigOut,
@@ -82,7 +83,11 @@ class ConfigController(Controller):
     tags = ("configuration",)
     guards = (admin_only,)
 
-    @get("/", summary="The effective configuration, secrets redacted, with the source of each value")
+    @get(
+        "/",
+        summary="The effective configuration, secrets redacted, with the source of each value",
+        responses=errors(401, 403),
+    )
     async def read(self, request: Request[Any, Any, Any]) -> ConfigOut:
         return config_view(request.app.state.config)
 
@@ -91,6 +96,8 @@ class ConfigController(Controller):
         summary="Validate a TOML text (application/toml) or JSON object as a config file; applies nothing",
         status_code=200,
         opt=takes(TOML, JSON),
+        operation_class=ConfigDocumentOperation,
+        responses=errors(400, 401, 403, 413, 415),
     )
     async def validate(self, request: Request[Any, Any, Any]) -> ValidationOut:
         try:
@@ -100,18 +107,27 @@ class ConfigController(Controller):
         errors = request.app.state.config.validate(document)
         return ValidationOut(valid=not errors, errors=errors)
 
-    @patch("/", summary="Change settings (a JSON object); validated, stored as a revision, applied", opt=takes(JSON))
+    @patch(
+        "/",
+        summary="Change settings (a JSON object); validated, stored as a revision, applied",
+        opt=takes(JSON),
+        responses=errors(400, 401, 403, 409, 413, 415),
+    )
     async def change(self, request: Request[Any, Any, Any], data: dict[str, Any]) -> ChangeOut:
         service: ConfigurationService = request.app.state.config
         revision = await service.patch(data)
         return ChangeOut(revision=RevisionOut(**_camel(revision)), config=config_view(service))
 
-    @get("/revisions", summary="History of applied and refused changes, newest first")
+    @get("/revisions", summary="History of applied and refused changes, newest first", responses=errors(400, 401, 403))
     async def revisions(self, request: Request[Any, Any, Any], limit: int = 100) -> RevisionsOut:
         rows = await request.app.state.config.revisions(max(1, min(limit, 1000)))
         return RevisionsOut(revisions=[RevisionOut(**_camel(row)) for row in rows])
 
-    @get("/backup", summary="The configured values (file and API, no secrets) as a TOML file")
+    @get(
+        "/backup",
+        summary="The configured values (file and API, no secrets) as a TOML file",
+        responses={200: body(str, "The TOML text, as an attachment", "application/toml"), **errors(401, 403)},
+    )
     async def backup(self, request: Request[Any, Any, Any]) -> Response[str]:
         return Response(
             request.app.state.config.backup(),
@@ -124,6 +140,8 @@ class ConfigController(Controller):
         summary="Upload a TOML backup (application/toml); validated before it replaces the config file",
         status_code=200,
         opt=takes(TOML),
+        operation_class=ConfigBackupOperation,
+        responses=errors(400, 401, 403, 409, 413, 415),
     )
     async def restore(self, request: Request[Any, Any, Any]) -> ChangeOut:
         service: ConfigurationService = request.app.state.config
@@ -131,7 +149,11 @@ class ConfigController(Controller):
         revision = await service.restore(text)
         return ChangeOut(revision=RevisionOut(**_camel(revision)), config=config_view(service))
 
-    @get("/events", summary="Server-sent events: `config` with each revision as it is recorded")
+    @get(
+        "/events",
+        summary="Server-sent events: `config` with each revision as it is recorded",
+        responses={200: event_stream("`config` events, each a revision as JSON"), **errors(401, 403)},
+    )
     async def events(self, request: Request[Any, Any, Any]) -> Stream:
         service: ConfigurationService = request.app.state.config
 

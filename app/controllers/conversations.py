@@ -13,6 +13,7 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from app.controllers.sse import SSE_HEADERS, typed_events, with_keepalive
+from app.openapi import body, errors, event_stream
 from app.schemas.common import ErrorDetail
 from app.schemas.conversations import (
     AddMessageRequest,
@@ -36,14 +37,14 @@ class ConversationController(Controller):
     path = "/api/v1/conversations"
     tags = ("conversations",)
 
-    @post("/", summary="Create a conversation (private when a password is given)")
+    @post("/", summary="Create a conversation (private when a password is given)", responses=errors(400, 409, 413))
     async def create(self, data: CreateConversationRequest, conversations: ConversationService) -> ConversationOut:
         row = await conversations.create(
             conversation_id=data.id, tab_name=data.tab_name, llm_model=data.llm_model, password=data.password
         )
         return ConversationOut.of(row, 0)
 
-    @get("/", summary="List public conversations, most recently active first")
+    @get("/", summary="List public conversations, most recently active first", responses=errors(400))
     async def list_public(
         self,
         conversations: ConversationService,
@@ -54,7 +55,7 @@ class ConversationController(Controller):
         items = [ConversationOut.of(row, page.message_counts[row.id]) for row in page.conversations]
         return ConversationPage(conversations=items, count=len(items), total=page.total, limit=limit, offset=offset)
 
-    @get("/{conversation_id:str}", summary="Get one conversation")
+    @get("/{conversation_id:str}", summary="Get one conversation", responses=errors(400, 401, 403, 404, 429))
     async def get_one(
         self, conversation_id: str, conversations: ConversationService, password: Password
     ) -> ConversationOut:
@@ -62,11 +63,19 @@ class ConversationController(Controller):
         counts = await conversations.message_counts([row.id])
         return ConversationOut.of(row, counts[row.id])
 
-    @delete("/{conversation_id:str}", summary="Delete a conversation with its messages and images")
+    @delete(
+        "/{conversation_id:str}",
+        summary="Delete a conversation with its messages and images",
+        responses=errors(400, 401, 403, 404, 429),
+    )
     async def delete_one(self, conversation_id: str, conversations: ConversationService, password: Password) -> None:
         await conversations.delete(conversation_id, password)
 
-    @get("/{conversation_id:str}/messages", summary="List a conversation's messages in order")
+    @get(
+        "/{conversation_id:str}/messages",
+        summary="List a conversation's messages in order",
+        responses=errors(400, 401, 403, 404, 429),
+    )
     async def list_messages(
         self, conversation_id: str, conversations: ConversationService, password: Password
     ) -> MessageList:
@@ -79,6 +88,11 @@ class ConversationController(Controller):
         summary="Store a message; with `reply` or `stream`, run the chat turn",
         description="`stream: true` answers 200 with server-sent events: user_message, images, session, "
         "token, then terminated, end or error. `reply: true` answers 201 with the stored reply as JSON.",
+        responses={
+            201: body(MessageOut | ChatReply, "The stored message; with `reply`, the stored turn (ChatReply)"),
+            200: event_stream("With `stream`: user_message, images, session, token, then terminated, end or error"),
+            **errors(400, 401, 403, 404, 413, 429, 503),
+        },
     )
     async def add_message(
         self,
@@ -118,6 +132,7 @@ class ConversationController(Controller):
         "/{conversation_id:str}/messages",
         status_code=200,
         summary="Delete the message `fromId` and every message after it",
+        responses=errors(400, 401, 403, 404, 429),
     )
     async def delete_messages_from(
         self,
@@ -130,7 +145,12 @@ class ConversationController(Controller):
         deleted = await conversations.delete_messages_from(row, from_id)
         return DeletedMessages(conversation_id=row.id, deleted_count=deleted)
 
-    @post("/{conversation_id:str}/verify-password", status_code=200, summary="Check a private conversation's password")
+    @post(
+        "/{conversation_id:str}/verify-password",
+        status_code=200,
+        summary="Check a private conversation's password",
+        responses=errors(400, 401, 403, 404, 413, 429),
+    )
     async def verify_password(
         self, conversation_id: str, data: VerifyPasswordRequest, conversations: ConversationService
     ) -> VerifiedPassword:

@@ -9,6 +9,7 @@ import msgspec
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 
+from app.openapi import body
 from app.providers.types import ProviderHealth
 
 
@@ -63,7 +64,11 @@ class HealthController(Controller):
             protocol="HTTPS" if state.settings.https else "HTTP",
         )
 
-    @get("/health/ready", summary="Readiness: the database answers; providers' health is reported beside it")
+    @get(
+        "/health/ready",
+        summary="Readiness: the database answers; providers' health is reported beside it",
+        responses={503: body(Readiness, "The database does not answer")},
+    )
     async def readiness(self, state: State) -> Response[Readiness]:
         started = time.perf_counter()
         try:

@@ -11,9 +11,11 @@ from typing import Annotated
 import anyio
 import msgspec
 from litestar import Controller, Request, Response, delete, get
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from app.db.tables import Image
+from app.openapi import body, errors
 from app.schemas.common import epoch_ms
 from app.services.images import ImageStore
 
@@ -58,7 +60,11 @@ class ImageController(Controller):
     path = "/api/images"
     tags = ("images",)
 
-    @get("/conversation/{conversation_id:str}", summary="A conversation's live images")
+    @get(
+        "/conversation/{conversation_id:str}",
+        summary="A conversation's live images",
+        responses=errors(400, 401, 403, 404, 429),
+    )
     async def for_conversation(
         self, conversation_id: str, images: ImageStore, password: Password
     ) -> ConversationImages:
@@ -67,7 +73,15 @@ class ImageController(Controller):
             conversation_id=conversation_id, images=[ImageInfo.of(r) for r in rows], total=len(rows)
         )
 
-    @get("/{image_id:str}", summary="The image's bytes (ETag = its sha256)")
+    @get(
+        "/{image_id:str}",
+        summary="The image's bytes (ETag = its sha256)",
+        responses={
+            200: body(bytes, "The image, in its own type (image/png, image/jpeg, ...)", "image/*"),
+            304: ResponseSpec(None, description="Not modified (If-None-Match matched the ETag)"),
+            **errors(400, 401, 403, 404, 410, 429),
+        },
+    )
     async def serve(self, image_id: str, request: Request, images: ImageStore, password: Password) -> Response[bytes]:
         row, path = await images.open(image_id, password)
         etag = f'"{row.content_hash}"'
@@ -82,11 +96,11 @@ class ImageController(Controller):
         data = await anyio.Path(path).read_bytes()
         return Response(data, media_type=row.mime_type, headers=headers)
 
-    @get("/{image_id:str}/info", summary="The image's metadata")
+    @get("/{image_id:str}/info", summary="The image's metadata", responses=errors(400, 401, 403, 404, 410, 429))
     async def info(self, image_id: str, images: ImageStore, password: Password) -> ImageInfo:
         row, _ = await images.open(image_id, password)
         return ImageInfo.of(row)
 
-    @delete("/{image_id:str}", summary="Delete the image and its file")
+    @delete("/{image_id:str}", summary="Delete the image and its file", responses=errors(400, 401, 403, 404, 410, 429))
     async def remove(self, image_id: str, images: ImageStore, password: Password) -> None:
         await images.delete(image_id, password)

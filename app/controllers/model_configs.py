@@ -12,6 +12,7 @@ from app.controllers.admin_guard import admin_only
 from app.db.tables import ModelMetadata
 from app.db.text import storable
 from app.errors import ErrorCode, ServiceError
+from app.openapi import errors
 from app.schemas.common import epoch_ms
 
 
@@ -56,11 +57,11 @@ class ModelConfigController(Controller):
     tags = ("models",)
     guards = (admin_only,)
 
-    @get("/", summary="Stored configurations of every discovered model")
+    @get("/", summary="Stored configurations of every discovered model", responses=errors(401, 403))
     async def list_configs(self) -> list[ModelConfigOut]:
         return [ModelConfigOut.of(row) for row in await ModelMetadata.objects().order_by(ModelMetadata.name)]
 
-    @get("/{name:path}", summary="One model's stored configuration")
+    @get("/{name:path}", summary="One model's stored configuration", responses=errors(400, 401, 403, 404))
     async def get_config(self, name: str) -> ModelConfigOut:
         name = name.lstrip("/")
         row = await ModelMetadata.objects().where(ModelMetadata.name == name).first() if storable(name) else None

@@ -15,6 +15,7 @@ from litestar.params import Parameter
 
 from app.controllers.admin_guard import admin_only
 from app.errors import ErrorCode, ServiceError
+from app.openapi import errors
 from app.providers.types import ModelInfo
 from app.schemas.models import ModelAction, ModelList, ProviderList
 from app.services.catalog import ModelCatalog
@@ -28,7 +29,11 @@ class ModelController(Controller):
     path = "/api/v1/models"
     tags = ("models",)
 
-    @get("/", summary="All models of all providers; search by name, filter by provider, capability, loaded")
+    @get(
+        "/",
+        summary="All models of all providers; search by name, filter by provider, capability, loaded",
+        responses=errors(400),
+    )
     async def list_models(
         self,
         catalog: ModelCatalog,
@@ -40,7 +45,11 @@ class ModelController(Controller):
         models = await catalog.models(search=search, provider=provider, capability=capability, loaded=loaded)
         return ModelList(models=models, count=len(models), providers=await catalog.providers())
 
-    @get("/{name:path}", summary="One model by name (`hf/<alias>`, `ollama/<name>` or a bare Ollama name)")
+    @get(
+        "/{name:path}",
+        summary="One model by name (`hf/<alias>`, `ollama/<name>` or a bare Ollama name)",
+        responses=errors(400, 404),
+    )
     async def get_model(self, name: str, catalog: ModelCatalog) -> ModelInfo:
         return await catalog.get(name.lstrip("/"))
 
@@ -49,6 +58,7 @@ class ModelController(Controller):
         status_code=200,
         summary="`<name>/load` or `<name>/unload`: load a model into memory, or free it (admin)",
         guards=[admin_only],
+        responses=errors(400, 401, 403, 404, 409, 415, 429, 500, 503, 504, 507),
     )
     async def act(self, target: str, catalog: ModelCatalog) -> ModelAction:
         name, _, action = target.lstrip("/").rpartition("/")

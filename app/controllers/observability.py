@@ -10,6 +10,7 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 
 from app.errors import invalid
+from app.openapi import errors
 from app.schemas.usage import UsageReport, UsageRowOut, UsageTotals
 from app.services.usage import DEFAULT_WINDOW, UsageStats
 
@@ -34,7 +35,7 @@ class ObservabilityController(Controller):
     async def metrics(self, state: State) -> Response[bytes]:
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @get("/api/v1/usage", summary="Usage per model and hour or day")
+    @get("/api/v1/usage", summary="Usage per model and hour or day", responses=errors(400))
     async def usage(
         self,
         usage: UsageStats,

@@ -19,6 +19,8 @@ from litestar.response import Stream
 from app.controllers.sse import SSE_HEADERS, sse_event, with_keepalive
 from app.errors import ErrorCode, ServiceError
 from app.http_errors import retry_after, unexpected_failure
+from app.openapi import StreamMessageOperation, TerminateStreamOperation, body, errors, event_stream
+from app.schemas.streaming import TERMINATE_REFUSALS, TerminateRefusal, TerminateResult
 from app.services.chat import ChatService, TurnRequest
 from app.services.chat_events import Completed, Failed, ImagesProcessed, SessionStarted, Terminated, Token, TurnEvent
 from app.services.conversations import ConversationService
@@ -120,6 +122,10 @@ class StreamController(Controller):
         "/api/stream-message",
         status_code=200,
         summary="Stream a reply as server-sent events (old web client protocol)",
+        description="Always 200 with server-sent events, refusals included: unnamed token events, then "
+        "session, images, terminated, end or error (with a stable `code`).",
+        operation_class=StreamMessageOperation,
+        responses={200: event_stream("The reply as server-sent events, or an error event"), **errors(400, 413)},
     )
     async def stream_message(self, request: Request[Any, Any, Any], chat: ChatService) -> Stream:
         # The body is read here, not inside the stream: once the response has started it can no longer be.
@@ -144,7 +150,17 @@ class StreamController(Controller):
 
         return Stream(with_keepalive(frames()), media_type="text/event-stream", headers=SSE_HEADERS)
 
-    @post("/api/terminate-stream", summary="Stop a stream (old REST contract: status codes and bodies)")
+    @post(
+        "/api/terminate-stream",
+        status_code=200,
+        summary="Stop a stream (old REST contract: status codes and bodies)",
+        operation_class=TerminateStreamOperation,
+        responses={
+            200: body(TerminateResult, "The stream stopped; its partial reply is saved"),
+            **{status: body(TerminateRefusal, description) for status, description in TERMINATE_REFUSALS.items()},
+            **errors(413),
+        },
+    )
     async def terminate(
         self,
         request: Request[Any, Any, Any],

@@ -6,6 +6,7 @@ too, so the service, the migration runner and the `piccolo` CLI all talk to the 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -13,11 +14,29 @@ from urllib.parse import unquote, urlparse
 from piccolo.apps.migrations.tables import Migration
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
-from piccolo.engine.sqlite import SQLiteEngine
+from piccolo.engine.sqlite import SQLiteEngine, SQLiteTransaction, TransactionType
 
 from app.db.tables import ALL_TABLES
 
+log = logging.getLogger(__name__)
+
 PICCOLO_CONF_MODULE = "app.db.piccolo_conf"
+#: how long a SQLite writer waits for another's lock before failing with `database is locked`
+SQLITE_BUSY_TIMEOUT_S = 30
+
+
+class WritingSQLiteEngine(SQLiteEngine):
+    """SQLite whose transactions take the write lock when they begin (`BEGIN IMMEDIATE`).
+
+    A deferred transaction that reads and then writes must upgrade its lock; when another writer holds
+    it, SQLite fails at once with `database is locked` instead of waiting for the busy timeout. Every
+    transaction this service opens writes, so each starts as a writer and waits its turn instead.
+    """
+
+    def transaction(
+        self, transaction_type: TransactionType = TransactionType.immediate, allow_nested: bool = True
+    ) -> SQLiteTransaction:
+        return super().transaction(transaction_type=transaction_type, allow_nested=allow_nested)
 
 
 def sqlite_path(url: str) -> Path:
@@ -31,7 +50,7 @@ def create_engine(url: str) -> Engine:
         path = sqlite_path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
         # A busy timeout lets concurrent writers wait for the lock instead of failing at once.
-        return SQLiteEngine(path=str(path), timeout=30)
+        return WritingSQLiteEngine(path=str(path), timeout=SQLITE_BUSY_TIMEOUT_S)
     parsed = urlparse(url)
     if parsed.scheme in ("postgres", "postgresql"):
         return PostgresEngine(config={"dsn": url})
@@ -54,7 +73,18 @@ async def open_database(url: str) -> Engine:
     use_database(engine)
     if isinstance(engine, PostgresEngine):
         await engine.start_connection_pool(min_size=1, max_size=10)
+    elif isinstance(engine, SQLiteEngine):
+        await _use_wal(engine)
     return engine
+
+
+async def _use_wal(engine: SQLiteEngine) -> None:
+    """Write-ahead logging (a property of the file, kept across restarts): readers never block the writer
+    and the writer never blocks readers, so only writers queue for the lock."""
+    rows = await engine.run_ddl("PRAGMA journal_mode=WAL")
+    mode = rows[0].get("journal_mode") if rows else None
+    if mode != "wal":
+        log.warning("SQLite stays in %s journal mode (the file system may not support WAL)", mode)
 
 
 async def close_database(engine: Engine) -> None:

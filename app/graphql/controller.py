@@ -12,6 +12,7 @@ from strawberry.http.async_base_view import AsyncHTTPRequestAdapter
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.litestar import make_graphql_controller
 
+from app.controllers.dev_tools import CSP_HEADERS, graphiql_page
 from app.errors import ErrorCode
 from app.graphql.context import provide_graphql_context
 from app.graphql.schema import schema
@@ -26,6 +27,9 @@ class GraphQLController(_StrawberryController):  # type: ignore[misc,valid-type]
     which no database can store, so it failed later inside a resolver as an unexpected error; here it is
     malformed JSON (400), as it is for REST. A request refused before it runs is answered as GraphQL
     errors with a code, not as Strawberry's plain text."""
+
+    # GraphQL describes itself (introspection); the REST OpenAPI document leaves it out
+    include_in_schema = False
 
     def decode_json(self, data: str | bytes) -> object:
         try:
@@ -43,6 +47,10 @@ class GraphQLController(_StrawberryController):  # type: ignore[misc,valid-type]
             if not isinstance(body, dict | list):
                 raise HTTPException(400, "The GraphQL request body must be a JSON object with a `query`")
         return await super().parse_http_body(request)
+
+    async def render_graphql_ide(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Our own GraphiQL page, from the package's files: Strawberry's loads it from a CDN."""
+        return Response(graphiql_page("/graphql"), media_type="text/html", headers=CSP_HEADERS)
 
     async def execute_request(self, request: Request[Any, Any, Any], context: Any, root_value: Any) -> Response[Any]:
         try:

@@ -66,6 +66,29 @@ class _Stopped(Exception):
     """The session was cancelled or timed out while waiting on the model."""
 
 
+#: how long a stopped generation waits for its listener to take the tokens already sent to it
+DELIVERY_WAIT_S = 2.0
+
+
+class _Listener:
+    """A turn's events on their way to the request that started it, and whether that request still reads."""
+
+    def __init__(self) -> None:
+        self.events: asyncio.Queue[TurnEvent] = asyncio.Queue()
+        self.gone = asyncio.Event()
+
+    async def delivered(self, limit_s: float) -> None:
+        """Until every event put so far was handed on, the listener left, or `limit_s` passed."""
+        if self.gone.is_set():
+            return
+        waits = {asyncio.ensure_future(self.events.join()), asyncio.ensure_future(self.gone.wait())}
+        try:
+            await asyncio.wait(waits, timeout=limit_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
+
 @dataclass(frozen=True)
 class TurnRequest:
     conversation_id: str
@@ -98,34 +121,44 @@ class ChatService:
         self.observers: list[Callable[[UsageRecord], Awaitable[None] | None]] = []
 
     async def turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
-        """Run one turn and yield its events; raises ServiceError for refusals before anything is saved."""
+        """Run one turn and yield its events; raises ServiceError for refusals before anything is saved.
+
+        What is refused before the user's message is saved, and what keeps it: a refusal that is certain
+        and cheap to know here (a bad request, a model disabled in the configuration, a message that does
+        not fit the model's context) is raised before anything is stored, so a message the model can never
+        take does not fill the database. Whatever can only be learned from the provider (it is down, busy,
+        does not know the model, fails midway) comes after the message is saved: the user's words are kept
+        and the turn ends with an error event.
+        """
         conversation = await self.conversations.authorize(request.conversation_id, request.password)
         validated = self.images.validate(request.uploads)
-        model_name = (request.model or conversation.llm_model).strip()
-        if not model_name:
+        chosen = (request.model or conversation.llm_model).strip()
+        if not chosen:
             raise ServiceError(ErrorCode.INVALID_REQUEST, "A model name is required", details={"field": "model"})
-        if not storable(model_name):  # it is stored on the conversation and the reply
+        if not storable(chosen):  # it is stored on the conversation and the reply
             raise ServiceError(ErrorCode.INVALID_REQUEST, "model contains a NUL character", details={"field": "model"})
+        self.conversations.check_message_text(request.text)
+        chosen_info = await self._find(chosen)
+        model_name, info, warnings = chosen, chosen_info, []
+        images_b64: list[str] = []
+        if validated:
+            model_name, info, warnings = await self._route_images(chosen, chosen_info)
+            if not warnings:
+                images_b64 = self.images.as_base64(validated)
+        history = await self.conversations.list_messages(conversation.id)
+        current = ChatMessage(role="user", content=request.text, images=images_b64)
+        # Built before the message is saved: a message too long for the model is refused with nothing stored.
+        chat_request = await self._request_for(model_name, info, history, current)
+
         user_message = await self.conversations.add_message(
             conversation, text=request.text, sender="user", has_images=bool(validated)
         )
         yield UserMessageSaved(user_message.id)
-
-        info = await self._find(model_name)
         # The conversation keeps the model the user chose, even when images go to a vision fallback.
-        await self.conversations.set_model(conversation, model_name, info.provider if info else None)
-        images_b64: list[str] = []
+        await self.conversations.set_model(conversation, chosen, chosen_info.provider if chosen_info else None)
         if validated:
             stored = await self.images.store(conversation.id, user_message.id, validated)
-            model_name, info, warnings = await self._route_images(model_name, info)
-            if not warnings:
-                images_b64 = self.images.as_base64(validated)
             yield ImagesProcessed(len(stored), warnings, [self.images.describe(row) for row in stored])
-
-        history = [m for m in await self.conversations.list_messages(conversation.id) if m.id != user_message.id]
-        current = ChatMessage(role="user", content=request.text, images=images_b64)
-        # Built now, so a message too long for the model is refused before a session starts.
-        chat_request = await self._request_for(model_name, info, history, current)
 
         async def request_for(candidate: str) -> ChatRequest:
             """The requested model's request, or a fallback's own (its context, settings and reply budget)."""
@@ -139,20 +172,22 @@ class ChatService:
             provider=info.provider if info else None,
             user_message_id=user_message.id,
         )
-        events: asyncio.Queue[TurnEvent] = asyncio.Queue()
-        task = asyncio.create_task(self._generate(session, conversation, model_name, request_for, events))
+        listener = _Listener()
+        task = asyncio.create_task(self._generate(session, conversation, model_name, request_for, listener))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         yield SessionStarted(session.id, model_name, info.provider if info else "")
         finished = False
         try:
             while True:
-                event = await events.get()
+                event = await listener.events.get()
                 yield event
+                listener.events.task_done()  # resumed: the event was handed on
                 if isinstance(event, FINAL_EVENTS):
                     finished = True
                     return
         finally:
+            listener.gone.set()
             if not finished and self.settings.stream_cancel_on_disconnect:
                 session.stop("USER_REQUESTED")
 
@@ -219,8 +254,9 @@ class ChatService:
         conversation: Conversation,
         model_name: str,
         request_for: RequestFor,
-        events: asyncio.Queue[TurnEvent],
+        listener: _Listener,
     ) -> None:
+        events = listener.events
         stream_session_id.set(session.id)  # this task's log lines carry the session id
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.stream_timeout_s
@@ -259,6 +295,9 @@ class ChatService:
                     return
         except _Stopped:
             reason = session.reason or "USER_REQUESTED"
+            # Every token is out before the end is recorded: a terminate answered from the saved row
+            # (here or on another replica) is then the last word, and no token follows it.
+            await listener.delivered(DELIVERY_WAIT_S)
             saved = await self._close_recording_failure(
                 session,
                 status=TERMINATED,

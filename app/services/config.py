@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from app.db.tables import ConfigRevision
+from app.db.text import without_nul
 from app.errors import ErrorCode, ServiceError
 from app.providers.base import ModelProvider
 from app.providers.hf import HFProvider
@@ -349,7 +350,8 @@ class ConfigurationService:
             content=msgspec.json.encode(safe_content).decode(),
             diff=msgspec.json.encode(changes).decode(),
             valid=valid,
-            error=error,
+            # a refused key or value is quoted in the error; PostgreSQL's text cannot hold a NUL in it
+            error=without_nul(error) if error else None,
             applied=applied,
         )
         await row.save()

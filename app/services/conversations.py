@@ -18,6 +18,7 @@ from app.errors import ErrorCode, ServiceError, invalid
 from app.services.images import remove_files
 from app.services.password_attempts import PasswordAttempts, client_address
 from app.services.passwords import MAX_PASSWORD_BYTES, check_password, hash_password
+from app.services.streams import abandon_turns_from
 
 #: the old service's default, kept for its clients; with Ollama disabled it could never answer
 DEFAULT_MODEL = "llama3.1:8b"
@@ -192,12 +193,16 @@ class ConversationService:
         return await self.authorize(conversation_id, password)
 
     async def delete(self, conversation_id: str, password: str | None) -> None:
-        """Delete the conversation and everything that hangs off it, in one transaction."""
+        """Delete the conversation and everything that hangs off it, in one transaction.
+
+        Its stream sessions go first: a reply being generated finds its row gone and stops (on any replica),
+        and one being saved at this moment is either removed with the rest or cannot be saved after.
+        """
         row = await self.authorize(conversation_id, password)
         files = await Image.select(Image.file_path).where(Image.conversation_id == row.id)
         async with Conversation._meta.db.transaction():
-            await Image.delete().where(Image.conversation_id == row.id)
             await StreamSession.delete().where(StreamSession.conversation_id == row.id)
+            await Image.delete().where(Image.conversation_id == row.id)
             await Message.delete().where(Message.conversation_id == row.id)
             await Conversation.delete().where(Conversation.id == row.id)
         remove_files([f["file_path"] for f in files])
@@ -226,6 +231,11 @@ class ConversationService:
         for row in rows:
             grouped[row.conversation_id].append(row)
         return grouped
+
+    @staticmethod
+    def check_message_text(text: str) -> None:
+        """Refuse (INVALID_REQUEST) a user's message that could not be stored: empty, too long, with a NUL."""
+        _check_text("text", text, MAX_MESSAGE_CHARS)
 
     async def add_message(
         self,
@@ -257,6 +267,7 @@ class ConversationService:
         """Delete `message_id` and every later message of the conversation, by message order.
 
         Returns how many were deleted; raises NOT_FOUND when the message is not in this conversation.
+        A reply being generated for a deleted user message is stopped and not saved.
         """
         target = (
             await Message.select(Message.id)
@@ -269,6 +280,7 @@ class ConversationService:
             raise ServiceError(ErrorCode.NOT_FOUND, "Message not found", details={"messageId": message_id})
         doomed = (Message.conversation_id == conversation.id) & (Message.id >= message_id)
         async with Message._meta.db.transaction():
+            await abandon_turns_from(conversation.id, message_id)  # first: it locks the turns' session rows
             ids = [row["id"] for row in await Message.select(Message.id).where(doomed)]
             files = await Image.select(Image.file_path).where(Image.message_id.is_in(ids)) if ids else []
             if ids:

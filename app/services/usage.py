@@ -1,13 +1,16 @@
 """Usage statistics: every generation is counted per model, per hour and per day, in `model_usage_stats`.
 
 One row per (provider, model, period, period start) holds running sums, so a report is a cheap sum over
-rows however many requests there were. A row is updated in a transaction; should two replicas race
-and insert the same period twice, the report still sums them correctly.
+rows however many requests there were. A unique index on that key lets each generation be added with
+one `INSERT ... ON CONFLICT DO UPDATE` per row: no read-then-write, so concurrent writers (other
+requests, other replicas) neither lose updates nor deadlock on a lock upgrade.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,6 +18,8 @@ from typing import Literal
 
 from app.db.tables import ModelUsageStats
 from app.db.text import storable
+
+log = logging.getLogger(__name__)
 
 Period = Literal["hour", "day"]
 PERIODS: tuple[Period, ...] = ("hour", "day")
@@ -57,66 +62,121 @@ class UsageRow:
         return self.total_time_to_first_token_ms / self.requests if self.requests else 0.0
 
 
+_SUMMED = (
+    "requests",
+    "errors",
+    "cancelled",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_duration_ms",
+    "total_time_to_first_token_ms",
+)
+#: add one generation to its row, creating the row if it is the period's first (SQLite and PostgreSQL)
+_UPSERT = (
+    "INSERT INTO model_usage_stats (provider, model, period, period_start, requests, errors, cancelled,"
+    " prompt_tokens, completion_tokens, total_duration_ms, total_time_to_first_token_ms, max_duration_ms,"
+    " updated_at) VALUES ({}, {}, {}, {}, 1, {}, {}, {}, {}, {}, {}, {}, {})"
+    " ON CONFLICT (provider, model, period, period_start) DO UPDATE SET "
+    + ", ".join(f"{c} = model_usage_stats.{c} + excluded.{c}" for c in _SUMMED)
+    + ", max_duration_ms = CASE WHEN excluded.max_duration_ms > model_usage_stats.max_duration_ms"
+    " THEN excluded.max_duration_ms ELSE model_usage_stats.max_duration_ms END"
+    ", updated_at = excluded.updated_at"
+)
+
+
 def period_start(moment: datetime, period: Period) -> datetime:
     start = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     return start.replace(hour=0) if period == "day" else start
 
 
 class UsageStats:
-    def __init__(self) -> None:
+    """Counts generations; a write the database refuses is retried, then kept in memory and retried later."""
+
+    def __init__(self, *, attempts: int = 4, backoff_s: float = 0.05, retry_later_s: float = 2.0) -> None:
         self._lock = asyncio.Lock()
+        self._attempts = attempts
+        self._backoff_s = backoff_s
+        self._retry_later_s = retry_later_s
+        #: records not written yet (oldest first), with the moment they happened
+        self._pending: deque[tuple[UsageRecord, datetime]] = deque()
+        self._retry: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
 
     async def record(self, record: UsageRecord, at: datetime | None = None) -> None:
-        """Add one generation to its hour and its day."""
-        moment = at or datetime.now(UTC)
-        async with self._lock:
-            for period in PERIODS:
-                await self._add(record, period, period_start(moment, period))
+        """Add one generation to its hour and its day; never raises and never drops it."""
+        self._pending.append((record, at or datetime.now(UTC)))
+        if self._retry is not None and not self._retry.done():
+            return  # the database is refusing writes: the scheduled retry writes this one too, in order
+        await self._drain()
 
-    async def _add(self, record: UsageRecord, period: Period, start: datetime) -> None:
-        key = (
-            (ModelUsageStats.provider == record.provider)
-            & (ModelUsageStats.model == record.model)
-            & (ModelUsageStats.period == period)
-            & (ModelUsageStats.period_start == start)
-        )
+    async def close(self) -> None:
+        """Shutdown: one last try for the records still waiting; what the database still refuses is logged."""
+        if self._retry is not None:
+            self._retry.cancel()
+        await self._drain(schedule=False)
+        for record, moment in self._pending:
+            log.error("usage of a generation abandoned at shutdown (database refused it): %s at %s", record, moment)
+        self._pending.clear()
+
+    async def _drain(self, *, schedule: bool = True) -> None:
+        async with self._lock:
+            while self._pending:
+                record, moment = self._pending[0]
+                if not await self._write_with_retries(record, moment):
+                    if schedule:
+                        self._retry_soon()
+                    return
+                self._pending.popleft()
+
+    async def _write_with_retries(self, record: UsageRecord, moment: datetime) -> bool:
+        for attempt in range(self._attempts):
+            try:
+                await self._write(record, moment)
+                return True
+            except Exception as exc:
+                if attempt + 1 == self._attempts:
+                    log.warning(
+                        "recording the usage of a generation failed %d times (%s); %d kept to retry later",
+                        self._attempts, exc, len(self._pending),
+                    )  # fmt: skip
+                    return False
+                await asyncio.sleep(self._backoff_s * 2**attempt)
+        return False
+
+    def _retry_soon(self) -> None:
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.create_task(self._retry_later(), name="usage-retry")
+
+    async def _retry_later(self) -> None:
+        await asyncio.sleep(self._retry_later_s)
+        self._retry = None  # so a failure now schedules the next try
+        await self._drain()
+
+    @staticmethod
+    async def _write(record: UsageRecord, moment: datetime) -> None:
+        """The hour row and the day row, each one atomic upsert, in one transaction (both or neither)."""
         failed = int(record.status == "failed")
         cancelled = int(record.status == "partial")
         async with ModelUsageStats._meta.db.transaction():
-            row = await ModelUsageStats.objects().where(key).first()
-            if row is None:
-                await ModelUsageStats.insert(
-                    ModelUsageStats(
-                        provider=record.provider,
-                        model=record.model,
-                        period=period,
-                        period_start=start,
-                        requests=1,
-                        errors=failed,
-                        cancelled=cancelled,
-                        prompt_tokens=record.prompt_tokens,
-                        completion_tokens=record.completion_tokens,
-                        total_duration_ms=record.duration_ms,
-                        total_time_to_first_token_ms=record.time_to_first_token_ms or 0.0,
-                        max_duration_ms=record.duration_ms,
-                        updated_at=datetime.now(UTC),
-                    )
+            for period in PERIODS:
+                await ModelUsageStats.raw(
+                    _UPSERT,
+                    record.provider,
+                    record.model,
+                    period,
+                    period_start(moment, period),
+                    failed,
+                    cancelled,
+                    record.prompt_tokens,
+                    record.completion_tokens,
+                    record.duration_ms,
+                    record.time_to_first_token_ms or 0.0,
+                    record.duration_ms,
+                    datetime.now(UTC),
                 )
-                return
-            await ModelUsageStats.update(
-                {
-                    ModelUsageStats.requests: row.requests + 1,
-                    ModelUsageStats.errors: row.errors + failed,
-                    ModelUsageStats.cancelled: row.cancelled + cancelled,
-                    ModelUsageStats.prompt_tokens: row.prompt_tokens + record.prompt_tokens,
-                    ModelUsageStats.completion_tokens: row.completion_tokens + record.completion_tokens,
-                    ModelUsageStats.total_duration_ms: row.total_duration_ms + record.duration_ms,
-                    ModelUsageStats.total_time_to_first_token_ms: row.total_time_to_first_token_ms
-                    + (record.time_to_first_token_ms or 0.0),
-                    ModelUsageStats.max_duration_ms: max(row.max_duration_ms, record.duration_ms),
-                    ModelUsageStats.updated_at: datetime.now(UTC),
-                }
-            ).where(ModelUsageStats.id == row.id)
 
     async def report(
         self,
@@ -127,7 +187,7 @@ class UsageStats:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[UsageRow]:
-        """Rows of `period`, newest first, filtered; duplicates of one period (from racing replicas) summed."""
+        """Rows of `period`, newest first, filtered (rows of one period summed, should a database hold two)."""
         if not storable(model, provider):  # a name no row can have
             return []
         query = ModelUsageStats.objects().where(ModelUsageStats.period == period)

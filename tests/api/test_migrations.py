@@ -14,7 +14,7 @@ from piccolo.querystring import QueryString
 
 from app.db.engine import create_engine
 from app.db.tables import ALL_TABLES
-from tests.fixtures.server import create_postgres_database, drop_postgres_database
+from tests.fixtures.server import create_postgres_database, drop_postgres_database, run_sql
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -66,3 +66,66 @@ def test_migrate_reports_an_unreachable_database(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "beth-chat:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+FIRST_MIGRATION = "2026-11-25T06:29:37:790114"
+USAGE_ROW = (
+    "INSERT INTO model_usage_stats (provider, model, period, period_start, requests, errors, cancelled,"
+    " prompt_tokens, completion_tokens, total_duration_ms, total_time_to_first_token_ms, max_duration_ms,"
+    " updated_at) VALUES ('ollama', '{model}', 'hour', '2026-12-01 10:00:00+00:00', {requests}, 1, 0, 10, 20,"
+    " 100.0, 5.0, {longest}, '2026-12-01 10:00:00+00:00');"
+)
+
+
+def test_migrate_merges_usage_rows_that_racing_writers_duplicated(empty_database: str, tmp_path: Path) -> None:
+    """Older versions could insert one period's usage row twice; the unique period key merges them first."""
+    env = {**os.environ, "DATABASE_URL": empty_database, "BETH_DATA_DIR": str(tmp_path / "data")}
+    script = (
+        "import asyncio\n"
+        "from piccolo.apps.migrations.commands.forwards import run_forwards\n"
+        "from app.db.engine import open_database\n"
+        "async def main():\n"
+        f"    await open_database({empty_database!r})\n"
+        f"    await run_forwards(app_name='beth', migration_id={FIRST_MIGRATION!r})\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, timeout=120)
+    run_sql(
+        empty_database,
+        USAGE_ROW.format(model="a", requests=2, longest=70.0)
+        + USAGE_ROW.format(model="a", requests=3, longest=90.0)
+        + USAGE_ROW.format(model="b", requests=1, longest=10.0),
+    )
+    result = migrate(empty_database, tmp_path)
+    assert result.returncode == 0, result.stderr
+
+    async def rows() -> list[dict]:
+        engine = create_engine(empty_database)
+        return await engine.run_querystring(
+            QueryString(
+                "SELECT model, requests, errors, prompt_tokens, total_duration_ms, max_duration_ms"
+                " FROM model_usage_stats ORDER BY model"
+            )
+        )
+
+    merged = [{k: float(v) if k != "model" else v for k, v in row.items()} for row in asyncio.run(rows())]
+    assert merged == [
+        {
+            "model": "a",
+            "requests": 5,
+            "errors": 2,
+            "prompt_tokens": 20,
+            "total_duration_ms": 200,
+            "max_duration_ms": 90,
+        },
+        {
+            "model": "b",
+            "requests": 1,
+            "errors": 1,
+            "prompt_tokens": 10,
+            "total_duration_ms": 100,
+            "max_duration_ms": 10,
+        },
+    ]
+    with pytest.raises(Exception, match=r"(?i)unique"):  # the key now holds
+        run_sql(empty_database, USAGE_ROW.format(model="b", requests=1, longest=10.0))

@@ -134,6 +134,38 @@ def test_a_termination_through_another_replica_stops_the_stream(make_server) -> 
         assert reply["text"] == seen.text
 
 
+def test_a_termination_through_another_replica_answers_with_the_owners_final_reply(make_server) -> None:
+    """The answer waits for the owner to stop and save: it holds the saved reply and exactly what the client
+    got, and no token reaches the client after it."""
+    owner = make_server("owner")
+    other = make_server("other")
+    answers: list[httpx.Response] = []
+    with httpx.Client(base_url=owner.url, timeout=30) as client, httpx.Client(base_url=other.url, timeout=30) as remote:
+        conversation_id = create_conversation(client, model="slow:latest")
+
+        def stop_remotely(seen: ClientStream) -> bool:
+            if len(seen.tokens) == 2 and not answers:
+                body = {"sessionId": seen.session_id, "conversationId": conversation_id}
+                answers.append(remote.post("/api/terminate-stream", json=body))
+            return False
+
+        seen = stream_message(
+            client, model="slow:latest", message="stop me elsewhere", conversation_id=conversation_id,
+            on_block=stop_remotely,
+        )  # fmt: skip
+        (answer,) = answers
+        assert answer.status_code == 200, answer.text
+        result = answer.json()
+        assert result["success"] is True
+        assert seen.terminated is not None, seen.raw
+        # everything the client received was sent before the answer: the answer's text is the whole of it
+        assert result["partialResponse"] == seen.text == seen.terminated["partialResponse"]
+        assert result["tokenCount"] == len(seen.tokens)
+        (reply,) = [m for m in stored(client, conversation_id) if m["sender"] == "llm"]
+        assert str(result["savedMessageId"]) == reply["id"]
+        assert reply["text"] == seen.text
+
+
 def test_images_for_a_text_model_go_to_the_vision_fallback(make_server, chat_ollama: FakeOllama) -> None:
     from tests.chat.test_images import tiny_png
 

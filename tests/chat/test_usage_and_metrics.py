@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -99,6 +100,34 @@ def test_usage_and_metrics_follow_real_generations(fresh: httpx.Client) -> None:
     assert metric(text, "beth_http_requests_total", method="POST", route="/api/stream-message", status="200") == 5
     assert conversation_id not in text  # routes are counted by template, never by raw path
     assert 'route="/api/v1/conversations/{conversation_id}/messages"' in text
+
+
+def generations_total(text: str) -> float:
+    """`beth_generations_total` summed over every model and status."""
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("beth_generations_total{")
+    )
+
+
+def test_concurrent_generations_are_all_counted_once_per_hour_and_day(fresh: httpx.Client) -> None:
+    """Many replies finishing at once each add to their hour and day rows; none is lost to a locked database."""
+    conversations = [create_conversation(fresh, model="llama3.1:8b") for _ in range(20)]
+
+    def run(conversation_id: str) -> bool:
+        with httpx.Client(base_url=fresh.base_url, timeout=60) as client:
+            return all(
+                stream_message(client, model="llama3.1:8b", message=f"#{i}", conversation_id=conversation_id).ended
+                for i in range(3)
+            )
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        assert all(pool.map(run, conversations))
+    generations = 20 * 3
+    hour = fresh.get("/api/v1/usage", params={"period": "hour"}).json()
+    day = fresh.get("/api/v1/usage", params={"period": "day"}).json()
+    assert hour["totals"]["requests"] == day["totals"]["requests"] == generations
+    assert hour["totals"]["completionTokens"] == day["totals"]["completionTokens"] == generations * 3
+    assert generations_total(fresh.get("/metrics").text) == generations
 
 
 def test_discovered_models_get_a_stored_default_configuration(fresh: httpx.Client) -> None:

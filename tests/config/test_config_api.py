@@ -119,6 +119,9 @@ def test_patch_is_validated_stored_and_applied(admin: httpx.Client) -> None:
     refused = stream_message(admin, model="llava:7b", message="hi", conversation_id=conversation)
     assert refused.error is not None
     assert "disabled" in refused.error
+    assert refused.error_payload["code"] == "MODEL_NOT_FOUND"
+    # refused before anything was stored
+    assert admin.get(f"/api/v1/conversations/{conversation}/messages").json()["messages"] == []
 
     invalid = admin.patch("/api/v1/config", json={"models": {"llava:7b": {"options": {"top_p": 3}}}})
     assert invalid.status_code == 400
