@@ -22,7 +22,7 @@ def models_dir() -> Path:
 
 
 def export_folder(variant: str, root: Path | None = None) -> Path:
-    """The export folder of `variant` (fp32 or int4) under `root`, exported on first use (a minute or two)."""
+    """The export folder of `variant` (fp32 or int4) under `root`, exported on first use (a few minutes)."""
     alias, quantize = VARIANTS[variant]
     root = root or models_dir()
     root.mkdir(parents=True, exist_ok=True)
@@ -30,7 +30,7 @@ def export_folder(variant: str, root: Path | None = None) -> Path:
     with (root / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (folder / "manifest.json").is_file():
-            print(f"exporting the default model ({variant}) into {folder}, once (a minute or two)", flush=True)
+            print(f"exporting the default model ({variant}) into {folder}, once (a few minutes)", flush=True)
             from exports.export import export_model
 
             export_model("default", models_dir=root, alias=alias, quantize=quantize)
