@@ -29,8 +29,8 @@ test: $(VENV)/.installed-test  ## install, then run the whole test suite (SQLite
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-benchmark: $(VENV)/.installed-test  ## the performance suite (never part of `make test`)
-	$(BIN)/python -m benchmarks.compare
+benchmark: $(VENV)/.installed-test  ## the service's figures against its targets, over HTTP (never part of `make test`)
+	$(BIN)/python -m benchmarks.compare $(ARGS)
 
 # The schemathesis conformance runs, with more examples than in `make test` (only those present in the checkout).
 CONFORMANCE_TESTS := $(wildcard tests/api/test_openapi_conformance.py tests/api/test_graphql_fuzz.py)
