@@ -19,6 +19,9 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 log = logging.getLogger(__name__)
 
+#: seconds uvicorn waits for open connections to finish after SIGTERM before cancelling them
+GRACEFUL_SHUTDOWN_S = 10
+
 
 class _ReadDeadlineProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
     """uvicorn's HTTP protocol, with a limit on how slowly a client may send its request.
@@ -110,7 +113,7 @@ def run(
         log_level=log_level,
         access_log=False,
         log_config=None,  # logging is ours (app/logging_setup.py): one format, ids, redaction
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         **ssl,  # type: ignore[arg-type]
     )
     _Server(config, app).run()
