@@ -17,6 +17,8 @@ import uvicorn
 from litestar import Litestar
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+from app.shutdown import shutdown_signal
+
 log = logging.getLogger(__name__)
 
 #: seconds uvicorn waits for open connections to finish after SIGTERM before cancelling them
@@ -95,9 +97,12 @@ class _Server(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         chat = getattr(self.litestar.state, "chat", None)
-        if chat is not None and self.loop is not None and not self.should_exit:
-            log.info("shutting down: stopping open streams")
-            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(chat.sessions.stop_all("SERVER_SHUTDOWN")))
+        if self.loop is not None and not self.should_exit:
+            # streams that only wait for news (configuration events) end their responses
+            self.loop.call_soon_threadsafe(shutdown_signal(self.litestar.state).set)
+            if chat is not None:
+                log.info("shutting down: stopping open streams")
+                self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(chat.sessions.stop_all("SERVER_SHUTDOWN")))
         super().handle_exit(sig, frame)
 
 
