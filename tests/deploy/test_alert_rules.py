@@ -42,6 +42,18 @@ def test_promtool_accepts_the_rules() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_rules_fire_as_their_unit_tests_expect() -> None:
+    """docs/deploy/alerts.test.yml: server-side failures page and client mistakes do not, an open circuit pages,
+    memory pressure and a slow first token warn."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian: the prometheus package)")
+    result = subprocess.run(
+        [promtool, "test", "rules", "alerts.test.yml"], capture_output=True, text=True, timeout=60, cwd=RULES.parent
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_the_rules_cover_what_an_operator_must_hear_about() -> None:
     exprs = " ".join(str(rule["expr"]) for rule in rules())
     for metric in (
