@@ -6,6 +6,7 @@ environment, which must hold no PyTorch, transformers or Optimum and still serve
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -150,6 +151,11 @@ def test_the_serving_stage_installs_without_pytorch_and_serves(tmp_path: Path) -
         assert ready.status_code == 200, log_path.read_text()
         assert ready.json()["checks"]["database"]["ok"] is True
         assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 200
+        healthcheck = parse()["serve"].arguments("HEALTHCHECK")[0]
+        program, *arguments = json.loads(healthcheck[healthcheck.index("CMD") + 3 :])
+        assert program == "python"
+        probe_health = subprocess.run([str(python), *arguments], env=serve_env, capture_output=True, text=True)
+        assert probe_health.returncode == 0, probe_health.stderr
     finally:
         process.send_signal(signal.SIGTERM)
         try:
