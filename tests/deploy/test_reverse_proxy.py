@@ -130,3 +130,32 @@ def test_an_event_stream_flows_through_nginx(proxied: tuple[ServerProcess, int, 
         assert changed.status_code == 200, changed.text
         received = next(line for line in lines if line.startswith("data: "))
         assert "Through the proxy." in received
+
+
+CADDYFILE = REPO / "docs" / "deploy" / "Caddyfile"
+
+
+def test_the_caddyfile_flushes_streams_and_outlasts_a_reply() -> None:
+    text = CADDYFILE.read_text()
+    assert re.search(r"^\s*flush_interval -1$", text, flags=re.MULTILINE)
+    for name in ("read_timeout", "write_timeout"):
+        value = re.search(rf"^\s*{name} (\S+)$", text, flags=re.MULTILINE)
+        assert value is not None, name
+        assert seconds(value.group(1)) > Settings().stream_timeout_s, name
+
+
+def test_caddy_accepts_the_caddyfile(tmp_path: Path) -> None:
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        pytest.skip("caddy is not installed")
+    env = {"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    result = subprocess.run(
+        [caddy, "validate", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**env, "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Valid configuration" in result.stdout + result.stderr
