@@ -99,7 +99,8 @@ class _Server(uvicorn.Server):
         chat = getattr(self.litestar.state, "chat", None)
         if self.loop is not None and not self.should_exit:
             # streams that only wait for news (configuration events) end their responses
-            self.loop.call_soon_threadsafe(shutdown_signal(self.litestar.state).set)
+            # (looked up in the loop, like every other use, never inside this signal handler)
+            self.loop.call_soon_threadsafe(lambda: shutdown_signal(self.litestar.state).set())
             if chat is not None:
                 log.info("shutting down: stopping open streams")
                 self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(chat.sessions.stop_all("SERVER_SHUTDOWN")))
