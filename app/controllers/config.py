@@ -6,7 +6,7 @@ configuration names hosts and prompts, and a fresh install is not configurable f
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import asdict
 from typing import Any
 
@@ -30,6 +30,7 @@ from app.schemas.config import (
 )
 from app.services import config_model as cm
 from app.services.config import ConfigurationService, error_dict
+from app.shutdown import shutdown_signal, until_shutdown
 
 
 def config_view(service: ConfigurationService) -> ConfigOut:
@@ -157,12 +158,14 @@ class ConfigController(Controller):
     async def events(self, request: Request[Any, Any, Any]) -> Stream:
         service: ConfigurationService = request.app.state.config
 
-        async def frames() -> AsyncIterator[bytes]:
+        async def frames() -> AsyncGenerator[bytes, None]:
             yield b": connected\n\n"
             async for revision in service.events():
                 yield sse_event("config", revision)
 
-        return Stream(with_keepalive(frames()), media_type="text/event-stream", headers=SSE_HEADERS)
+        # the stream ends when the server shuts down, so it never holds the shutdown open
+        stream = until_shutdown(frames(), shutdown_signal(request.app.state))
+        return Stream(with_keepalive(stream), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 def _camel(revision: dict[str, Any]) -> dict[str, Any]:
