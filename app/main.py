@@ -10,13 +10,14 @@ from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 
 from app.composition import Services, open_services
 from app.config.service import ConfigurationService
 from app.config.snapshot import ConfigSource
 from app.controllers.config import ConfigController
+from app.controllers.console import ConsoleController, console_templates
 from app.controllers.conversations import ConversationController
+from app.controllers.dev_tools import api_docs_config, static_files
 from app.controllers.health import HealthController
 from app.controllers.images import ImageController
 from app.controllers.model_configs import ModelConfigController
@@ -131,6 +132,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ModelController,
             ProviderController,
             GraphQLController,
+            ConsoleController,
+            static_files(),
         ],
         dependencies={
             "conversations": Provide(provide_conversations, sync_to_thread=False),
@@ -157,7 +160,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="beth-chat-service", version="0.1.0", path="/api/v1/schema"),
+        openapi_config=api_docs_config(title="beth-chat-service", version="0.1.0", path="/api/v1/schema"),
+        template_config=console_templates(),
         plugins=[StrictStructSchemaPlugin()],
         debug=False,
     )

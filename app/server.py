@@ -17,7 +17,12 @@ import uvicorn
 from litestar import Litestar
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+from app.shutdown import shutdown_signal
+
 log = logging.getLogger(__name__)
+
+#: seconds uvicorn waits for open connections to finish after SIGTERM before cancelling them
+GRACEFUL_SHUTDOWN_S = 10
 
 
 class _ReadDeadlineProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
@@ -93,9 +98,13 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         services = self.litestar.state.get("services")  # none until the app has started
         chat = services.chat if services is not None else None
-        if chat is not None and self.loop is not None and not self.should_exit:
-            log.info("shutting down: stopping open streams")
-            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(chat.sessions.stop_all("SERVER_SHUTDOWN")))
+        if self.loop is not None and not self.should_exit:
+            # streams that only wait for news (configuration events) end their responses
+            # (looked up in the loop, like every other use, never inside this signal handler)
+            self.loop.call_soon_threadsafe(lambda: shutdown_signal(self.litestar.state).set())
+            if chat is not None:
+                log.info("shutting down: stopping open streams")
+                self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(chat.sessions.stop_all("SERVER_SHUTDOWN")))
         super().handle_exit(sig, frame)
 
 
@@ -111,7 +120,7 @@ def run(
         log_level=log_level,
         access_log=False,
         log_config=None,  # logging is ours (app/logging_setup.py): one format, ids, redaction
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         **ssl,  # type: ignore[arg-type]
     )
     _Server(config, app).run()

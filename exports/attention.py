@@ -9,9 +9,9 @@ heads, the causal mask and softmax in one kernel, so a layer keeps only its proj
 
 The graph's interface does not change (same inputs, same `present.N.*` outputs, same shapes), so any
 ONNX Runtime client (Optimum included) runs the file as before. One difference: the op reads the attention
-mask as a length per row (`seqlens_k = sum(mask) - 1`), so a batch must be padded on the right; the engine
-runs one sequence per step and never pads. (Handing the op one preallocated buffer as both past and
-present, which it supports, gave wrong tokens and slower steps on CPU here; the cache is appended instead.)
+mask as a length per row (`seqlens_k = sum(mask) - 1`), so rows of different lengths share a step when each
+row's sequence is left-aligned in the cache; the engine binds one preallocated buffer as both past and
+present (the op's shared-buffer mode), so a step appends in place.
 
 Applied only when every layer has the exact pattern this code understands (rotary embeddings already fused
 into RotaryEmbedding nodes, plain scaled-dot-product causal attention); otherwise the graph is untouched.

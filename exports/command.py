@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import msgspec
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -145,9 +146,20 @@ def run_models_list(models_dir: Path, *, as_json: bool = False, console: Console
     if not manifests and not broken:
         console.print(f"No exported models in {models_dir}. Create one with `beth-chat export default`.")
         return EXIT_OK
-    table = Table(title=f"Models in {models_dir}", title_justify="left")
-    for column in ("alias", "size", "quantization", "dtype", "capabilities", "validation", "created"):
-        table.add_column(column)
+    table = Table(
+        title=f"Models in {models_dir}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        show_edge=False,
+    )
+    # an alias is what the operator types next: never shortened; a narrow terminal wraps the other columns
+    table.add_column(
+        "alias", no_wrap=True, min_width=max(len(manifest.alias) for manifest in manifests) if manifests else None
+    )
+    for column in ("size", "quantization", "dtype", "capabilities", "validation", "created"):
+        table.add_column(column, overflow="fold")
     for manifest in manifests:
         table.add_row(
             manifest.alias,

@@ -1,112 +1,54 @@
-"""`manifest.json`: what an export folder holds, read by serving without importing torch.
+"""Writing `manifest.json` (the schema, reading and listing live in inference/manifest.py, which serving uses).
 
 The manifest is written last, inside the temporary build folder, so a folder that has one was exported
-completely. Serving trusts it for the model's facts (context length, stop tokens, which graph to open).
+completely.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import msgspec
 
 from exports.errors import MANIFEST_INVALID, ExportError
+from inference import manifest as schema
+from inference.errors import InferenceError
+from inference.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    BrokenExport,
+    Capabilities,
+    Dtype,
+    FileEntry,
+    Manifest,
+    Quantization,
+    Source,
+    SourceKind,
+    Validation,
+    Versions,
+    list_manifests,
+    scan_manifests,
+)
 
-MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
-
-Quantization = Literal["none", "int8", "int4"]
-Dtype = Literal["fp32", "fp16"]
-SourceKind = Literal["folder", "gguf", "hub", "default"]
-
-log = logging.getLogger(__name__)
-
-
-class Capabilities(msgspec.Struct, frozen=True):
-    text: bool = True
-    vision: bool = False
-
-
-class FileEntry(msgspec.Struct, frozen=True):
-    name: str
-    size: int
-    sha256: str
-
-
-class Validation(msgspec.Struct, frozen=True):
-    """Figures measured at export time; the thresholds they were held to are kept beside them."""
-
-    prompts: int
-    max_abs_logit_diff: float
-    max_logit_diff_threshold: float
-    passed: bool
-    decode_steps: int = 0
-    top1_agreement: float | None = None
-    min_agreement_threshold: float | None = None
-    compared_tokens: int = 0
-    quantized_max_abs_logit_diff: float | None = None
-    # --dtype fp16: the float16 graph's figures (top1_agreement and compared_tokens are then the float16 graph's;
-    # max_abs_logit_diff stays the float32 graph's, checked before the conversion)
-    float16_max_abs_logit_diff: float | None = None
-    float16_max_logit_diff_threshold: float | None = None
-
-
-class Versions(msgspec.Struct, frozen=True):
-    transformers: str
-    optimum: str
-    onnxruntime: str
-    torch: str
-    onnx: str = ""
-
-
-class Source(msgspec.Struct, frozen=True):
-    kind: SourceKind
-    value: str
-    sha256: str | None = None
-
-
-class Manifest(msgspec.Struct, frozen=True):
-    """Everything serving and `models list` need to know about one export folder."""
-
-    alias: str
-    source: Source
-    architecture: str
-    model_type: str
-    parameter_count: int
-    context_length: int
-    eos_token_ids: list[int]
-    chat_template: bool
-    capabilities: Capabilities
-    quantization: Quantization
-    onnx_file: str
-    files: list[FileEntry]
-    validation: Validation
-    versions: Versions
-    created_at: str
-    export_seconds: float = 0.0
-    graph_rewrites: list[str] = []  # exports/optimize.py's steps; the engine drafts only on some of them
-    format_version: int = FORMAT_VERSION
-    # Precision of weights and activations (exports/float16.py), and the numpy element types of the
-    # `past_key_values.*`/`present.*` cache tensors and of `logits` that a client allocates and reads.
-    dtype: Dtype = "fp32"
-    kv_cache_dtype: str = "float32"
-    logits_dtype: str = "float32"
-
-    @property
-    def size_bytes(self) -> int:
-        """Bytes on disk of every file the export consists of."""
-        return sum(entry.size for entry in self.files)
-
-
-@dataclass(frozen=True)
-class BrokenExport:
-    """A folder under the models directory that is not a usable export, and why."""
-
-    path: Path
-    reason: str
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "BrokenExport",
+    "Capabilities",
+    "Dtype",
+    "FileEntry",
+    "Manifest",
+    "Quantization",
+    "Source",
+    "SourceKind",
+    "Validation",
+    "Versions",
+    "encode_manifest",
+    "list_manifests",
+    "read_manifest",
+    "scan_manifests",
+    "write_manifest",
+]
 
 
 def encode_manifest(manifest: Manifest) -> bytes:
@@ -122,45 +64,7 @@ def write_manifest(model_dir: Path, manifest: Manifest) -> Path:
 
 def read_manifest(model_dir: Path) -> Manifest:
     """Read and type-check `<model_dir>/manifest.json`; raise ExportError(EXPORT_MANIFEST_INVALID) if unusable."""
-    path = Path(model_dir) / MANIFEST_NAME
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ExportError(MANIFEST_INVALID, f"{path}: cannot read the manifest ({exc.strerror}).") from exc
-    try:
-        return msgspec.json.decode(data, type=Manifest)
-    except msgspec.DecodeError as exc:
-        raise ExportError(MANIFEST_INVALID, f"{path}: not a valid export manifest ({exc}).") from exc
-
-
-def scan_manifests(models_dir: Path) -> tuple[list[Manifest], list[BrokenExport]]:
-    """Every export under `models_dir` (sorted by alias) and every folder that is not one.
-
-    Hidden folders (the `.<alias>.tmp-*` build folders of an export in progress) are skipped silently.
-    """
-    models_dir = Path(models_dir)
-    if not models_dir.is_dir():
-        return [], []
-    manifests: list[Manifest] = []
-    broken: list[BrokenExport] = []
-    for child in sorted(models_dir.iterdir()):
-        if not child.is_dir() or child.name.startswith("."):
-            continue
-        try:
-            manifest = read_manifest(child)
-        except ExportError as exc:
-            broken.append(BrokenExport(child, exc.message))
-            continue
-        if manifest.alias != child.name:
-            broken.append(BrokenExport(child, f"manifest alias {manifest.alias!r} differs from the folder name"))
-            continue
-        manifests.append(manifest)
-    return manifests, broken
-
-
-def list_manifests(models_dir: Path) -> list[Manifest]:
-    """The usable exports under `models_dir`; broken folders are logged (one warning each) and skipped."""
-    manifests, broken = scan_manifests(models_dir)
-    for item in broken:
-        log.warning("skipping %s: %s", item.path, item.reason)
-    return manifests
+        return schema.read_manifest(model_dir)
+    except InferenceError as exc:
+        raise ExportError(MANIFEST_INVALID, exc.message) from exc

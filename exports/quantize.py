@@ -52,6 +52,7 @@ import numpy as np
 
 from exports import errors
 from exports.errors import ExportError
+from inference.export_folder import graph_bytes
 
 log = logging.getLogger(__name__)
 
@@ -169,11 +170,6 @@ def _root_logger_quiet() -> Iterator[None]:
         yield
     finally:
         root.setLevel(level)
-
-
-def graph_bytes(graph: Path) -> int:
-    """Bytes on disk of a graph and its external data files."""
-    return sum(path.stat().st_size for path in graph.parent.glob(graph.name + "*"))
 
 
 def is_large(graph: Path) -> bool:

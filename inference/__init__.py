@@ -9,11 +9,14 @@ from inference.generator import Generator
 from inference.model import OnnxCausalLM
 from inference.params import GenerationParams
 from inference.pool import LoadedModel, ModelPool, PoolEvent
+from inference.pool_settings import PoolSettings
 from inference.run import GenerationRun
+from inference.scheduler import BatchLimits
 from inference.tokenizer import ChatTokenizer
 
 __all__ = [
     "GENERIC_CODE",
+    "BatchLimits",
     "ChatModel",
     "ChatTokenizer",
     "Event",
@@ -27,6 +30,7 @@ __all__ = [
     "ModelPool",
     "OnnxCausalLM",
     "PoolEvent",
+    "PoolSettings",
     "RuntimeOptions",
     "TextDelta",
     "Usage",

@@ -10,35 +10,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from inference.events import Event, GenerationResult
 from inference.execution import RuntimeOptions
 from inference.export_folder import ExportInfo, read_export
+from inference.lookahead import StepCosts
 from inference.model import OnnxCausalLM
 from inference.params import GenerationParams
+from inference.prefix_cache import PrefixCache
 from inference.run import CancelSignal, GenerationRun
-from inference.scheduler import Scheduler
+from inference.scheduler import BatchLimits, Scheduler
 from inference.tokenizer import ChatTokenizer, Message
 
 
 class ChatModel:
     """One export folder ready to chat; safe to share between concurrent requests."""
 
-    def __init__(self, model: OnnxCausalLM, tokenizer: ChatTokenizer) -> None:
+    def __init__(self, model: OnnxCausalLM, tokenizer: ChatTokenizer, limits: BatchLimits | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.scheduler = Scheduler(model.info.alias)
+        self.scheduler = Scheduler(model, limits)
+        #: what this model's steps cost by tokens fed, shared by its generations' drafting
+        self.step_costs = StepCosts()
 
     @classmethod
-    def load(cls, path: Path | str | ExportInfo, options: RuntimeOptions | None = None) -> ChatModel:
+    def load(
+        cls, path: Path | str | ExportInfo, options: RuntimeOptions | None = None, limits: BatchLimits | None = None
+    ) -> ChatModel:
         """Open an export folder (blocking: seconds for large graphs; the pool calls it in a thread)."""
         info = path if isinstance(path, ExportInfo) else read_export(Path(path))
         tokenizer = ChatTokenizer(info.path)
-        return cls(OnnxCausalLM(info, options), tokenizer)
+        return cls(OnnxCausalLM(info, options), tokenizer, limits)
 
     @property
     def alias(self) -> str:
@@ -56,6 +61,34 @@ class ChatModel:
     def provider(self) -> str:
         return self.model.provider
 
+    @property
+    def running(self) -> int:
+        """Generations in this model's batch now."""
+        return self.scheduler.running
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a place in the batch."""
+        return self.scheduler.queued
+
+    @property
+    def saved_bytes(self) -> int:
+        """Bytes of saved prefixes (counted in the pool's memory budget)."""
+        return self.scheduler.prefixes.nbytes
+
+    def drop_saved(self) -> int:
+        """Forget every saved prefix (room for another model); return the bytes freed."""
+        return self.scheduler.prefixes.trim(0)
+
+    @property
+    def on_admitted(self) -> Callable[[float], None] | None:
+        """Called (on the worker thread) with each admitted request's seconds in the queue."""
+        return self.scheduler.on_admitted
+
+    @on_admitted.setter
+    def on_admitted(self, callback: Callable[[float], None] | None) -> None:
+        self.scheduler.on_admitted = callback
+
     def count_chat_tokens(self, messages: Sequence[Message]) -> int:
         """Prompt tokens these messages take, generation prompt included (for trimming history)."""
         return len(self.tokenizer.encode_chat(messages))
@@ -70,7 +103,9 @@ class ChatModel:
     ) -> GenerationRun:
         """A run for these messages; raises CONTEXT_LENGTH_EXCEEDED before any work if it cannot fit."""
         prompt_ids = self.tokenizer.encode_chat(messages, **template_args)
-        return self.start(prompt_ids, params, cancel, timeout_s)
+        run = self.start(prompt_ids, params, cancel, timeout_s)
+        run.shared_prefix = self._system_prefix(messages, prompt_ids, template_args)
+        return run
 
     def start(
         self,
@@ -80,7 +115,20 @@ class ChatModel:
         timeout_s: float | None = None,
     ) -> GenerationRun:
         """A run continuing raw prompt ids (no chat template)."""
-        return GenerationRun(self.model, self.tokenizer, prompt_ids, params, cancel, timeout_s)
+        return GenerationRun(self.model, self.tokenizer, prompt_ids, params, cancel, timeout_s, self.step_costs)
+
+    def _system_prefix(self, messages: Sequence[Message], prompt_ids: Sequence[int], template_args: Any) -> int:
+        """How many leading prompt tokens are the system prompt's (shared by the conversations that use it)."""
+        if len(messages) < 2 or messages[0].get("role") != "system":
+            return 0
+        system = self.tokenizer.encode_chat(messages[:1], add_generation_prompt=False, **template_args)
+        fits = 0 < len(system) < len(prompt_ids) and list(prompt_ids[: len(system)]) == list(system)
+        return len(system) if fits else 0
+
+    @property
+    def prefix_cache(self) -> PrefixCache:
+        """The saved prefixes of this model (earlier turns, system prompts)."""
+        return self.scheduler.prefixes
 
     def generate_chat(self, messages: Sequence[Message], params: GenerationParams) -> GenerationResult:
         """Blocking, in the caller's thread: the whole reply (tests, benchmarks, export validation)."""
@@ -109,8 +157,8 @@ class ChatModel:
         """Schedule `run` and relay its events into the event loop."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[list[Event] | BaseException] = asyncio.Queue()
+        self.scheduler.submit(run, _deliver(loop, queue))  # raises HF_OVERLOADED when the queue is full
         watchers = _watch(run, cancel, loop)
-        self.scheduler.submit(run, _deliver(loop, queue))
         try:
             # `run.done` turns true in the worker thread before its last batch reaches the queue, so the
             # relay ends on the result it passed on, never on the run's state.
@@ -128,10 +176,9 @@ class ChatModel:
             for watcher in watchers:
                 watcher.cancel()
 
-    def adopt_options(self, options: RuntimeOptions) -> None:
-        """Take the options that need no new session (drafting): generations started from now on use them,
-        running ones keep what they started with."""
-        self.model.options = replace(self.model.options, lookahead_tokens=options.lookahead_tokens)
+    def set_limits(self, limits: BatchLimits) -> None:
+        """New batch and queue limits, for the requests admitted from now on."""
+        self.scheduler.limits = limits
 
     def close(self) -> None:
         """Cancel running generations and release the session."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import onnxruntime as ort
@@ -32,8 +32,6 @@ _OPT_LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-# A step over more tokens than this costs more than its drafts could save (see inference/lookahead.py).
-MAX_LOOKAHEAD_TOKENS = 16
 
 log = logging.getLogger(__name__)
 _probe_lock = threading.Lock()
@@ -42,20 +40,14 @@ _cuda_usable: bool | None = None
 
 @dataclass(frozen=True, slots=True)
 class RuntimeOptions:
-    """Settings for every session the engine opens: provider, threads, graph optimization, drafting."""
+    """Settings for every session the engine opens (fixed once a session is open): provider, threads,
+    graph optimization."""
 
     execution_provider: ProviderChoice = "auto"
     intra_op_num_threads: int = 0  # 0: ONNX Runtime's default (one per physical core)
     inter_op_num_threads: int = 1
     graph_optimization: str = "all"  # disable | basic | extended | all
     device_id: int = 0
-    lookahead_tokens: int = 4  # drafted tokens a greedy step may check (inference/lookahead.py); 0: off
-
-
-def needs_new_sessions(old: RuntimeOptions, new: RuntimeOptions) -> bool:
-    """Whether models opened with `old` must be opened again to follow `new`: everything but drafting is
-    fixed when a session opens, while drafting is read afresh by every generation."""
-    return replace(old, lookahead_tokens=0) != replace(new, lookahead_tokens=0)
 
 
 def cuda_usable(device_id: int = 0) -> bool:
@@ -138,11 +130,6 @@ def session_options(options: RuntimeOptions) -> ort.SessionOptions:
         )
     if options.intra_op_num_threads < 0 or options.inter_op_num_threads < 0:
         raise InferenceError(HF_CONFIGURATION_ERROR, "thread counts must be 0 (default) or positive")
-    if not 0 <= options.lookahead_tokens <= MAX_LOOKAHEAD_TOKENS:
-        raise InferenceError(
-            HF_CONFIGURATION_ERROR,
-            f"lookahead_tokens must be between 0 (off) and {MAX_LOOKAHEAD_TOKENS}, not {options.lookahead_tokens}",
-        )
     so = ort.SessionOptions()
     so.graph_optimization_level = level
     so.intra_op_num_threads = options.intra_op_num_threads

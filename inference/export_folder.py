@@ -1,8 +1,8 @@
-"""Reading an export folder's facts (manifest, config, generation config) as plain JSON, without loading it.
+"""Reading an export folder's facts without loading it: its manifest (inference/manifest.py), and the
+architecture figures of `config.json` that size the key-value cache.
 
-The pool needs a model's size before it decides to load it, and serving must not import `exports` or
-transformers, so this module reads the files itself and is lenient: without `manifest.json` it falls back to
-`config.json`, `generation_config.json` and `model.onnx`.
+The pool needs a model's size before it decides to load it. A folder without `manifest.json` (a graph
+exported by other tools) is read leniently from `config.json`, `generation_config.json` and `model.onnx`.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inference.errors import HF_MODEL_LOAD_FAILED, HF_MODEL_NOT_FOUND, InferenceError
+import numpy as np
 
-MANIFEST = "manifest.json"
+from inference.errors import HF_MODEL_LOAD_FAILED, HF_MODEL_NOT_FOUND, InferenceError
+from inference.manifest import MANIFEST_NAME, Manifest, read_manifest
+
 DEFAULT_ONNX_FILE = "model.onnx"
 DEFAULT_CONTEXT_LENGTH = 2048
-KV_BYTES_PER_VALUE = 4  # the exported graphs keep their cache in float32
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +37,12 @@ class ExportInfo:
     head_dim: int = 0
     weights_bytes: int = 0
     graph_rewrites: tuple[str, ...] = ()  # exports/optimize.py's steps, from the manifest
+    kv_bytes_per_value: int = 4  # float32 unless the manifest says otherwise
 
     @property
     def kv_bytes_per_token(self) -> int:
         """Key plus value bytes that one token of context holds in the cache, over all layers."""
-        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * KV_BYTES_PER_VALUE
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * self.kv_bytes_per_value
 
     def estimated_bytes(self, sequences: int = 1) -> int:
         """Memory the model needs: its weights plus a full-context KV cache for `sequences` requests."""
@@ -49,7 +51,7 @@ class ExportInfo:
 
 def is_export_folder(path: Path) -> bool:
     """Whether `path` looks like an export (a manifest, or a graph file) rather than any folder."""
-    return path.is_dir() and ((path / MANIFEST).is_file() or (path / DEFAULT_ONNX_FILE).is_file())
+    return path.is_dir() and ((path / MANIFEST_NAME).is_file() or (path / DEFAULT_ONNX_FILE).is_file())
 
 
 def read_export(path: Path) -> ExportInfo:
@@ -60,10 +62,9 @@ def read_export(path: Path) -> ExportInfo:
             f"no exported model at {path}: run `beth-chat export` first",
             {"path": str(path)},
         )
-    manifest = _read_json(path / MANIFEST)
+    manifest = read_manifest(path) if (path / MANIFEST_NAME).is_file() else None
     config = _read_json(path / "config.json")
-    generation = _read_json(path / "generation_config.json")
-    onnx_path = path / str(manifest.get("onnx_file") or DEFAULT_ONNX_FILE)
+    onnx_path = path / (manifest.onnx_file if manifest is not None else DEFAULT_ONNX_FILE)
     if not onnx_path.is_file():
         raise InferenceError(
             HF_MODEL_LOAD_FAILED,
@@ -72,19 +73,37 @@ def read_export(path: Path) -> ExportInfo:
         )
     heads = int(config.get("num_attention_heads") or 0)
     hidden = int(config.get("hidden_size") or 0)
+    architecture = {
+        "num_layers": int(config.get("num_hidden_layers") or 0),
+        "num_kv_heads": int(config.get("num_key_value_heads") or heads),
+        "head_dim": int(config.get("head_dim") or (hidden // heads if heads else 0)),
+        "weights_bytes": graph_bytes(onnx_path),
+    }
+    if manifest is not None:
+        return _from_manifest(path, onnx_path, manifest, architecture)
     return ExportInfo(
         path=path,
-        alias=str(manifest.get("alias") or path.name),
+        alias=path.name,
         onnx_path=onnx_path,
-        context_length=_context_length(manifest, config),
-        eos_token_ids=_eos_ids(manifest, generation, config),
-        quantization=str(manifest.get("quantization") or "none"),
-        capabilities=dict(manifest.get("capabilities") or {"text": True}),
-        num_layers=int(config.get("num_hidden_layers") or 0),
-        num_kv_heads=int(config.get("num_key_value_heads") or heads),
-        head_dim=int(config.get("head_dim") or (hidden // heads if heads else 0)),
-        weights_bytes=_graph_bytes(onnx_path),
-        graph_rewrites=tuple(str(step) for step in manifest.get("graph_rewrites") or ()),
+        context_length=_context_length(config),
+        eos_token_ids=_eos_ids(_read_json(path / "generation_config.json"), config),
+        capabilities={"text": True},
+        **architecture,
+    )
+
+
+def _from_manifest(path: Path, onnx_path: Path, manifest: Manifest, architecture: dict[str, int]) -> ExportInfo:
+    return ExportInfo(
+        path=path,
+        alias=manifest.alias,
+        onnx_path=onnx_path,
+        context_length=manifest.context_length,
+        eos_token_ids=tuple(manifest.eos_token_ids),
+        quantization=manifest.quantization,
+        capabilities={"text": manifest.capabilities.text, "vision": manifest.capabilities.vision},
+        graph_rewrites=tuple(manifest.graph_rewrites),
+        kv_bytes_per_value=np.dtype(manifest.kv_cache_dtype).itemsize,
+        **architecture,
     )
 
 
@@ -98,17 +117,15 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _context_length(manifest: dict[str, Any], config: dict[str, Any]) -> int:
-    for value in (manifest.get("context_length"), config.get("max_position_embeddings")):
-        if isinstance(value, int) and value > 0:
-            return value
-    return DEFAULT_CONTEXT_LENGTH
+def _context_length(config: dict[str, Any]) -> int:
+    value = config.get("max_position_embeddings")
+    return value if isinstance(value, int) and value > 0 else DEFAULT_CONTEXT_LENGTH
 
 
 def _eos_ids(*sources: dict[str, Any]) -> tuple[int, ...]:
-    """All stop ids: the manifest's list, else the generation config's, else the model config's."""
+    """All stop ids: the generation config's, else the model config's."""
     for source in sources:
-        value = source.get("eos_token_ids", source.get("eos_token_id"))
+        value = source.get("eos_token_id")
         if isinstance(value, int):
             return (value,)
         if isinstance(value, list) and value:
@@ -116,8 +133,8 @@ def _eos_ids(*sources: dict[str, Any]) -> tuple[int, ...]:
     return ()
 
 
-def _graph_bytes(onnx_path: Path) -> int:
-    """The graph file plus its external data files (`model.onnx_data`, `model.onnx.data`)."""
+def graph_bytes(onnx_path: Path) -> int:
+    """Bytes on disk of a graph file and its external data files (`model.onnx_data`, `model.onnx.data`)."""
     total = onnx_path.stat().st_size
     for sibling in onnx_path.parent.glob(onnx_path.name + "*"):
         if sibling != onnx_path and sibling.is_file():

@@ -22,7 +22,7 @@ is still the greedy answer of the same weights, and the same request always give
 How long a draft is worth checking depends on the graph: an extra token costs about 3% of a step in fp32
 and about 19% in int4 (whose one-token step is much cheaper). So `draft` cuts the found tokens to the length
 with the most expected tokens per unit of cost, from the rate at which this sequence's recent drafts were
-kept and the step costs the model has timed (`OnnxCausalLM.step_cost`). Replaying the default model's
+kept and the step costs timed on this model (`StepCosts`). Replaying the default model's
 greedy answers to eight chat prompts against the measured step costs: drafts found after a matching 3- or
 2-token n-gram and cut that way saved 1.13x-1.17x of the time per token in int4 and 1.2x-1.27x in fp32, and
 lost time on none of the prompts; a fixed 4 tokens lost time on some int4 prompts, and matching single
@@ -32,10 +32,44 @@ figures.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 
 NGRAM_SIZES = (3, 2)  # the longest match first: it predicts the continuation best
 MEMORY = 0.9  # weight of the earlier drafts' outcomes at each new one: the rate follows the text as it changes
+# A step over more tokens than this costs more than its drafts could save.
+MAX_LOOKAHEAD_TOKENS = 16
+# Until a step of n tokens has been timed, its cost is taken as 1 + this * (n - 1) one-token steps (measured
+# on SmolLM2-135M, 2 threads: about 0.19 in int4, 0.03 in fp32), which lets drafting start cautiously.
+STEP_COST_PRIOR = 0.25
+_STEP_AVERAGING = 0.2  # weight of the newest timing in a step count's moving average
+
+
+class StepCosts:
+    """How long one model's single-sequence steps take by the number of tokens fed (what a draft costs).
+
+    One per loaded model, shared by its generations; steps of prompts are not recorded (only the ones a
+    draft could make: up to `MAX_LOOKAHEAD_TOKENS + 1` tokens after the first step).
+    """
+
+    def __init__(self) -> None:
+        #: tokens fed to a step -> moving average of its seconds
+        self.seconds: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def record(self, count: int, seconds: float) -> None:
+        if count > MAX_LOOKAHEAD_TOKENS + 1:
+            return
+        with self._lock:
+            average = self.seconds.get(count)
+            self.seconds[count] = seconds if average is None else average + _STEP_AVERAGING * (seconds - average)
+
+    def cost(self, count: int) -> float:
+        """The cost of a step over `count` tokens, in one-token steps (timed, or the prior)."""
+        one, seconds = self.seconds.get(1), self.seconds.get(count)
+        if one and seconds:
+            return max(1.0, seconds / one)
+        return 1.0 + STEP_COST_PRIOR * (count - 1)
 
 
 class PromptLookup:

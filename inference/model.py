@@ -1,15 +1,23 @@
-"""`OnnxCausalLM`: one decoder graph with a key-value cache, run one step at a time.
+"""`OnnxCausalLM`: one decoder graph with a key-value cache, run one step at a time for one or many sequences.
 
 The graph itself says which `past_key_values.N.key/value` input pairs with which `present.N.key/value`
 output, whether it wants `position_ids`, and the cache's shape and type; nothing is guessed from the model
-family. Each sequence keeps its cache as the OrtValues the last step produced, fed straight back as the
-next step's inputs (`run_with_ortvaluevector` on CPU, I/O binding on CUDA), so the cache is never copied
-through numpy and stays on the GPU under CUDA.
+family.
 
-Graphs exported with GroupQueryAttention and a `logits_to_keep` input (see exports/) also check drafted
+Graphs exported with GroupQueryAttention (see exports/) keep their cache in a `SlotCache`
+(inference/kv_slots.py): one preallocated row per sequence, bound as both past and present, so a step
+appends in place and several sequences of different lengths share one step (`forward_rows`), each row read
+up to its own length (the attention mask's sum per row). The op takes several new tokens per row only for a
+batch of one, so prompt pieces and drafted tokens run one sequence at a time; one-token steps batch. Graphs
+that project only the last positions onto the vocabulary (`logits_to_keep`, an initializer that I/O binding
+cannot feed) are opened keeping enough positions for the longest draft, so these graphs also check drafted
 tokens: `forward` returns the logits of the last `logits_to_keep` positions, and `rewind` forgets the
-positions of rejected drafts without touching the cache. The op reads only as many cache positions as the
-attention mask's sum says, so the stale ones after them are ignored and overwritten by the next step.
+positions of rejected drafts (the next steps overwrite them).
+
+Other graphs append to a cache that each step returns (the present outputs fed back as the next past), one
+sequence per step. Both run through ONNX Runtime's public I/O binding, on CPU or CUDA; under CUDA the rows
+live on the device and only the logits come back to the host. CUDA graphs are not used: a captured graph
+needs fixed shapes and addresses, and the batch's row count and the rows' length change between rounds.
 """
 
 from __future__ import annotations
@@ -20,11 +28,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi import _pybind_state as _C
 
 from inference.errors import (
     HF_CANCELLED,
@@ -35,7 +41,6 @@ from inference.errors import (
 )
 from inference.execution import (
     CUDA,
-    MAX_LOOKAHEAD_TOKENS,
     RuntimeOptions,
     describe_choice,
     provider_list,
@@ -43,19 +48,18 @@ from inference.execution import (
     session_options,
 )
 from inference.export_folder import ExportInfo, read_export
+from inference.kv_slots import CacheLayout, SlotCache
+from inference.lookahead import MAX_LOOKAHEAD_TOKENS
 
 log = logging.getLogger(__name__)
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
-_CPU_DEVICE = _C.OrtDevice(_C.OrtDevice.cpu(), _C.OrtDevice.default_memory(), 0, 0)
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 LOGITS_TO_KEEP = "logits_to_keep"
-# exports/optimize.py's name for the rewrite whose attention reads the cache up to the mask's sum only
+# exports/optimize.py's names for the rewrites whose attention reads each cache row up to the mask's sum
+# only, and whose logits cover only the last `logits_to_keep` positions
 GROUP_QUERY_ATTENTION = "group-query-attention"
-# Until a step of n tokens has been timed, its cost is taken as 1 + this * (n - 1) one-token steps (measured
-# on SmolLM2-135M, 2 threads: about 0.19 in int4, 0.03 in fp32), which lets drafting start cautiously.
-STEP_COST_PRIOR = 0.25
-_STEP_AVERAGING = 0.2  # weight of the newest timing in a step count's moving average
+LAST_POSITION_LOGITS = "last-position-logits"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,36 +73,26 @@ class CacheSlot:
 
 
 class SequenceState:
-    """The cache of one sequence (OrtValues from the last step); owned by one generator, released at its end.
+    """The cache of one sequence: a row of a `SlotCache`, or (other graphs) the OrtValues of its last step.
 
-    On CPU the cache is a list of C-level OrtValues handed to the session's public `run_with_ortvaluevector`:
-    it skips the per-tensor Python wrappers that I/O binding builds and rebinds every step (60 cache tensors
-    for a 30-layer model, about 2 ms a step) and those `run_with_ort_values` builds and checks (36 vs 120 us
-    a call with 61 tensors). On CUDA an I/O binding places every output on the GPU and the logits on the CPU,
-    so the cache never leaves the device.
+    Owned by one generator and released at its end; `length` counts the positions that are read (after a
+    `rewind` a row holds more, which the next steps overwrite).
     """
 
-    def __init__(self, model: OnnxCausalLM) -> None:
+    def __init__(self, model: OnnxCausalLM, slots: SlotCache | None = None, row: int = 0) -> None:
         self.model = model
-        self.length = 0  # tokens in the cache that count; after a `rewind` the cache holds more, unread
+        self.length = 0
         self.run_options = ort.RunOptions()
-        self.cache: list[Any] = []  # C-level OrtValues, in `model.cache_slots` order
-        self.binding: ort.IOBinding | None = None
-        self._inputs: tuple[np.ndarray, ...] = ()  # keeps the numpy memory behind the input OrtValues alive
-        if model.device == "cpu":
-            self.cache = [empty._get_c_value() for empty in model.empty_cache]
-        else:
-            self.binding = model.session.io_binding()
-            for slot, empty in zip(model.cache_slots, model.empty_cache, strict=True):
-                self.binding.bind_ortvalue_input(slot.past_name, empty)
+        self.slots = slots
+        self.row = row
+        self.cache: list[ort.OrtValue] = []  # graphs without slots: the present outputs of the last step
+        if slots is None and not model.batches:
+            self.cache = list(model.empty_cache)
 
     def release(self) -> None:
         """Drop the cache now rather than when the garbage collector gets to it."""
         self.cache = []
-        self._inputs = ()
-        if self.binding is not None:
-            self.binding.clear_binding_inputs()
-            self.binding.clear_binding_outputs()
+        self.slots = None
 
     def interrupt(self) -> None:
         """Ask a running step to stop early (used for cancellation during a long prefill)."""
@@ -106,7 +100,7 @@ class SequenceState:
 
 
 class OnnxCausalLM:
-    """An export folder opened for generation: the session, its cache layout, and a `forward` step."""
+    """An export folder opened for generation: the session, its cache layout, and the steps."""
 
     def __init__(self, info: ExportInfo, options: RuntimeOptions | None = None) -> None:
         self.info = info
@@ -114,26 +108,22 @@ class OnnxCausalLM:
         self.provider = resolve_provider(self.options.execution_provider, self.options.device_id)
         self.provider_note = describe_choice(self.options.execution_provider, self.provider)
         started = time.perf_counter()
-        self.session = _open_session(info.onnx_path, self.options, self.provider)
+        #: keeps the value of `logits_to_keep` alive as long as the session that reads it
+        self._kept_positions = ort.OrtValue.ortvalue_from_numpy(np.array([MAX_LOOKAHEAD_TOKENS + 1], dtype=np.int64))
+        keeps_positions = LAST_POSITION_LOGITS in info.graph_rewrites
+        self.session = _open_session(
+            info.onnx_path, self.options, self.provider, self._kept_positions if keeps_positions else None
+        )
         self.load_seconds = time.perf_counter() - started
         self.device = "cuda" if self.provider == CUDA else "cpu"
         self.cache_slots = _cache_slots(self.session)
         self.has_position_ids = any(i.name == "position_ids" for i in self.session.get_inputs())
-        self.empty_cache = [self._empty(slot) for slot in self.cache_slots]
-        self._fetch = ["logits", *(slot.present_name for slot in self.cache_slots)]
-        self._fetch_devices = [_CPU_DEVICE] * len(self._fetch)
-        overridable = {i.name for i in self.session.get_overridable_initializers()}
+        #: whether several sequences share a step, each in a row of a `SlotCache`
+        self.batches = GROUP_QUERY_ATTENTION in info.graph_rewrites and self.has_position_ids
+        self.empty_cache = [] if self.batches else [self._empty(slot) for slot in self.cache_slots]
         #: whether `forward` can return several positions' logits and `rewind` drop positions (CPU only:
-        #: the CUDA op's reading of a cache longer than the mask is untested)
-        self.verifies_drafts = (
-            LOGITS_TO_KEEP in overridable and GROUP_QUERY_ATTENTION in info.graph_rewrites and self.device == "cpu"
-        )
-        #: tokens fed to a step after the first -> moving average of its seconds (what drafting costs)
-        self.step_seconds: dict[int, float] = {}
-        step_inputs = ["input_ids", "attention_mask", *(["position_ids"] if self.has_position_ids else [])]
-        step_inputs += [LOGITS_TO_KEEP] if self.verifies_drafts else []
-        self._feed_names = [*step_inputs, *(slot.past_name for slot in self.cache_slots)]
-        self._ones = np.ones((1, info.context_length + 1), dtype=np.int64)
+        #: the CUDA op's several-token steps after a cache are untested)
+        self.verifies_drafts = keeps_positions and self.batches and self.device == "cpu"
         log.info("loaded %s (%s) on %s in %.1fs", info.alias, info.onnx_path.name, self.provider, self.load_seconds)
 
     @classmethod
@@ -149,9 +139,19 @@ class OnnxCausalLM:
     def eos_token_ids(self) -> tuple[int, ...]:
         return self.info.eos_token_ids
 
-    def new_sequence(self) -> SequenceState:
-        """An empty cache for one new sequence."""
-        return SequenceState(self)
+    def slot_cache(self, rows: int) -> SlotCache:
+        """Key-value rows for up to `rows` sequences that step together (graphs that `batches` only)."""
+        layouts = [
+            CacheLayout(slot.past_name, slot.present_name, slot.empty_shape[1], slot.empty_shape[3], slot.dtype)
+            for slot in self.cache_slots
+        ]
+        return SlotCache(layouts, rows, self.context_length, self.device, self.options.device_id)
+
+    def new_sequence(self, slots: SlotCache | None = None, row: int = 0) -> SequenceState:
+        """An empty cache for one new sequence: row `row` of `slots`, or a cache of its own."""
+        if slots is None and self.batches:
+            slots = self.slot_cache(1)
+        return SequenceState(self, slots, row)
 
     def forward(self, state: SequenceState, token_ids: Sequence[int], logits_to_keep: int = 1) -> np.ndarray:
         """Feed `token_ids` after what `state` holds; return the last `logits_to_keep` positions' logits.
@@ -159,41 +159,61 @@ class OnnxCausalLM:
         The result is float32 [logits_to_keep, vocab]; more than one position needs `verifies_drafts`.
         """
         count = len(token_ids)
-        total = state.length + count
-        if count == 0 or total > self._ones.shape[1]:
+        if count == 0 or state.length + count > self.context_length + 1:
             raise InferenceError(
                 HF_INFERENCE_FAILED,
                 f"cannot feed {count} tokens after {state.length}: the context holds {self.context_length}",
             )
         if not 1 <= logits_to_keep <= count or (logits_to_keep > 1 and not self.verifies_drafts):
             raise InferenceError(HF_INFERENCE_FAILED, f"cannot return {logits_to_keep} positions of {count}")
-        ids = np.asarray(token_ids, dtype=np.int64).reshape(1, count)
-        mask = self._mask(state, count)
-        positions = np.arange(state.length, total, dtype=np.int64).reshape(1, count)
-        started = time.perf_counter()
+        if state.slots is not None:
+            logits = self.forward_rows(
+                state.slots, state.row, [list(token_ids)], [state.length], logits_to_keep, state.run_options
+            )
+        else:
+            logits = self._run_appending(state, token_ids)
+        state.length += count
+        return logits[0, -logits_to_keep:]
+
+    def forward_rows(
+        self,
+        slots: SlotCache,
+        first: int,
+        token_ids: Sequence[Sequence[int]],
+        lengths: Sequence[int],
+        logits_to_keep: int = 1,
+        run_options: ort.RunOptions | None = None,
+    ) -> np.ndarray:
+        """One step over rows `[first, first + len(lengths))` of `slots`: row i holds `lengths[i]` positions and
+        takes `token_ids[i]`; returns float32 [rows, logits_to_keep, vocab]. Lengths are not advanced here.
+
+        Several rows take one token each; a single row may take several (a prompt piece, a draft).
+        """
+        rows = len(lengths)
+        count = len(token_ids[0])
+        if rows > 1 and count != 1:
+            raise InferenceError(HF_INFERENCE_FAILED, "a step over several sequences takes one token each")
+        slots.reserve(min(self.context_length, max(lengths) + count + 1))
+        # a one-token step is wider than one (decoding, each row at its own length); a piece is exactly as wide
+        # as what it fills (the op's first-prompt mode when nothing is cached)
+        width = slots.length if count == 1 else lengths[0] + count
+        mask = np.zeros((rows, width), dtype=np.int64)
+        for row, length in enumerate(lengths):
+            mask[row, : length + count] = 1
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(rows, count)
+        positions = np.asarray(lengths, dtype=np.int64).reshape(rows, 1) + np.arange(count, dtype=np.int64)
+        binding = self.session.io_binding()
+        binding.bind_output("logits", "cpu")  # first: `get_outputs` follows the binding order
+        binding.bind_cpu_input("input_ids", ids)
+        binding.bind_cpu_input("attention_mask", mask)
+        binding.bind_cpu_input("position_ids", positions)
+        slots.bind(binding, first, rows)
         try:
-            if state.binding is None:
-                logits = self._run_cpu(state, ids, mask, positions, logits_to_keep)
-            else:
-                logits = self._run_bound(state, ids, mask, positions)
+            self.session.run_with_iobinding(binding, run_options)
         except Exception as exc:
             raise _run_error(exc) from exc
-        if state.length and count <= MAX_LOOKAHEAD_TOKENS + 1:
-            self._time_step(count, time.perf_counter() - started)
-        state.length = total
-        # a copy: the array may view memory the session owns and frees with the step's outputs
-        return np.array(logits[0, -logits_to_keep:], dtype=np.float32)
-
-    def step_cost(self, count: int) -> float:
-        """The cost of a step over `count` tokens after the first step, in one-token steps (timed, or the prior)."""
-        one, seconds = self.step_seconds.get(1), self.step_seconds.get(count)
-        if one and seconds:
-            return max(1.0, seconds / one)
-        return 1.0 + STEP_COST_PRIOR * (count - 1)
-
-    def _time_step(self, count: int, seconds: float) -> None:
-        average = self.step_seconds.get(count)
-        self.step_seconds[count] = seconds if average is None else average + _STEP_AVERAGING * (seconds - average)
+        logits = binding.get_outputs()[0].numpy()
+        return np.array(logits[:, -logits_to_keep:], dtype=np.float32)
 
     def rewind(self, state: SequenceState, length: int) -> None:
         """Keep only the first `length` positions of the cache (drop rejected drafts); needs `verifies_drafts`."""
@@ -201,59 +221,26 @@ class OnnxCausalLM:
             raise InferenceError(HF_INFERENCE_FAILED, f"cannot rewind a cache of {state.length} to {length}")
         state.length = length
 
-    def _mask(self, state: SequenceState, count: int) -> np.ndarray:
-        """The attention mask: its sum is the length read, its width the op's total sequence length.
-
-        The op accepts a width equal to the cache's length plus `count` (it appends), or no more than the
-        cache's length (it writes in place). After a rewind the cache is longer than `state.length`, so when
-        the new tokens overflow it the mask keeps that width and ends in zeros (the op's right padding).
-        """
-        total = state.length + count
-        cached = state.cache[0].shape()[2] if state.cache else state.length
-        if cached <= state.length or total <= cached:
-            return self._ones[:, :total]
-        mask = np.zeros((1, cached + count), dtype=np.int64)
-        mask[:, :total] = 1
-        return mask
-
-    def _run_cpu(
-        self, state: SequenceState, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, logits_to_keep: int
-    ) -> np.ndarray:
-        feeds = _C.OrtValueVector()
-        feeds.reserve(len(self._feed_names))
-        feeds.push_back(_C.OrtValue.ortvalue_from_numpy(ids, _CPU_DEVICE))
-        feeds.push_back(_C.OrtValue.ortvalue_from_numpy(mask, _CPU_DEVICE))
-        if self.has_position_ids:
-            feeds.push_back(_C.OrtValue.ortvalue_from_numpy(positions, _CPU_DEVICE))
-        inputs = [ids, mask, positions]
-        if self.verifies_drafts:
-            inputs.append(np.array([logits_to_keep], dtype=np.int64))
-            feeds.push_back(_C.OrtValue.ortvalue_from_numpy(inputs[-1], _CPU_DEVICE))
-        for value in state.cache:
-            feeds.push_back(value)
-        state._inputs = tuple(inputs)
-        outputs = _C.OrtValueVector()
-        self.session.run_with_ortvaluevector(
-            state.run_options, self._feed_names, feeds, self._fetch, outputs, self._fetch_devices
-        )
-        state.cache = [outputs[index] for index in range(1, len(self._fetch))]
-        return outputs[0].numpy()
-
-    def _run_bound(self, state: SequenceState, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        binding = state.binding
-        assert binding is not None
-        binding.bind_cpu_input("input_ids", ids)
-        binding.bind_cpu_input("attention_mask", mask)
-        if self.has_position_ids:
-            binding.bind_cpu_input("position_ids", positions)
+    def _run_appending(self, state: SequenceState, token_ids: Sequence[int]) -> np.ndarray:
+        """One step of a graph without slots: the past goes in, the longer present comes back."""
+        count = len(token_ids)
+        binding = self.session.io_binding()
         binding.bind_output("logits", "cpu")
-        for slot in self.cache_slots:
-            binding.bind_output(slot.present_name, self.device, self.options.device_id)
-        self.session.run_with_iobinding(binding, state.run_options)
-        outputs = binding.get_outputs()
-        for slot, value in zip(self.cache_slots, outputs[1:], strict=True):
+        binding.bind_cpu_input("input_ids", np.asarray(token_ids, dtype=np.int64).reshape(1, count))
+        binding.bind_cpu_input("attention_mask", np.ones((1, state.length + count), dtype=np.int64))
+        if self.has_position_ids:
+            positions = np.arange(state.length, state.length + count, dtype=np.int64).reshape(1, count)
+            binding.bind_cpu_input("position_ids", positions)
+        for slot, value in zip(self.cache_slots, state.cache, strict=True):
             binding.bind_ortvalue_input(slot.past_name, value)
-        return outputs[0].numpy()
+            binding.bind_output(slot.present_name, self.device, self.options.device_id)
+        try:
+            self.session.run_with_iobinding(binding, state.run_options)
+        except Exception as exc:
+            raise _run_error(exc) from exc
+        outputs = binding.get_outputs()
+        state.cache = list(outputs[1:])
+        return np.array(outputs[0].numpy()[:, -1:], dtype=np.float32)
 
     def close(self) -> None:
         """Let go of the session (its memory returns once no sequence holds a cache from it)."""
@@ -265,11 +252,14 @@ class OnnxCausalLM:
         return ort.OrtValue.ortvalue_from_numpy(zeros, self.device, self.options.device_id)
 
 
-def _open_session(path: Path, options: RuntimeOptions, provider: str) -> ort.InferenceSession:
+def _open_session(
+    path: Path, options: RuntimeOptions, provider: str, logits_to_keep: ort.OrtValue | None
+) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(
-            str(path), session_options(options), providers=provider_list(provider, options.device_id)
-        )
+        settings = session_options(options)
+        if logits_to_keep is not None:
+            settings.add_initializer(LOGITS_TO_KEEP, logits_to_keep)
+        return ort.InferenceSession(str(path), settings, providers=provider_list(provider, options.device_id))
     except InferenceError:
         raise
     except MemoryError as exc:

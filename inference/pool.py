@@ -2,8 +2,10 @@
 
 Loads on demand (one load per model at a time; concurrent callers wait for the same load), counts leases so a
 model in use is never unloaded, evicts the least recently used idle model when a load would pass the memory
-budget (weights plus a full-context KV cache), unloads models idle longer than the keep-alive, and loads a
-preload list at start. All bookkeeping runs on the event loop; loading and closing run in worker threads.
+budget (weights plus a full-context KV cache, plus the prefixes each model saved, which go first), unloads
+models idle longer than the keep-alive, and loads a preload list at start. Each loaded model batches its own
+requests (inference/scheduler.py) within the pool's batch and queue limits. All bookkeeping runs on the event
+loop; loading and closing run in worker threads. One `PoolSettings` value configures it, at start and on reload.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,8 +27,9 @@ from inference.errors import (
     HF_OVERLOADED,
     InferenceError,
 )
-from inference.execution import ProviderChoice, RuntimeOptions, needs_new_sessions
+from inference.execution import RuntimeOptions
 from inference.export_folder import ExportInfo, is_export_folder, read_export
+from inference.pool_settings import PoolSettings
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +51,14 @@ class _Entry:
 
 @dataclass(frozen=True, slots=True)
 class PoolEvent:
-    """What the pool did, for the service's metrics: a load (and how long it took) or an unload and why.
+    """What the pool did, for the service's metrics: a load (and how long it took), an unload and why, or a
+    request admitted to a model's batch (and how long it waited in the queue).
 
     Unload reasons: `idle` (past the keep-alive), `evicted` (room for another model), `requested`
     (an explicit unload), `reconfigured` (new runtime options or limits), `closed`, or the caller's own.
     """
 
-    kind: Literal["loaded", "load_failed", "unloaded"]
+    kind: Literal["loaded", "load_failed", "unloaded", "admitted"]
     alias: str
     seconds: float | None = None
     reason: str | None = None
@@ -69,45 +73,47 @@ class LoadedModel:
     leases: int
     idle_s: float
     provider: str
+    running: int = 0  # generations in the model's batch now
+    queued: int = 0  # requests waiting for a place in it
 
 
 class ModelPool:
     """The models of one `models_dir`, loaded when leased and unloaded under memory or idle pressure."""
 
     def __init__(
-        self,
-        models_dir: Path | str,
-        execution_provider: ProviderChoice = "auto",
-        num_threads: int = 0,
-        lookahead_tokens: int = 4,
-        inter_op_threads: int = 1,
-        graph_optimization: str = "all",
-        memory_budget_bytes: int | None = None,
-        keep_alive_s: float | None = 300.0,
-        preload: Sequence[str] = (),
-        loader: Loader | None = None,
-        max_loaded_models: int = 0,
+        self, models_dir: Path | str, settings: PoolSettings | None = None, loader: Loader | None = None
     ) -> None:
         self.models_dir = Path(models_dir)
-        self.options = RuntimeOptions(
-            execution_provider=execution_provider,
-            intra_op_num_threads=num_threads,
-            inter_op_num_threads=inter_op_threads,
-            graph_optimization=graph_optimization,
-            lookahead_tokens=lookahead_tokens,
-        )
-        self.memory_budget_bytes = memory_budget_bytes
-        #: most models in memory at once (0: no limit); a load past it evicts the least recently used idle one
-        self.max_loaded_models = max_loaded_models
-        self.keep_alive_s = keep_alive_s
-        self.preload = tuple(preload)
+        self.settings = settings or PoolSettings()
         self._loader: Loader = loader or ChatModel.load
         self._entries: dict[str, _Entry] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._admission = asyncio.Lock()  # one admission decision (budget, eviction) at a time
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: called with every PoolEvent, on the event loop; a listener that raises is logged and skipped
         self.listeners: list[Callable[[PoolEvent], None]] = []
+
+    @property
+    def options(self) -> RuntimeOptions:
+        return self.settings.runtime_options
+
+    @property
+    def memory_budget_bytes(self) -> int | None:
+        return self.settings.memory_budget_bytes
+
+    @property
+    def max_loaded_models(self) -> int:
+        """Most models in memory at once (0: no limit); a load past it evicts the least recently used idle one."""
+        return self.settings.max_loaded_models
+
+    @property
+    def keep_alive_s(self) -> float | None:
+        return self.settings.keep_alive_s
+
+    @property
+    def preload(self) -> tuple[str, ...]:
+        return self.settings.preload
 
     async def __aenter__(self) -> ModelPool:
         await self.start()
@@ -121,39 +127,27 @@ class ModelPool:
         await self._load_preload()
         self._start_sweeper()
 
-    async def reconfigure(
-        self,
-        *,
-        options: RuntimeOptions,
-        memory_budget_bytes: int | None,
-        max_loaded_models: int,
-        keep_alive_s: float | None,
-        preload: Sequence[str],
-    ) -> None:
+    async def reconfigure(self, settings: PoolSettings) -> None:
         """Apply new settings to the running pool (the service's hot reload), without disturbing requests.
 
         New runtime options (provider, threads) apply to the next load, so models loaded with the old ones
-        are unloaded: idle ones now, ones in use when their last lease ends. Drafting alone needs no new
-        session: loaded models take it for their next generation. A smaller budget or model count
+        are unloaded: idle ones now, ones in use when their last lease ends. Batch and queue limits apply
+        to loaded models' next requests; drafting is each generation's own. A smaller budget or model count
         evicts idle models until it holds. Models that leave the preload list lose their pin; new entries
         are loaded. Raises like `acquire` when a new preload entry cannot load (the rest still applies).
         """
         async with self._admission:
-            stale = needs_new_sessions(self.options, options)
-            self.options = options
-            self.memory_budget_bytes = memory_budget_bytes
-            self.max_loaded_models = max_loaded_models
-            keep_alive_changed = keep_alive_s != self.keep_alive_s
-            self.keep_alive_s = keep_alive_s
-            self.preload = tuple(preload)
+            old = self.settings
+            self.settings = settings
+            stale = old.runtime_options != settings.runtime_options
             for alias, entry in list(self._entries.items()):
-                entry.pinned = entry.pinned and alias in self.preload
+                entry.pinned = entry.pinned and alias in settings.preload
                 if stale:
                     await self.unload(alias, reason="reconfigured")
                 elif entry.model is not None:
-                    entry.model.adopt_options(options)
+                    entry.model.set_limits(settings.batch_limits)
             await self._evict_idle(lambda: self._fits(0, 0), "to honour the new pool settings")
-        if keep_alive_changed:
+        if settings.keep_alive_s != old.keep_alive_s:
             await self._restart_sweeper()
         await self._load_preload()
 
@@ -198,15 +192,23 @@ class ModelPool:
     def loaded(self) -> list[LoadedModel]:
         now = time.monotonic()
         return [
-            LoadedModel(alias, e.size, e.leases, 0.0 if e.leases else now - e.last_used, e.model.provider)
+            LoadedModel(
+                alias,
+                e.size,
+                e.leases,
+                0.0 if e.leases else now - e.last_used,
+                e.model.provider,
+                e.model.running,
+                e.model.queued,
+            )
             for alias, e in self._entries.items()
             if e.model is not None
         ]
 
     @property
     def used_bytes(self) -> int:
-        """Estimated bytes of the models loaded or loading."""
-        return sum(entry.size for entry in self._entries.values())
+        """Estimated bytes of the models loaded or loading, and of the prefixes they saved."""
+        return sum(entry.size + (entry.model.saved_bytes if entry.model else 0) for entry in self._entries.values())
 
     @contextlib.asynccontextmanager
     async def lease(self, alias: str) -> AsyncIterator[ChatModel]:
@@ -296,13 +298,24 @@ class ModelPool:
             return
         finally:
             self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
-        model.adopt_options(self.options)  # drafting changed by a reconfigure during the load
+        model.set_limits(self.settings.batch_limits)  # limits changed by a reconfigure during the load
+        self._report_waits(alias, model)
         entry.model = model
         entry.last_used = time.monotonic()
         entry.loading.set_result(model)
         self._emit(PoolEvent("loaded", alias, time.perf_counter() - started))
         if entry.unload_requested and not entry.leases:
             await self._drop(alias, entry.unload_reason)
+
+    def _report_waits(self, alias: str, model: ChatModel) -> None:
+        """Each request the model admits becomes an `admitted` event (its queue wait), on the event loop."""
+        loop = asyncio.get_running_loop()
+
+        def admitted(seconds: float) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._emit, PoolEvent("admitted", alias, seconds))
+
+        model.on_admitted = admitted
 
     async def _make_room(self, alias: str, size: int) -> None:
         """Evict idle models, least recently used first, until `size` and one more model fit; refuse what
@@ -315,6 +328,10 @@ class ModelPool:
                 f"{budget / 2**20:.0f} MiB; raise the budget or export a quantized model",
                 {"alias": alias, "needed_bytes": size, "budget_bytes": budget},
             )
+        if not self._fits(size, 1):  # saved prefixes go before any model does
+            for entry in self._entries.values():
+                if entry.model is not None:
+                    entry.model.drop_saved()
         await self._evict_idle(lambda: self._fits(size, 1), f"to make room for {alias}")
         if budget is not None and self.used_bytes + size > budget:
             raise InferenceError(

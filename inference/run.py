@@ -1,8 +1,9 @@
 """`GenerationRun`: one request from prompt ids to text events, one model step per `step()`.
 
 It wraps a `Generator` with what a request adds on top of tokens: streaming detokenization, stop strings,
-cancellation, a deadline, and usage figures. Both the synchronous loop (tests, benchmarks) and the scheduler
-thread (the async API) drive the same `step()`, so they behave the same.
+cancellation, a deadline, and usage figures. The synchronous loop (tests, benchmarks) drives `step()`; the
+scheduler thread (the async API) drives the same pieces (`interrupted`, the generator's steps, `emit`,
+`failed`), batching the decoding runs of a model into one step, so both behave the same.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Protocol
 from inference.errors import HF_CANCELLED, InferenceError
 from inference.events import Event, GenerationResult, TextDelta, Usage
 from inference.generator import FinishReason, Generator
+from inference.lookahead import StepCosts
 from inference.model import OnnxCausalLM
 from inference.params import GenerationParams
 from inference.stop_strings import StopStringFilter
@@ -40,9 +42,11 @@ class GenerationRun:
         params: GenerationParams,
         cancel: CancelSignal | None = None,
         timeout_s: float | None = None,
+        step_costs: StepCosts | None = None,
+        shared_prefix: int = 0,
     ) -> None:
         self.started_at = time.perf_counter()
-        self.generator = Generator(model, params)
+        self.generator = Generator(model, params, step_costs)
         self.generator.append_tokens(prompt_ids)
         self._text_stream = tokenizer.stream()
         self._stops = StopStringFilter(params.stop_strings)
@@ -51,6 +55,8 @@ class GenerationRun:
         self._cancelled = threading.Event()
         self.deadline = None if timeout_s is None else self.started_at + timeout_s
         self.result: GenerationResult | None = None
+        #: leading prompt tokens other conversations share (the system prompt's): their cache is worth saving
+        self.shared_prefix = shared_prefix
 
     @property
     def done(self) -> bool:
@@ -68,21 +74,37 @@ class GenerationRun:
 
     def step(self) -> list[Event]:
         """Advance by one model step (a token, or several when drafts were kept) or finish; never call once `done`."""
+        stopped = self.interrupted()
+        if stopped is not None:
+            return stopped
         generator = self.generator
-        reason = self._interruption()
-        if reason is not None:
-            generator.finish(reason)
-            return self._finish()
         try:
             if generator.prefill_step(PREFILL_CHUNK):
                 return []
             tokens = generator.generate_next_tokens()
         except InferenceError as exc:
-            if exc.code != HF_CANCELLED:
-                generator.close()
-                raise
-            generator.finish(self._interruption() or "cancelled")
-            return self._finish()
+            return self.failed(exc)
+        return self.emit(tokens)
+
+    def interrupted(self) -> list[Event] | None:
+        """The final events when the run was cancelled or ran out of time (its cache freed), else None."""
+        reason = self._interruption()
+        if reason is None:
+            return None
+        self.generator.finish(reason)
+        return self._finish()
+
+    def failed(self, exc: InferenceError) -> list[Event]:
+        """A step raised: an interrupted step ends the run like `interrupted`; anything else is re-raised."""
+        if exc.code != HF_CANCELLED:
+            self.generator.close()
+            raise exc
+        self.generator.finish(self._interruption() or "cancelled")
+        return self._finish()
+
+    def emit(self, tokens: list[int]) -> list[Event]:
+        """The events for the tokens a step picked: text (short of any stop string), then the result if done."""
+        generator = self.generator
         events: list[Event] = []
         pieces = []
         for index, token in enumerate(tokens):

@@ -22,7 +22,7 @@ Source = Literal["default", "file", "env"]
 DEFAULT_CORS_ORIGINS: tuple[str, ...] = tuple(
     f"{scheme}://localhost:{port}" for scheme in ("http", "https") for port in range(3000, 3006)
 )
-#: the engine's own limit on drafted tokens per step (inference.execution.MAX_LOOKAHEAD_TOKENS; a test keeps
+#: the engine's own limit on drafted tokens per step (inference.lookahead.MAX_LOOKAHEAD_TOKENS; a test keeps
 #: the two equal, so that loading settings does not load the engine)
 MAX_LOOKAHEAD_TOKENS = 16
 #: the packaged embedded model (exports.default_model.DEFAULT_ALIAS; a test keeps the two equal)
@@ -179,7 +179,8 @@ class Settings:
     hf_lookahead_tokens: int = key(
         4,
         c.to_int(0, MAX_LOOKAHEAD_TOKENS),
-        "Drafted tokens one decoding step checks at once (prompt lookup, see Performance); `0` turns it off.",
+        "Drafted tokens one decoding step checks at once (prompt lookup, see [docs/performance.md](docs/performance.md)); "
+        "`0` turns it off.",
     )
     system_prompt: str = key("", c.to_text, "The system prompt of every turn.", shown="built in")
     chat_max_tokens: int = key(1024, c.to_int(1, 1_000_000), "Longest reply (capped at half the model's context).")
@@ -246,6 +247,25 @@ class Settings:
     )
     hf_keep_alive_s: float = key(300.0, c.to_float(0, 86_400 * 365), "Unload an hf model idle this long.")
     hf_preload: tuple[str, ...] = key((), c.to_names, "hf models to load at start-up (and kept loaded).", shown="none")
+    hf_max_batch_size: int = key(
+        8,
+        c.to_int(1, 256),
+        "Generations of one hf model that share each step (continuous batching); more wait in its queue.",
+    )
+    hf_queue_length: int = key(
+        16,
+        c.to_int(0, 100_000),
+        "Requests that wait for a place in a full batch; only a full queue or a wait that runs out answers "
+        "`OVERLOADED`.",
+    )
+    hf_queue_wait_s: float = key(30.0, c.to_float(0, 3600), "How long a request waits in the queue for a place.")
+    hf_prefix_cache_mb: int = key(
+        512,
+        c.to_int(0, 10_000_000),
+        "Per hf model: the key-value cache of each conversation's latest turn and of system prompts, kept so the next "
+        "turn feeds only its new tokens; least recently used first out, and dropped before any model is unloaded for "
+        "room.",
+    )
     hf_default_model: str = key(
         DEFAULT_ALIAS,
         c.to_alias,

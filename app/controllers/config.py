@@ -6,7 +6,7 @@ configuration names hosts and prompts, and a fresh install is not configurable f
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import asdict
 from typing import Any
 
@@ -32,6 +32,7 @@ from app.schemas.config import (
     RevisionsOut,
     ValidationOut,
 )
+from app.shutdown import shutdown_signal, until_shutdown
 
 
 def config_view(service: ConfigurationService) -> ConfigOut:
@@ -160,12 +161,14 @@ class ConfigController(Controller):
         summary="Server-sent events: `config` with each revision as it is recorded",
         responses={200: event_stream("`config` events, each a revision as JSON"), **errors(401, 403)},
     )
-    async def events(self, config_service: ConfigurationService) -> Stream:
+    async def events(self, request: Request[Any, Any, Any], config_service: ConfigurationService) -> Stream:
         service = config_service
 
-        async def frames() -> AsyncIterator[bytes]:
+        async def frames() -> AsyncGenerator[bytes, None]:
             yield b": connected\n\n"
             async for revision in service.events():
                 yield sse_event("config", revision_out(revision))
 
-        return Stream(with_keepalive(frames()), media_type="text/event-stream", headers=SSE_HEADERS)
+        # the stream ends when the server shuts down, so it never holds the shutdown open
+        stream = until_shutdown(frames(), shutdown_signal(request.app.state))
+        return Stream(with_keepalive(stream), media_type="text/event-stream", headers=SSE_HEADERS)

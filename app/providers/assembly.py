@@ -20,6 +20,7 @@ from app.providers.base import ModelProvider
 from app.providers.hf import HFProvider
 from app.providers.ollama import OllamaProvider
 from app.providers.registry import ProviderRegistry
+from inference.pool_settings import PoolSettings
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +49,24 @@ def build_registry(settings: Settings) -> ProviderRegistry:
 
 def build_hf_provider(settings: Settings) -> HFProvider:
     """The `hf` provider for `settings`' models directory (at start-up, and when a change re-points it)."""
-    return HFProvider(settings.models_dir, default_max_tokens=settings.chat_max_tokens, **hf_pool_settings(settings))
+    return HFProvider(settings.models_dir, hf_pool_settings(settings), default_max_tokens=settings.chat_max_tokens)
 
 
-def hf_pool_settings(settings: Settings) -> dict[str, Any]:
-    """The `hf` provider's pool settings, as `HFProvider` and its `reconfigure` take them (one mapping for
-    start-up and for the hot reload)."""
-    return {
-        "execution_provider": settings.hf_execution_provider,
-        "num_threads": settings.hf_num_threads,
-        "lookahead_tokens": settings.hf_lookahead_tokens,
-        "memory_budget_bytes": settings.hf_memory_budget_mb * 2**20 or None,
-        "max_loaded_models": settings.hf_max_loaded_models,
-        "keep_alive_s": settings.hf_keep_alive_s,
-        "preload": settings.hf_preload,
-    }
+def hf_pool_settings(settings: Settings) -> PoolSettings:
+    """The `hf` provider's pool settings (one value for start-up and for the hot reload)."""
+    return PoolSettings(
+        execution_provider=settings.hf_execution_provider,  # type: ignore[arg-type]
+        num_threads=settings.hf_num_threads,
+        lookahead_tokens=settings.hf_lookahead_tokens,
+        memory_budget_bytes=settings.hf_memory_budget_mb * 2**20 or None,
+        max_loaded_models=settings.hf_max_loaded_models,
+        keep_alive_s=settings.hf_keep_alive_s,
+        preload=settings.hf_preload,
+        max_batch_size=settings.hf_max_batch_size,
+        queue_length=settings.hf_queue_length,
+        queue_wait_s=settings.hf_queue_wait_s,
+        prefix_cache_bytes=settings.hf_prefix_cache_mb * 2**20,
+    )
 
 
 def ollama_hosts(config: EffectiveConfig) -> dict[str, ProviderTable]:
@@ -145,7 +149,7 @@ class ProviderReconciler:
         hf = self.registry.get(HFProvider.name)
         pool = hf_pool_settings(new.settings)
         if isinstance(hf, HFProvider) and pool != hf_pool_settings(old.settings):
-            await hf.reconfigure(**pool)
+            await hf.reconfigure(pool)
 
     async def stop(self) -> None:
         """Close the providers still waiting to retire now (the service is stopping)."""

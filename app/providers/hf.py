@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,13 +28,14 @@ from app.providers.types import (
     ProviderHealth,
     Usage,
 )
-from exports.manifest import BrokenExport, Manifest, scan_manifests
 
 # submodules, not the package: an editable install made before inference/ existed maps it as a namespace
 from inference.errors import InferenceError
 from inference.events import GenerationResult, TextDelta
+from inference.manifest import BrokenExport, Manifest, scan_manifests
 from inference.params import GenerationParams
 from inference.pool import ModelPool
+from inference.pool_settings import PoolSettings
 from inference.tokenizer import ChatTokenizer
 
 log = logging.getLogger(__name__)
@@ -54,29 +55,14 @@ class HFProvider(ModelProvider):
     def __init__(
         self,
         models_dir: Path,
+        settings: PoolSettings | None = None,
         *,
-        execution_provider: str = "auto",
-        num_threads: int = 0,
-        lookahead_tokens: int = 4,
-        memory_budget_bytes: int | None = None,
-        max_loaded_models: int = 0,
-        keep_alive_s: float | None = 300.0,
-        preload: Sequence[str] = (),
         default_max_tokens: int = 512,
         pool: ModelPool | None = None,
     ) -> None:
         self.models_dir = Path(models_dir)
         self.default_max_tokens = default_max_tokens
-        self.pool = pool or ModelPool(
-            self.models_dir,
-            execution_provider=execution_provider,  # type: ignore[arg-type]
-            num_threads=num_threads,
-            lookahead_tokens=lookahead_tokens,
-            memory_budget_bytes=memory_budget_bytes,
-            max_loaded_models=max_loaded_models,
-            keep_alive_s=keep_alive_s,
-            preload=preload,
-        )
+        self.pool = pool or ModelPool(self.models_dir, settings or PoolSettings())
         self._broken: list[BrokenExport] = []
         self._tokenizers: dict[str, ChatTokenizer] = {}
         self._starting: asyncio.Task[None] | None = None
@@ -90,39 +76,17 @@ class HFProvider(ModelProvider):
             await self.pool.start()
         except Exception as exc:
             log.error("preloading hf models failed (they load on first use instead): %s", exc)
-            self.pool.preload = ()
+            self.pool.settings = replace(self.pool.settings, preload=())
             await self.pool.start()
 
-    async def reconfigure(
-        self,
-        *,
-        execution_provider: str,
-        num_threads: int,
-        lookahead_tokens: int,
-        memory_budget_bytes: int | None,
-        max_loaded_models: int,
-        keep_alive_s: float | None,
-        preload: Sequence[str],
-    ) -> None:
+    async def reconfigure(self, settings: PoolSettings) -> None:
         """The hot reload's way in: new pool settings for the running pool (see `ModelPool.reconfigure`).
 
         A preload entry that cannot load is logged, not raised: the rest of the change still applies and
         the model loads on first use instead, as at start-up.
         """
-        options = replace(
-            self.pool.options,
-            execution_provider=execution_provider,  # type: ignore[arg-type]
-            intra_op_num_threads=num_threads,
-            lookahead_tokens=lookahead_tokens,
-        )
         try:
-            await self.pool.reconfigure(
-                options=options,
-                memory_budget_bytes=memory_budget_bytes,
-                max_loaded_models=max_loaded_models,
-                keep_alive_s=keep_alive_s,
-                preload=preload,
-            )
+            await self.pool.reconfigure(settings)
         except InferenceError as exc:
             log.error("preloading hf models failed (they load on first use instead): %s", exc.message)
 
@@ -256,6 +220,7 @@ class HFProvider(ModelProvider):
             repetition_penalty=options.repetition_penalty or 1.0,
             seed=options.seed,
             stop_strings=tuple(options.stop),
+            lookahead_tokens=self.pool.settings.lookahead_tokens,
         )
 
 

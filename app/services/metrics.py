@@ -74,10 +74,18 @@ class ServiceMetrics:
             "beth_model_unloads", "hf models unloaded, by reason (idle, evicted, memory_pressure, requested, ...)",
             ["model", "reason"], registry=self.registry,
         )  # fmt: skip
+        self.queue_wait_seconds = Histogram(
+            "beth_model_queue_wait_seconds", "Time an hf request waited for a place in its model's batch", ["model"],
+            buckets=(0, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60), registry=self.registry,
+        )  # fmt: skip
 
     def observe_pool(self, event: PoolEvent) -> None:
-        """The hf model pool's loads (and their time) and unloads (and why: an eviction is `evicted`)."""
+        """The hf model pool's loads (and their time), unloads (and why: an eviction is `evicted`) and
+        admissions to a model's batch (and their wait in its queue)."""
         model = f"hf/{event.alias}"
+        if event.kind == "admitted":
+            self.queue_wait_seconds.labels(model).observe(event.seconds or 0.0)
+            return
         if event.kind == "unloaded":
             self.model_unloads.labels(model, event.reason or "unknown").inc()
             return
@@ -165,9 +173,17 @@ def state_gauges(sessions: Any, monitor: Any, registry: Any, guard: Any) -> Iter
         if guard.pool is not None:
             memory.add_metric(["models_loaded"], guard.pool.used_bytes)
             loaded = GaugeMetricFamily("beth_models_loaded", "hf models in memory", labels=["model"])
+            batch = GaugeMetricFamily("beth_model_batch", "hf generations running in a model's batch", labels=["model"])
+            queue = GaugeMetricFamily(
+                "beth_model_queue_length", "hf requests waiting for a model's batch", labels=["model"]
+            )
             for model in guard.pool.loaded():
                 loaded.add_metric([f"hf/{model.alias}"], model.size_bytes)
+                batch.add_metric([f"hf/{model.alias}"], model.running)
+                queue.add_metric([f"hf/{model.alias}"], model.queued)
             yield loaded
+            yield batch
+            yield queue
         yield memory
         unloads = CounterMetricFamily("beth_memory_pressure_unloads", "Idle models unloaded under memory pressure")
         unloads.add_metric([], guard.pressure_unloads)

@@ -88,6 +88,8 @@ class LiveSession:
     final_status: str | None = None
     saved_message_id: int | None = None
     last_flush: float = 0.0
+    #: `time.monotonic()` when the session opened: how long it has run (the operator console shows it)
+    opened_at: float = field(default_factory=time.monotonic)
 
     @property
     def text(self) -> str:
@@ -121,6 +123,8 @@ class StreamSessions:
         self.stale_s = stale_s
         self.terminate_wait_s = terminate_wait_s
         self.live: dict[str, LiveSession] = {}
+        #: set at shutdown, so long-lived feeds about the sessions (the console's) end and let the server stop
+        self.stopping = False
 
     # -- life of one session -------------------------------------------------------------------------
 
@@ -345,6 +349,7 @@ class StreamSessions:
 
     async def stop_all(self, reason: str = "SERVER_SHUTDOWN") -> None:
         """Shutdown: stop every live generation and wait (briefly) for each to save its partial reply."""
+        self.stopping = True
         sessions = list(self.live.values())
         for session in sessions:
             session.stop(reason)

@@ -9,6 +9,7 @@ import httpx
 
 from app.services.memory_guard import MemoryGuard, read_memory
 from inference.pool import ModelPool
+from inference.pool_settings import PoolSettings
 from tests.api.test_graphql_web_client import create_conversation
 from tests.chat.conftest import chat_env
 from tests.fixtures.ollama import FakeOllama
@@ -44,7 +45,7 @@ def test_a_model_larger_than_the_budget_is_refused_without_loading(
 
 def test_memory_pressure_unloads_idle_models_only(tiny_export: Path) -> None:
     async def scenario() -> tuple[list[str], list[str], list[str]]:
-        pool = ModelPool(tiny_export.parent, num_threads=1, keep_alive_s=None)
+        pool = ModelPool(tiny_export.parent, PoolSettings(num_threads=1, keep_alive_s=None))
         guard = MemoryGuard(lambda: pool, min_available_bytes=2**62, interval_s=60)  # always "under pressure"
         async with pool.lease(tiny_export.name):
             while_busy = await guard.check()  # in use: never unloaded

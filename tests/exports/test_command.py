@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 from rich.console import Console
 
@@ -86,3 +87,16 @@ def test_models_list_of_an_empty_folder_says_how_to_export(tmp_path: Path) -> No
     console = _console()
     assert run_models_list(tmp_path, console=console) == 0
     assert "beth-chat export default" in console.export_text()
+
+
+def test_models_list_never_shortens_an_alias_in_80_columns(tmp_path: Path, tiny_export: Path) -> None:
+    aliases = ("SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct-fp16", "SmolLM2-135M-Instruct-int4")
+    for alias in aliases:
+        folder = tmp_path / alias
+        folder.mkdir()
+        write_manifest(folder, msgspec.structs.replace(read_manifest(tiny_export), alias=alias))
+    console = Console(record=True, width=80, force_terminal=False)
+    assert run_models_list(tmp_path, console=console) == 0
+    lines = console.export_text().splitlines()
+    for alias in aliases:
+        assert any(line.split() and line.split()[0] == alias for line in lines), alias

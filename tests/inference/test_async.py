@@ -97,7 +97,7 @@ async def test_cancel_event_stops_the_stream_within_one_step(tiny_model: ChatMod
     assert result.finish_reason == "cancelled"
     assert seen_at_cancel is not None
     # the step under way may finish (a token and the drafted tokens it keeps), no more
-    assert result.usage.completion_tokens <= seen_at_cancel + 1 + tiny_model.model.options.lookahead_tokens
+    assert result.usage.completion_tokens <= seen_at_cancel + 1 + run.generator.params.lookahead_tokens
     full = tiny_model.generate_chat(PROMPTS[1], LONG)
     assert result.token_ids == full.token_ids[: len(result.token_ids)]
     assert full.text.startswith(result.text)

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 
 from inference import ChatModel, GenerationParams, GenerationResult, InferenceError, OnnxCausalLM
-from inference.lookahead import PromptLookup
+from inference.lookahead import MAX_LOOKAHEAD_TOKENS, STEP_COST_PRIOR, PromptLookup, StepCosts
 from inference.run import GenerationRun
 from tests.inference.conftest import CPU_ONE_THREAD, PROMPTS
 
-NO_DRAFTS = dataclasses.replace(CPU_ONE_THREAD, lookahead_tokens=0)
 GREEDY_LONG = GenerationParams(max_new_tokens=64, temperature=0)
 # random weights repeat themselves soon under greedy decoding, which is what lookup drafts from
 REPEATING = [{"role": "user", "content": "one two three one two three one two three one two three"}]
@@ -53,26 +52,44 @@ def test_drafts_are_cut_to_what_they_are_likely_to_save() -> None:
     assert lookup.draft(4, modest) == []  # drafts keep failing: not worth a dearer step
 
 
-def test_step_costs_come_from_timed_steps(tiny_export: Path) -> None:
-    from inference.model import STEP_COST_PRIOR
+def test_step_costs_come_from_timed_steps() -> None:
+    costs = StepCosts()
+    assert costs.cost(3) == 1 + 2 * STEP_COST_PRIOR
+    costs.record(1, 0.010)
+    costs.record(3, 0.015)
+    assert costs.cost(3) == pytest.approx(1.5)
+    assert costs.cost(1) == 1.0
+    costs.record(MAX_LOOKAHEAD_TOKENS + 2, 1.0)  # longer than any draft: a prompt piece, not recorded
+    assert set(costs.seconds) == {1, 3}
 
-    model = OnnxCausalLM.open(tiny_export, CPU_ONE_THREAD)
-    assert model.step_cost(3) == 1 + 2 * STEP_COST_PRIOR
-    state = model.new_sequence()
-    model.forward(state, [1, 2, 3, 4])  # the first step (a prompt) is not timed
-    assert model.step_seconds == {}
-    for _ in range(3):
-        model.forward(state, [5])
-        model.forward(state, [6, 7, 8], logits_to_keep=3)
-    assert set(model.step_seconds) == {1, 3}
-    assert model.step_cost(3) == max(1.0, model.step_seconds[3] / model.step_seconds[1])
-    assert model.step_cost(1) == 1.0
+
+def test_a_model_times_the_steps_its_generations_run(tiny_export: Path) -> None:
+    model = ChatModel.load(tiny_export, CPU_ONE_THREAD)
+    try:
+        model.generate_chat(REPEATING, GREEDY_LONG)
+        assert 1 in model.step_costs.seconds
+        assert max(model.step_costs.seconds) <= MAX_LOOKAHEAD_TOKENS + 1  # the prompt's step is not timed
+    finally:
+        model.close()
+
+
+class NoDrafts:
+    """The tiny model with every generation's drafting off (drafting is a generation's own policy)."""
+
+    def __init__(self, model: ChatModel) -> None:
+        self.model = model
+
+    def start_chat(self, messages: list[dict[str, str]], params: GenerationParams) -> GenerationRun:
+        return self.model.start_chat(messages, dataclasses.replace(params, lookahead_tokens=0))
+
+    def generate_chat(self, messages: list[dict[str, str]], params: GenerationParams) -> GenerationResult:
+        return self.model.generate_chat(messages, dataclasses.replace(params, lookahead_tokens=0))
 
 
 @pytest.fixture(scope="module")
-def plain_model(tiny_export: Path) -> Iterator[ChatModel]:
-    model = ChatModel.load(tiny_export, NO_DRAFTS)
-    yield model
+def plain_model(tiny_export: Path) -> Iterator[NoDrafts]:
+    model = ChatModel.load(tiny_export, CPU_ONE_THREAD)
+    yield NoDrafts(model)
     model.close()
 
 
@@ -81,7 +98,7 @@ def drafting(tiny_model: ChatModel, monkeypatch: pytest.MonkeyPatch) -> ChatMode
     """The tiny model drafting whatever lookup finds: whether a draft is worth its step is decided from timed
     step costs (tested above), which a busy machine makes noisy, and must not decide whether these tests,
     about what drafting produces, draft at all."""
-    monkeypatch.setattr(tiny_model.model, "step_cost", lambda count: 1.0)
+    monkeypatch.setattr(tiny_model.step_costs, "cost", lambda count: 1.0)
     return tiny_model
 
 
@@ -140,7 +157,7 @@ def test_a_graph_without_the_input_checks_no_drafts(tiny_export: Path) -> None:
 
 @pytest.mark.parametrize("messages", [REPEATING, *PROMPTS])
 def test_drafting_keeps_the_greedy_tokens_in_fewer_steps(
-    drafting: ChatModel, plain_model: ChatModel, messages: list[dict[str, str]]
+    drafting: ChatModel, plain_model: NoDrafts, messages: list[dict[str, str]]
 ) -> None:
     drafted = drafting.start_chat(messages, GREEDY_LONG)
     steps = sum(1 for _ in _steps(drafted))
@@ -156,26 +173,23 @@ def test_drafting_keeps_the_greedy_tokens_in_fewer_steps(
         assert steps == plain_steps - drafted.generator.accepted_tokens < plain_steps
 
 
-def test_a_loaded_model_takes_a_new_drafting_setting_for_its_next_generation(tiny_export: Path) -> None:
-    model = ChatModel.load(tiny_export, CPU_ONE_THREAD)
-    model.model.step_cost = lambda count: 1.0  # drafting whatever lookup finds (see `drafting`)
-    try:
-        running = model.start_chat(REPEATING, GREEDY_LONG)
-        model.adopt_options(NO_DRAFTS)
-        after = model.start_chat(REPEATING, GREEDY_LONG)
-        list(running.events())
-        list(after.events())
-        assert running.generator.accepted_tokens > 0  # it started with drafting and kept it
-        assert after.generator.lookup is None
-        assert after.generator.accepted_tokens == 0
-        model.adopt_options(dataclasses.replace(CPU_ONE_THREAD, intra_op_num_threads=2))
-        assert model.model.options == CPU_ONE_THREAD  # only drafting is adopted; the rest needs a new session
-    finally:
-        model.close()
+def test_drafting_is_each_generations_own_policy(drafting: ChatModel) -> None:
+    drafted = drafting.start_chat(REPEATING, GREEDY_LONG)
+    plain = drafting.start_chat(REPEATING, dataclasses.replace(GREEDY_LONG, lookahead_tokens=0))
+    list(drafted.events())
+    list(plain.events())
+    assert drafted.generator.accepted_tokens > 0
+    assert plain.generator.lookup is None
+    assert plain.generator.accepted_tokens == 0
+    assert drafted.result is not None
+    assert plain.result is not None
+    assert drafted.result.token_ids == plain.result.token_ids
+    with pytest.raises(InferenceError, match="lookahead_tokens"):
+        GenerationParams(lookahead_tokens=MAX_LOOKAHEAD_TOKENS + 1)
 
 
 def test_sampling_drafts_too_and_a_seed_gives_the_text_it_gives_without_drafts(
-    drafting: ChatModel, plain_model: ChatModel
+    drafting: ChatModel, plain_model: NoDrafts
 ) -> None:
     # the tiny model's random weights give flat distributions: only a low temperature makes drafts likely
     for seed in (3, 4, 5):
@@ -189,7 +203,7 @@ def test_sampling_drafts_too_and_a_seed_gives_the_text_it_gives_without_drafts(
 
 
 def test_a_stop_string_inside_a_drafted_step_drops_the_tokens_after_it(
-    drafting: ChatModel, plain_model: ChatModel, monkeypatch: pytest.MonkeyPatch
+    drafting: ChatModel, plain_model: NoDrafts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     steps = _picked_per_step(drafting, GREEDY_LONG, monkeypatch)[0]
     stops = []

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from inference import ExportInfo, InferenceError, PoolEvent, RuntimeOptions
+from inference import BatchLimits, ExportInfo, InferenceError, PoolEvent, PoolSettings, RuntimeOptions
 from inference.pool import ModelPool
 
 pytestmark = pytest.mark.anyio
@@ -20,7 +20,7 @@ SIZE = 100  # bytes of each fake export's graph; they have no layers, so no KV e
 
 
 class FakeModel:
-    """Stands in for a ChatModel: the pool only needs `provider`, `adopt_options` and `close`."""
+    """Stands in for a ChatModel: the pool only needs `provider`, `set_limits`, the batch counts and `close`."""
 
     provider = "CPUExecutionProvider"
 
@@ -29,8 +29,17 @@ class FakeModel:
         self.options = options
         self.closed = False
 
-    def adopt_options(self, options: RuntimeOptions) -> None:
-        self.options = dataclasses.replace(self.options, lookahead_tokens=options.lookahead_tokens)
+    running = 0
+    queued = 0
+    saved_bytes = 0
+    limits: BatchLimits | None = None
+    on_admitted = None
+
+    def set_limits(self, limits: BatchLimits) -> None:
+        self.limits = limits
+
+    def drop_saved(self) -> int:
+        return 0
 
     def close(self) -> None:
         self.closed = True
@@ -61,8 +70,8 @@ def _fake_exports(root: Path, *aliases: str, size: int = SIZE) -> Path:
     return root
 
 
-def _pool(root: Path, loader: Loader, **options: object) -> ModelPool:
-    return ModelPool(root, loader=loader, keep_alive_s=None, **options)  # type: ignore[arg-type]
+def _pool(root: Path, loader: Loader, **settings: object) -> ModelPool:
+    return ModelPool(root, PoolSettings(keep_alive_s=None, **settings), loader=loader)  # type: ignore[arg-type]
 
 
 async def test_concurrent_callers_share_one_load(tmp_path: Path) -> None:
@@ -128,7 +137,7 @@ def test_the_size_estimate_counts_a_full_context_kv_cache(tiny_export: Path) -> 
 
 async def test_idle_models_are_unloaded_after_the_keep_alive(tmp_path: Path) -> None:
     loader = Loader()
-    pool = ModelPool(_fake_exports(tmp_path, "a", "b"), loader=loader, keep_alive_s=0.05)  # type: ignore[arg-type]
+    pool = ModelPool(_fake_exports(tmp_path, "a", "b"), PoolSettings(keep_alive_s=0.05), loader=loader)  # type: ignore[arg-type]
     await pool.start()
     try:
         async with pool.lease("a"):
@@ -146,7 +155,11 @@ async def test_idle_models_are_unloaded_after_the_keep_alive(tmp_path: Path) -> 
 
 async def test_preloaded_models_load_at_start_and_stay(tmp_path: Path) -> None:
     loader = Loader()
-    pool = ModelPool(_fake_exports(tmp_path, "a", "b"), loader=loader, keep_alive_s=0.01, preload=["a"])  # type: ignore[arg-type]
+    pool = ModelPool(
+        _fake_exports(tmp_path, "a", "b"),
+        PoolSettings(keep_alive_s=0.01, preload=("a",)),
+        loader=loader,  # type: ignore[arg-type]
+    )
     await pool.start()
     try:
         assert loader.calls == ["a"]
@@ -180,7 +193,7 @@ async def test_a_broken_export_fails_to_load_with_the_reason(tmp_path: Path, tin
     broken = tmp_path / "broken"
     shutil.copytree(tiny_export, broken)
     (broken / "model.onnx").write_bytes(b"this is not an onnx graph")
-    pool = ModelPool(tmp_path, execution_provider="cpu", keep_alive_s=None)
+    pool = ModelPool(tmp_path, PoolSettings(execution_provider="cpu", keep_alive_s=None))
     with pytest.raises(InferenceError) as caught:
         await pool.acquire("broken")
     assert caught.value.generic_code == "MODEL_LOAD_FAILED"
@@ -192,7 +205,7 @@ async def test_a_broken_export_fails_to_load_with_the_reason(tmp_path: Path, tin
 async def test_real_models_load_and_chat_through_the_pool(tiny_export: Path) -> None:
     from inference import GenerationParams
 
-    pool = ModelPool(tiny_export.parent, execution_provider="cpu", num_threads=1, keep_alive_s=None)
+    pool = ModelPool(tiny_export.parent, PoolSettings(execution_provider="cpu", num_threads=1, keep_alive_s=None))
     async with pool:
         async with pool.lease(tiny_export.name) as model:
             result = model.generate_chat([{"role": "user", "content": "hi"}], GenerationParams(max_new_tokens=4))
@@ -230,21 +243,13 @@ async def test_reconfigure_applies_limits_options_and_preload_to_a_running_pool(
             async with pool.lease(alias):
                 pass
         old_b = loader.models["b"]
-        await pool.reconfigure(
-            options=pool.options,
-            memory_budget_bytes=None,
-            max_loaded_models=2,
-            keep_alive_s=None,
-            preload=(),
-        )
+        await pool.reconfigure(dataclasses.replace(pool.settings, max_loaded_models=2))
         # over the new count: the least recently used idle model went, the one in use stayed
         assert old_b.closed
         assert sorted(m.alias for m in pool.loaded()) == ["a", "c"]
 
+        await pool.reconfigure(dataclasses.replace(pool.settings, num_threads=1, preload=("b",)))
         new_options = RuntimeOptions(intra_op_num_threads=1)
-        await pool.reconfigure(
-            options=new_options, memory_budget_bytes=None, max_loaded_models=2, keep_alive_s=None, preload=("b",)
-        )
         # new runtime options: idle models unloaded now, the one in use kept until its lease ends;
         # the new preload entry is loaded (with the new options) and pinned
         assert loader.models["c"].closed
@@ -256,19 +261,18 @@ async def test_reconfigure_applies_limits_options_and_preload_to_a_running_pool(
     assert [m.alias for m in pool.loaded()] == ["b"]
 
 
-async def test_a_drafting_change_reaches_loaded_models_without_reloading_them(tmp_path: Path) -> None:
+async def test_drafting_and_batch_changes_reach_loaded_models_without_reloading_them(tmp_path: Path) -> None:
     loader = Loader()
     pool = _pool(_fake_exports(tmp_path, "a", "b"), loader)
     async with pool.lease("a"):
         async with pool.lease("b"):
             pass
-        no_drafts = dataclasses.replace(pool.options, lookahead_tokens=0)
-        await pool.reconfigure(
-            options=no_drafts, memory_budget_bytes=None, max_loaded_models=0, keep_alive_s=None, preload=()
-        )
-        # the one in use and the idle one both stay loaded, and both draft no more
+        changed = dataclasses.replace(pool.settings, lookahead_tokens=0, max_batch_size=2, queue_length=3)
+        await pool.reconfigure(changed)
+        # the one in use and the idle one both stay loaded and take the new limits; drafting is read by
+        # each generation from the settings
         assert loader.calls == ["a", "b"]
-        assert [(m.closed, m.options.lookahead_tokens) for m in loader.models.values()] == [(False, 0), (False, 0)]
+        assert [(m.closed, m.limits) for m in loader.models.values()] == [(False, changed.batch_limits)] * 2
     async with pool.lease("a") as model:
         assert model is loader.models["a"]
         assert loader.calls == ["a", "b"]

@@ -54,8 +54,6 @@ def test_asking_for_cuda_without_a_gpu_says_what_to_do(fresh_probe: None) -> Non
         (RuntimeOptions(execution_provider="tpu"), "execution_provider"),  # type: ignore[arg-type]
         (RuntimeOptions(graph_optimization="max"), "graph_optimization"),
         (RuntimeOptions(intra_op_num_threads=-1), "thread"),
-        (RuntimeOptions(lookahead_tokens=-1), "lookahead_tokens"),
-        (RuntimeOptions(lookahead_tokens=17), "lookahead_tokens"),
     ],
 )
 def test_bad_runtime_settings_are_refused(tiny_export: Path, options: RuntimeOptions, field: str) -> None:

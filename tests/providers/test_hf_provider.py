@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 from app.errors import ErrorCode, ServiceError
 from app.providers.hf import HFProvider
 from app.providers.types import ChatChunk, ChatMessage, ChatRequest, GenerationOptions
+from inference.params import GenerationParams
+from inference.pool_settings import PoolSettings
 
 pytestmark = pytest.mark.anyio
 
@@ -41,7 +44,9 @@ def models_dir(tiny_export: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def hf(models_dir: Path) -> AsyncIterator[HFProvider]:
-    provider = HFProvider(models_dir, execution_provider="cpu", num_threads=1, keep_alive_s=60, default_max_tokens=8)
+    provider = HFProvider(
+        models_dir, PoolSettings(execution_provider="cpu", num_threads=1, keep_alive_s=60), default_max_tokens=8
+    )
     await provider.initialize()
     yield provider
     await provider.shutdown()
@@ -116,6 +121,25 @@ async def test_errors_map_onto_the_error_set(hf: HFProvider) -> None:
     assert too_long.value.code == ErrorCode.CONTEXT_LENGTH_EXCEEDED
 
 
+async def test_a_model_with_a_full_batch_and_queue_answers_overloaded(models_dir: Path) -> None:
+    settings = PoolSettings(execution_provider="cpu", num_threads=1, max_batch_size=1, queue_length=0)
+    provider = HFProvider(models_dir, settings, default_max_tokens=8)
+    await provider.initialize()
+    gate = threading.Event()
+    try:
+        async with provider.pool.lease("tiny") as model:
+            # a generation that holds the only place: its first events are not taken until the gate opens
+            busy = model.start_chat([{"role": "user", "content": "hi"}], GenerationParams(max_new_tokens=4))
+            model.scheduler.submit(busy, lambda _: gate.wait(30))
+            with pytest.raises(ServiceError) as caught:
+                await collect(provider, chat("tiny"))
+            assert caught.value.code == ErrorCode.OVERLOADED
+            assert caught.value.details["hfCode"] == "HF_OVERLOADED"
+    finally:
+        gate.set()
+        await provider.shutdown()
+
+
 async def test_load_unload_and_closing_a_stream_releases_the_model(hf: HFProvider) -> None:
     await hf.load("tiny")
     assert [m.alias for m in hf.pool.loaded()] == ["tiny"]
@@ -133,7 +157,7 @@ async def test_load_unload_and_closing_a_stream_releases_the_model(hf: HFProvide
 
 @pytest.mark.slow
 async def test_the_default_model_is_listed_and_answers(default_export: Path) -> None:
-    provider = HFProvider(default_export.parent, execution_provider="cpu", default_max_tokens=16)
+    provider = HFProvider(default_export.parent, PoolSettings(execution_provider="cpu"), default_max_tokens=16)
     await provider.initialize()
     try:
         models = {m.name: m for m in await provider.list_models()}

@@ -72,7 +72,7 @@ def test_the_lookahead_setting_reaches_the_hf_model_pool(tmp_path: Path) -> None
 
     assert load_settings({}).hf_lookahead_tokens == 4
     settings = load_settings({"HF_LOOKAHEAD_TOKENS": "0", "BETH_DATA_DIR": str(tmp_path)})
-    assert build_hf_provider(settings).pool.options.lookahead_tokens == 0
+    assert build_hf_provider(settings).pool.settings.lookahead_tokens == 0
 
 
 def test_unknown_and_unreadable_file_keys_are_refused(tmp_path: Path) -> None:
@@ -123,7 +123,7 @@ def test_loading_settings_loads_neither_the_engine_nor_the_exporter() -> None:
 
 def test_the_settings_limits_match_the_engine_and_the_exporter() -> None:
     from exports.default_model import DEFAULT_ALIAS
-    from inference.execution import MAX_LOOKAHEAD_TOKENS
+    from inference.lookahead import MAX_LOOKAHEAD_TOKENS
 
     assert settings_rows.MAX_LOOKAHEAD_TOKENS == MAX_LOOKAHEAD_TOKENS
     assert settings_rows.DEFAULT_ALIAS == DEFAULT_ALIAS
