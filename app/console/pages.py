@@ -8,12 +8,12 @@ from importlib import metadata
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from app.config import effective as cm
+from app.config.settings import RESTART_KEYS, SETTING_KEYS
 from app.console.charts import METRICS, UsageTable, bar_chart, bucket_label
 from app.console.sources import ConsoleSources
 from app.controllers.config import config_view
 from app.db.tables import StreamSession
-from app.config import effective as cm
-from app.config.settings import RESTART_KEYS, SETTING_KEYS
 from app.services.catalog import ModelCatalog
 from app.services.memory_guard import read_memory
 from app.services.streams import StreamSessions

@@ -13,8 +13,8 @@ from typing import Any
 from litestar.datastructures import State
 
 from app.config.service import ConfigurationService
-from app.services.memory_guard import MemoryGuard
 from app.config.settings import Settings
+from app.services.memory_guard import MemoryGuard
 from inference.pool import ModelPool
 
 
