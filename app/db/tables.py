@@ -96,7 +96,6 @@ class ProviderConfig(Table, tablename="provider_configs"):
     kind = Varchar(length=30)
     display_name = Varchar(length=255, default="")
     enabled = Boolean(default=True)
-    priority = Integer(default=0)
     settings = JSON(default="{}")
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow())
