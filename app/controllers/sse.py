@@ -118,6 +118,6 @@ def _typed(event: TurnEvent) -> tuple[str, dict[str, Any]]:
                 "finishReason": finish_reason,
                 "fallbackFrom": fallback_from,
             }
-        case Failed(code, message, details, _):
+        case Failed(code, message, details):
             return "error", {"code": code, "message": message, "details": details}
     raise TypeError(f"unknown turn event {event!r}")

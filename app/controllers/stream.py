@@ -51,11 +51,9 @@ def render_legacy(event: TurnEvent) -> bytes | None:
             return sse_event("terminated", payload)
         case Completed():
             return sse_event("end", {})
-        case Failed(code, message, details, legacy):
-            payload: dict[str, Any] = {"error": legacy or message, "code": code}
-            if legacy:
-                payload["details"] = message
-            elif details.get("problems"):
+        case Failed(code, message, details):
+            payload: dict[str, Any] = {"error": message, "code": code}
+            if details.get("problems"):
                 payload["details"] = details["problems"]
             return sse_event("error", payload)
     return None
