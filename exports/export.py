@@ -11,6 +11,7 @@ from pathlib import Path
 
 from exports import errors
 from exports.conversion import export_onnx
+from exports.default_source import DEFAULT_ALIAS
 from exports.errors import ExportError
 from exports.facts import (
     architecture,
@@ -245,8 +246,6 @@ def _quantize_in_place(graph: Path, mode: QuantizeMode, progress: ExportProgress
 def default_alias(resolved: ResolvedSource, mode: QuantizeMode, precision: Dtype = "fp32") -> str:
     """The folder, file or repository name, made alias-safe; quantized exports get a `-int8`/`-int4` suffix,
     float16 exports `-fp16`."""
-    from exports.default_model import DEFAULT_ALIAS
-
     if resolved.kind == "default":
         base = DEFAULT_ALIAS
     elif resolved.kind == "hub":

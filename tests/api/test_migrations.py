@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from piccolo.querystring import QueryString
 
-from app.db.engine import create_engine
+from app.db.backends import create_engine
 from app.db.tables import ALL_TABLES
 from tests.fixtures.server import create_postgres_database, drop_postgres_database, run_sql
 
