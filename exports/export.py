@@ -24,7 +24,7 @@ from exports.facts import (
     tool_versions,
 )
 from exports.float16 import KV_CACHE_DTYPE, LOGITS_DTYPE, convert_to_float16
-from exports.loading import LoadedModel, eos_token_ids, load_source, require_torch
+from exports.loading import TorchSourceModel, eos_token_ids, load_source, require_torch
 from exports.manifest import Dtype, Manifest, Source, Validation, write_manifest
 from exports.optimize import optimize_for_decoding
 from exports.progress import ExportProgress, NullProgress
@@ -130,7 +130,7 @@ def _thresholds(
 
 
 def _build(
-    loaded: LoadedModel,
+    loaded: TorchSourceModel,
     resolved: ResolvedSource,
     alias: str,
     mode: QuantizeMode,
@@ -186,7 +186,7 @@ def _build(
 
 
 def _convert(
-    loaded: LoadedModel, staging: Path, eos_ids: list[int], progress: ExportProgress, *, pack: bool
+    loaded: TorchSourceModel, staging: Path, eos_ids: list[int], progress: ExportProgress, *, pack: bool
 ) -> tuple[Path, tuple[str, ...]]:
     """The float ONNX graph in `staging`, fused for decoding where that was measured to help (`pack`: see optimize),
     and the rewrites applied."""
