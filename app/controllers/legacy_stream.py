@@ -29,7 +29,6 @@ from app.services.images import Upload
 from app.services.streams import StreamSessions
 from app.services.termination import terminate_stream
 
-# The old SSE route's texts for refusals before the turn starts (contract section 3).
 log = logging.getLogger(__name__)
 
 

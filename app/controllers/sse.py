@@ -1,4 +1,4 @@
-"""Server-sent events framed exactly as the old web client parses them (contract sections 3 and 7).
+"""Server-sent events framed exactly as the old web client parses them (docs/compatibility.md, "Streaming").
 
 Each event is an optional `event: <name>` line, one `data: <single-line JSON>` line and a blank line,
 `\\n` line endings only. Comment lines (`: keep-alive`) keep idle connections open; the client ignores them.

@@ -1,4 +1,4 @@
-"""Piccolo tables: the old service's four tables (contract section 5) plus what later capabilities fill.
+"""Piccolo tables: the old service's four tables (docs/compatibility.md, "Database") plus what later capabilities fill.
 
 Column names follow the old schema so an operator reading the database finds what they knew. Status
 and reason values are validated by the services that write them (Piccolo has no CHECK constraints).
