@@ -10,7 +10,7 @@ from litestar import Controller, Response, get
 from litestar.datastructures import State
 
 from app.openapi import body
-from app.providers.types import ProviderHealth
+from app.schemas.models import Health
 
 
 class Welcome(msgspec.Struct, rename="camel"):
@@ -38,7 +38,7 @@ class Readiness(msgspec.Struct):
     checks: dict[str, Check]
     #: each model provider's last health check; informative only: a down Ollama never makes the
     #: service unready (the embedded models still answer), it shows here as unhealthy
-    providers: dict[str, ProviderHealth] = {}
+    providers: dict[str, Health] = {}
 
 
 class HealthController(Controller):
@@ -80,7 +80,8 @@ class HealthController(Controller):
             )
         ready = database.ok
         monitor = getattr(state, "health_monitor", None)
-        providers = monitor.all_latest() if monitor is not None else {}
+        latest = monitor.all_latest() if monitor is not None else {}
+        providers = {name: Health.of(health) for name, health in latest.items()}
         return Response(
             Readiness(status="ready" if ready else "unavailable", checks={"database": database}, providers=providers),
             status_code=200 if ready else 503,
