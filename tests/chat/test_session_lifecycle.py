@@ -16,8 +16,9 @@ from tokenizers import Tokenizer
 
 from tests.api.test_graphql_web_client import create_conversation
 from tests.chat.conftest import chat_env
-from tests.chat.test_stream_turn import stored, wait_for
+from tests.chat.test_stream_turn import stored
 from tests.fixtures.ollama import FakeOllama
+from tests.fixtures.polling import wait_until
 from tests.fixtures.server import ServerProcess
 from tests.fixtures.web_client import ClientStream, stream_message, terminate
 
@@ -69,7 +70,9 @@ def test_a_killed_process_leaves_no_active_session_behind(make_server) -> None:
     first.start()  # the same service again, on the same database
     try:
         with httpx.Client(base_url=first.url, timeout=30) as client:
-            replies = wait_for(lambda: [m for m in stored(client, conversation_id) if m["sender"] == "llm"], timeout=20)
+            replies = wait_until(
+                lambda: [m for m in stored(client, conversation_id) if m["sender"] == "llm"], timeout=20
+            )
             assert replies[0]["status"] == "partial"
             assert replies[0]["text"].startswith(seen.text)
             result = terminate(client, seen.session_id, conversation_id)
