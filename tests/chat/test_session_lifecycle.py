@@ -82,7 +82,7 @@ def test_a_killed_process_leaves_no_active_session_behind(make_server) -> None:
         first.stop()
 
 
-def test_shutdown_saves_the_partial_reply(make_server) -> None:
+def test_shutdown_saves_the_partial_reply(make_server, chat_ollama: FakeOllama) -> None:
     server = make_server("shutdown")
     client = httpx.Client(base_url=server.url, timeout=30)
     conversation_id = create_conversation(client, model="slow:latest")
@@ -91,9 +91,10 @@ def test_shutdown_saves_the_partial_reply(make_server) -> None:
     def listen() -> None:
         seen.append(stream_message(client, model="slow:latest", message="bye", conversation_id=conversation_id))
 
+    sent_before = chat_ollama.chunks_sent["slow:latest"]
     thread = threading.Thread(target=listen)
     thread.start()
-    time.sleep(1.5)
+    wait_until(lambda: chat_ollama.chunks_sent["slow:latest"] - sent_before >= 2, what="the reply under way")
     server.stop()
     thread.join(30)
     assert seen
