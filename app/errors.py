@@ -85,9 +85,5 @@ class ServiceError(Exception):
         return {"error": {"code": str(self.code), "message": self.message, "details": self.details}}
 
 
-def not_found(what: str, identifier: str) -> ServiceError:
-    return ServiceError(ErrorCode.NOT_FOUND, f"{what} not found", details={"id": identifier})
-
-
 def invalid(message: str, **details: Any) -> ServiceError:
     return ServiceError(ErrorCode.INVALID_REQUEST, message, details=details)

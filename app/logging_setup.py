@@ -53,7 +53,8 @@ def _indented(text: str) -> str:
     return "\n".join(f"    {line}" for line in text.splitlines())
 
 
-def redact(text: str) -> str:
+def mask_secrets_in_text(text: str) -> str:
+    """Bearer tokens, passwords, keys and URL credentials in a log line become `[redacted]`."""
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
@@ -66,7 +67,7 @@ class ContextFilter(logging.Filter):
         record.request_id = request_id.get()
         record.session_id = stream_session_id.get()
         message = record.getMessage()
-        cleaned = redact(message)
+        cleaned = mask_secrets_in_text(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True
@@ -93,7 +94,7 @@ class JsonFormatter(logging.Formatter):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:
-            entry["error"] = redact(self.formatException(record.exc_info))
+            entry["error"] = mask_secrets_in_text(self.formatException(record.exc_info))
         # json escapes the other line breaks; these three it leaves as they are when not escaping to ASCII
         return json.dumps(entry, ensure_ascii=False).translate(_JSON_LINE_BREAKS)
 
@@ -116,7 +117,7 @@ class TextFormatter(logging.Formatter):
         line = super().format(record)
         ids = [f"{k}={one_line(str(v))}" for k in ("request_id", "session_id") if (v := getattr(record, k, None))]
         line = f"{line} [{' '.join(ids)}]" if ids else line
-        return redact(line) if record.exc_info else line
+        return mask_secrets_in_text(line) if record.exc_info else line
 
 
 def configure_logging(level: str, log_format: str = "text") -> None:

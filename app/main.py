@@ -20,10 +20,10 @@ from app.controllers.conversations import ConversationController
 from app.controllers.dev_tools import api_docs_config, static_files
 from app.controllers.health import HealthController
 from app.controllers.images import ImageController
+from app.controllers.legacy_stream import StreamController
 from app.controllers.model_configs import ModelConfigController
 from app.controllers.models import ModelController, ProviderController
 from app.controllers.observability import ObservabilityController
-from app.controllers.stream import StreamController
 from app.db.engine import close_database, open_database, ping
 from app.db.migrate import migrate
 from app.graphql.controller import GraphQLController

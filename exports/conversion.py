@@ -10,13 +10,13 @@ from pathlib import Path
 
 from exports import errors
 from exports.errors import ExportError
-from exports.loading import LoadedModel
+from exports.loading import TorchSourceModel
 
 TASK = "text-generation-with-past"
 ONNX_FILE = "model.onnx"
 
 
-def export_onnx(loaded: LoadedModel, output: Path, eos_ids: list[int]) -> Path:
+def export_onnx(loaded: TorchSourceModel, output: Path, eos_ids: list[int]) -> Path:
     """Write the ONNX graph and every file the engine reads into `output`; return the graph's path.
 
     Optimum's own validation is off: we validate against PyTorch ourselves (exports.validation),
@@ -42,7 +42,7 @@ def export_onnx(loaded: LoadedModel, output: Path, eos_ids: list[int]) -> Path:
     return graph
 
 
-def _save_side_files(loaded: LoadedModel, output: Path, eos_ids: list[int]) -> None:
+def _save_side_files(loaded: TorchSourceModel, output: Path, eos_ids: list[int]) -> None:
     """Tokenizer, chat template and a generation config that lists every stop id."""
     loaded.tokenizer.save_pretrained(output)
     generation_config = loaded.model.generation_config

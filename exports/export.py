@@ -11,6 +11,7 @@ from pathlib import Path
 
 from exports import errors
 from exports.conversion import export_onnx
+from exports.default_source import DEFAULT_ALIAS
 from exports.errors import ExportError
 from exports.facts import (
     architecture,
@@ -23,7 +24,7 @@ from exports.facts import (
     tool_versions,
 )
 from exports.float16 import KV_CACHE_DTYPE, LOGITS_DTYPE, convert_to_float16
-from exports.loading import LoadedModel, eos_token_ids, load_source, require_torch
+from exports.loading import TorchSourceModel, eos_token_ids, load_source, require_torch
 from exports.manifest import Dtype, Manifest, Source, Validation, write_manifest
 from exports.optimize import optimize_for_decoding
 from exports.progress import ExportProgress, NullProgress
@@ -129,7 +130,7 @@ def _thresholds(
 
 
 def _build(
-    loaded: LoadedModel,
+    loaded: TorchSourceModel,
     resolved: ResolvedSource,
     alias: str,
     mode: QuantizeMode,
@@ -185,7 +186,7 @@ def _build(
 
 
 def _convert(
-    loaded: LoadedModel, staging: Path, eos_ids: list[int], progress: ExportProgress, *, pack: bool
+    loaded: TorchSourceModel, staging: Path, eos_ids: list[int], progress: ExportProgress, *, pack: bool
 ) -> tuple[Path, tuple[str, ...]]:
     """The float ONNX graph in `staging`, fused for decoding where that was measured to help (`pack`: see optimize),
     and the rewrites applied."""
@@ -245,8 +246,6 @@ def _quantize_in_place(graph: Path, mode: QuantizeMode, progress: ExportProgress
 def default_alias(resolved: ResolvedSource, mode: QuantizeMode, precision: Dtype = "fp32") -> str:
     """The folder, file or repository name, made alias-safe; quantized exports get a `-int8`/`-int4` suffix,
     float16 exports `-fp16`."""
-    from exports.default_model import DEFAULT_ALIAS
-
     if resolved.kind == "default":
         base = DEFAULT_ALIAS
     elif resolved.kind == "hub":

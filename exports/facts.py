@@ -11,12 +11,12 @@ from exports.hashing import sha256_file
 from exports.manifest import MANIFEST_NAME, Capabilities, FileEntry, Versions
 
 if TYPE_CHECKING:
-    from exports.loading import LoadedModel
+    from exports.loading import TorchSourceModel
 
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 
 
-def parameter_count(loaded: LoadedModel) -> int:
+def parameter_count(loaded: TorchSourceModel) -> int:
     """Unique parameters (tied embeddings counted once), as model cards count them."""
     seen: set[int] = set()
     total = 0
@@ -27,7 +27,7 @@ def parameter_count(loaded: LoadedModel) -> int:
     return total
 
 
-def context_length(loaded: LoadedModel) -> int:
+def context_length(loaded: TorchSourceModel) -> int:
     config = loaded.model.config
     for key in CONTEXT_KEYS:
         value = getattr(config, key, None)
@@ -36,12 +36,12 @@ def context_length(loaded: LoadedModel) -> int:
     return 2048
 
 
-def architecture(loaded: LoadedModel) -> str:
+def architecture(loaded: TorchSourceModel) -> str:
     names = getattr(loaded.model.config, "architectures", None) or [type(loaded.model).__name__]
     return str(names[0])
 
 
-def capabilities(loaded: LoadedModel) -> Capabilities:
+def capabilities(loaded: TorchSourceModel) -> Capabilities:
     return Capabilities(text=True, vision=hasattr(loaded.model.config, "vision_config"))
 
 

@@ -27,7 +27,9 @@ HUB_FILE_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "
 
 
 @dataclass
-class LoadedModel:
+class TorchSourceModel:
+    """The export source loaded into PyTorch: the model to convert, its tokenizer, and its architecture name."""
+
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     model_type: str
@@ -63,7 +65,7 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def load_source(source: ResolvedSource) -> LoadedModel:
+def load_source(source: ResolvedSource) -> TorchSourceModel:
     """The model in float32 and eval mode, with its tokenizer; GGUF weights dequantized."""
     require_torch()
     if source.kind == "hub":
@@ -82,7 +84,7 @@ def load_source(source: ResolvedSource) -> LoadedModel:
     return loaded
 
 
-def _load_folder(folder: Path) -> LoadedModel:
+def _load_folder(folder: Path) -> TorchSourceModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -94,10 +96,10 @@ def _load_folder(folder: Path) -> LoadedModel:
             errors.NOT_A_MODEL,
             f"{folder}: transformers cannot load a causal language model and tokenizer from it ({exc}).",
         ) from exc
-    return LoadedModel(model, tokenizer, model.config.model_type)
+    return TorchSourceModel(model, tokenizer, model.config.model_type)
 
 
-def _load_gguf(path: Path) -> LoadedModel:
+def _load_gguf(path: Path) -> TorchSourceModel:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
@@ -120,7 +122,7 @@ def _load_gguf(path: Path) -> LoadedModel:
             f"{path}: the GGUF file lacks weights the model needs: {', '.join(missing[:5])}.",
         )
     model.tie_weights()
-    return LoadedModel(model, tokenizer, model.config.model_type)
+    return TorchSourceModel(model, tokenizer, model.config.model_type)
 
 
 def _is_tied(model: Any, key: str) -> bool:
@@ -138,7 +140,7 @@ def _download_hub(hub_id: str) -> Path:
         ) from exc
 
 
-def _fix_eos(loaded: LoadedModel) -> None:
+def _fix_eos(loaded: TorchSourceModel) -> None:
     """Make the tokenizer's eos agree with the model config.
 
     transformers' GGUF tokenizer conversion can name the wrong eos token (SmolLM2's GGUF comes out
@@ -153,7 +155,7 @@ def _fix_eos(loaded: LoadedModel) -> None:
             loaded.tokenizer.eos_token = token
 
 
-def eos_token_ids(loaded: LoadedModel) -> list[int]:
+def eos_token_ids(loaded: TorchSourceModel) -> list[int]:
     """Every id that should stop generation: the generation config's, the config's, and the template's end-of-turn."""
     ids: list[int] = []
 

@@ -1,42 +1,19 @@
 """Quantize an exported graph with ONNX Runtime's quantizers; the result replaces the float graph.
 
-- int8: dynamic quantization (weights int8 ahead of time, activations quantized per run, per tensor).
-- int4: weight-only 4-bit blocks (MatMulNBits), every MatMul including the vocabulary projection (lm_head):
-  blocks of 32, lm_head blocks of 16, uint4 zero points, our own rounding (search_blocks) written by ONNX
-  Runtime's node writer.
-int8 keeps lm_head, the first and last decoder layers and every MLP output projection (down_proj) in
-float: its input carries the large activation outliers that one per-tensor activation scale cannot
-represent. int4 quantizes lm_head too: in float it is 113 MB of the weights read for every decoded token
-of SmolLM2-135M (the other layers in int4: about 85 MB), and decoding is bound by reading the weights, so
-larger blocks (fewer float scales to read) decode faster. Measured on SmolLM2-135M, greedy
-top-1 agreement with the float model over the validation prompts (96 tokens):
-  int8 everything 72%; without lm_head 76%; without lm_head + first/last layer 82% unfused,
-  72% once rotary embeddings are fused (int8 is that fragile here); + down_proj 84% fused.
-  int8 per-channel 2% (broken with MatMulInteger in this ONNX Runtime: never use it).
-  With ONNX Runtime's round-to-nearest (RTN): int4 block 32: 66%; block 32 without lm_head 69%; block 16
-  without lm_head 81% (fused or not); block 16 with lm_head also 81% (with GroupQueryAttention), and decoding
-  13.4 -> 10.8 ms a token (2 threads, A/B).
+- int8: dynamic quantization (int8 weights, activations quantized per run, per tensor). lm_head, the first
+  and last decoder layers and every MLP output projection (down_proj) stay in float: their inputs carry
+  activation outliers that one per-tensor scale cannot represent. Per-channel int8 is never used: with
+  MatMulInteger in this ONNX Runtime it breaks the model.
+- int4: weight-only 4-bit blocks (MatMulNBits) for every MatMul, lm_head included, since decoding is bound by
+  reading the weights: blocks of 32 (fewer float scales to read), lm_head blocks of 16 (its weights are not on a
+  4-bit grid in GGUF sources, and 32 cost agreement there), uint4 zero points.
 
-int4 rounding: SmolLM2's layers are dequantized Q4_1 blocks of 32 (16 levels from a float minimum). RTN at
-block 32 keeps their step but cannot place the float minimum on an integer zero point: every block gets one
-constant offset, which adds up along the block in each product. search_blocks picks, per block, the scale and
-integer zero point with the least squared error, each element's error weighted by the mean square of the input
-channel it multiplies (input_importance: the float graph run on CALIBRATION_CHATS, about 900 tokens; a few
-channels carry 100-1000x the median and dominate the products). RTN's own scale is one of the candidates.
-Measured on SmolLM2-135M: the validation prompts (96 tokens; the export's figure where marked) and 10 other
-chat prompts x 80 greedy tokens (800, teacher-forced top-1 against PyTorch; mean KL divergence from the float
-graph's next-token distribution), engine decode ms a token (2 threads, 32-token prompt, A/B in one process on
-the shared 2-core machine, 30 rounds, medians; the absolute figures move with the machine's load):
-  block 16 RTN (before)                        81% export, 80% / 75.8%, KL 0.25   9.1-9.6 ms
-  block 32 RTN                                 69% / 70.5%, KL 0.38               6.3-6.5 ms (-31%)
-  block 32 searched, unweighted squared error  69% / 71.8%, KL 0.31
-  block 32 searched, weighted                  75% export / 78.5%, KL 0.18        6.4-6.7 ms (-30%)
-  block 32, lm_head 16, searched weighted      79% export / 79.9%, KL 0.17        6.9-7.0 ms (-26%)  <- int4
-  block 16 searched, weighted                  80% / 83.2%, KL 0.12               block 16's speed
-  (a full 32x32 input covariance per block instead of the weights: 79% / 76.9%, KL 0.18, 5x the search time.)
-lm_head keeps blocks of 16: it is not on a 4-bit grid in the GGUF file (llama.cpp too keeps the output
-projection at higher precision), and block 32 there cost 1.4 points on the 800 tokens for about 5% of a step.
-The search and calibration add about 20 s to the export of SmolLM2-135M (numpy, 2 cores).
+int4 rounding: round-to-nearest cannot place a GGUF Q4_1 block's float minimum on an integer zero point, so every
+block gets a constant offset. `search_blocks` instead picks, per block, the scale and zero point with the least
+squared error, each element weighted by the mean square of the input channel it multiplies (`input_importance`:
+the float graph run on CALIBRATION_CHATS), because a few channels dominate the products. Round-to-nearest's own
+scale is one of the candidates, so the search is never worse than it. This recovers most of the agreement that
+block 32 loses against block 16, at block 32's speed; it adds seconds to an export.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from typing import Any
 
 from exports import errors
 from exports.architectures import GGUF_TO_MODEL_TYPE, is_supported, supported_list
+from exports.default_source import default_source_path
 from exports.errors import ExportError
 from exports.hashing import sha256_file
 from exports.manifest import SourceKind
@@ -61,8 +62,6 @@ def _looks_like_path(source: str) -> bool:
 
 
 def _resolve_default() -> ResolvedSource:
-    from exports.default_model import default_source_path
-
     path = default_source_path()
     if path is None:
         raise ExportError(

@@ -24,7 +24,7 @@ from exports.ort_runner import OrtDecoder
 from exports.progress import ExportProgress
 
 if TYPE_CHECKING:
-    from exports.loading import LoadedModel
+    from exports.loading import TorchSourceModel
 
 PROMPTS: tuple[str, ...] = (
     "What is the capital of France?",
@@ -70,7 +70,7 @@ class Comparison:
     decode_steps: int
 
 
-def prompt_ids(loaded: LoadedModel, prompt: str) -> list[int]:
+def prompt_ids(loaded: TorchSourceModel, prompt: str) -> list[int]:
     """The prompt as the service would send it: through the chat template when there is one."""
     tokenizer = loaded.tokenizer
     if tokenizer.chat_template:
@@ -84,7 +84,7 @@ def prompt_ids(loaded: LoadedModel, prompt: str) -> list[int]:
 
 
 def torch_references(
-    loaded: LoadedModel, progress: ExportProgress, prompts: tuple[str, ...] = PROMPTS
+    loaded: TorchSourceModel, progress: ExportProgress, prompts: tuple[str, ...] = PROMPTS
 ) -> list[Reference]:
     import torch
 
@@ -106,7 +106,7 @@ def torch_references(
     return references
 
 
-def _greedy(loaded: LoadedModel, ids: list[int]) -> list[int]:
+def _greedy(loaded: TorchSourceModel, ids: list[int]) -> list[int]:
     """Greedy continuation of NEW_TOKENS tokens, never stopping early (eos is just another token here)."""
     import torch
 

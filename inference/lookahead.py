@@ -1,33 +1,22 @@
 """`PromptLookup`: draft the next tokens of a sequence by finding its last few tokens earlier in itself.
 
-Decoding on a CPU is bound by reading the weights, and one step over five tokens reads them once, as a
-step over one does: on SmolLM2-135M with 2 threads a step costs 9.3 ms for one token and 12.4 ms for four
-(int4), 21.9 and 23.6 ms for one and five (fp32). So when the model is likely to repeat a span it has
-already seen (a name from the question, a phrase it used before, code it is editing), the generator feeds
-that span after the current token, and one step checks every drafted token: the sampler picks its token at
-each position from that step's logits, exactly as it would one step at a time, the drafted tokens it picks
-anyway are kept with its own token after them, and a wrong draft costs only its share of the step. So greedy
-keeps a drafted token when it is the argmax, and sampling when its one draw for that position lands on it
-(with probability p(draft), as speculative sampling with a certain draft would keep it). The sampler draws
-one random number per token either way, so a seed gives the same text with drafts as without them, and the
-same text however long the drafts were (their lengths follow timings). This is prompt lookup decoding (the draft model is the text
+Decoding on a CPU is bound by reading the weights, so one step over several tokens costs little more than a
+step over one. When the text is likely to repeat a span it already holds (a name from the question, code being
+edited), the generator feeds that span after the current token and one step checks every drafted token: the
+sampler picks each position's token from that step's logits exactly as one-token steps would, keeps the drafted
+tokens it picks anyway, and adds its own token after them. It draws one random number per token either way, so a
+seed gives the same text with or without drafts. This is prompt lookup decoding (the draft model is the text
 itself), as in transformers' `prompt_lookup_num_tokens` and llama.cpp's lookup decoding.
 
-The kept tokens are the ones one-token steps would pick as long as a several-token step computes the same
-logits. In float32 it does, to about 1e-5, and the texts are the same (tests/inference/test_lookahead.py). The
-int4 kernels round differently for one row and for several (the logits differ by up to about 0.6), so an
-int4 answer can take the other side of a near tie and differ from the one-token text after that point; it
-is still the greedy answer of the same weights, and the same request always gives the same text.
+The kept tokens equal the one-token ones as long as a several-token step computes the same logits: in float32
+it does (tests/inference/test_lookahead.py); int4 kernels round differently for one row and several, so an int4
+answer can take the other side of a near tie, while the same request still always gives the same text.
 
-How long a draft is worth checking depends on the graph: an extra token costs about 3% of a step in fp32
-and about 19% in int4 (whose one-token step is much cheaper). So `draft` cuts the found tokens to the length
-with the most expected tokens per unit of cost, from the rate at which this sequence's recent drafts were
-kept and the step costs timed on this model (`StepCosts`). Replaying the default model's
-greedy answers to eight chat prompts against the measured step costs: drafts found after a matching 3- or
-2-token n-gram and cut that way saved 1.13x-1.17x of the time per token in int4 and 1.2x-1.27x in fp32, and
-lost time on none of the prompts; a fixed 4 tokens lost time on some int4 prompts, and matching single
-tokens drafted so often that half of the prompts got slower. README's Performance section has the measured
-figures.
+An extra drafted token costs a different share of a step per graph (small in fp32, larger in int4), so `draft`
+cuts the found tokens to the length with the most expected kept tokens per unit of cost, from the rate at which
+this sequence's recent drafts were kept and the model's timed step costs (`StepCosts`). Matches of
+3 or 2 tokens only: single-token matches draft so often that they cost more than they save. docs/performance.md
+has the measured figures.
 """
 
 from __future__ import annotations

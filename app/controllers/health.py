@@ -11,7 +11,7 @@ from litestar import Controller, Response, get
 
 from app.config.snapshot import ConfigSource
 from app.openapi import body
-from app.providers.types import ProviderHealth
+from app.schemas.models import Health
 from app.services.health_monitor import HealthMonitor
 
 
@@ -40,7 +40,7 @@ class Readiness(msgspec.Struct):
     checks: dict[str, Check]
     #: each model provider's last health check; informative only: a down Ollama never makes the
     #: service unready (the embedded models still answer), it shows here as unhealthy
-    providers: dict[str, ProviderHealth] = {}
+    providers: dict[str, Health] = {}
 
 
 class HealthController(Controller):
@@ -84,7 +84,7 @@ class HealthController(Controller):
                 ok=False, latency_ms=round((time.perf_counter() - started) * 1000, 2), detail=type(exc).__name__
             )
         ready = database.ok
-        providers = monitor.all_latest()
+        providers = {name: Health.of(health) for name, health in monitor.all_latest().items()}
         return Response(
             Readiness(status="ready" if ready else "unavailable", checks={"database": database}, providers=providers),
             status_code=200 if ready else 503,

@@ -16,8 +16,7 @@ from litestar.params import Parameter
 from app.controllers.admin_guard import admin_only
 from app.errors import ErrorCode, ServiceError
 from app.openapi import errors
-from app.providers.types import ModelInfo
-from app.schemas.models import ModelAction, ModelList, ProviderList
+from app.schemas.models import Model, ModelAction, ModelList, Provider, ProviderList
 from app.services.catalog import ModelCatalog
 
 CapabilityFilter = Annotated[
@@ -43,15 +42,16 @@ class ModelController(Controller):
         loaded: bool | None = None,
     ) -> ModelList:
         models = await catalog.models(search=search, provider=provider, capability=capability, loaded=loaded)
-        return ModelList(models=models, count=len(models), providers=await catalog.providers())
+        providers = [Provider.of(status) for status in await catalog.providers()]
+        return ModelList(models=[Model.of(model) for model in models], count=len(models), providers=providers)
 
     @get(
         "/{name:path}",
         summary="One model by name (`hf/<alias>`, `ollama/<name>` or a bare Ollama name)",
         responses=errors(400, 404),
     )
-    async def get_model(self, name: str, catalog: ModelCatalog) -> ModelInfo:
-        return await catalog.get(name.lstrip("/"))
+    async def get_model(self, name: str, catalog: ModelCatalog) -> Model:
+        return Model.of(await catalog.get(name.lstrip("/")))
 
     @post(
         "/{target:path}",
@@ -69,7 +69,7 @@ class ModelController(Controller):
                 details={"path": target},
             )
         model = await (catalog.load(name) if action == "load" else catalog.unload(name))
-        return ModelAction(action=action, model=model)  # type: ignore[arg-type]
+        return ModelAction(action=action, model=Model.of(model))  # type: ignore[arg-type]
 
 
 class ProviderController(Controller):
@@ -78,5 +78,5 @@ class ProviderController(Controller):
 
     @get("/", summary="Every provider with its health, circuit breaker and model count")
     async def list_providers(self, catalog: ModelCatalog) -> ProviderList:
-        providers = await catalog.providers()
+        providers = [Provider.of(status) for status in await catalog.providers()]
         return ProviderList(providers=providers, count=len(providers))

@@ -1,4 +1,4 @@
-"""Server-sent events framed exactly as the old web client parses them (contract sections 3 and 7).
+"""Server-sent events framed exactly as the old web client parses them (docs/compatibility.md, "Streaming").
 
 Each event is an optional `event: <name>` line, one `data: <single-line JSON>` line and a blank line,
 `\\n` line endings only. Comment lines (`: keep-alive`) keep idle connections open; the client ignores them.
@@ -118,6 +118,6 @@ def _typed(event: TurnEvent) -> tuple[str, dict[str, Any]]:
                 "finishReason": finish_reason,
                 "fallbackFrom": fallback_from,
             }
-        case Failed(code, message, details, _):
+        case Failed(code, message, details):
             return "error", {"code": code, "message": message, "details": details}
     raise TypeError(f"unknown turn event {event!r}")

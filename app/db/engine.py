@@ -1,4 +1,4 @@
-"""Choose the database engine from a URL and bind every table (and Piccolo's migration table) to it.
+"""Open the database for a URL and bind every table (and Piccolo's migration table) to it.
 
 Piccolo finds its engine through a `piccolo_conf` module; `use_database` sets that module's `DB`
 too, so the service, the migration runner and the `piccolo` CLI all talk to the same database.
@@ -8,53 +8,18 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from piccolo.apps.migrations.tables import Migration
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
-from piccolo.engine.sqlite import SQLiteEngine, SQLiteTransaction, TransactionType
+from piccolo.engine.sqlite import SQLiteEngine
 
+from app.db.backends import create_engine
 from app.db.tables import ALL_TABLES
 
 log = logging.getLogger(__name__)
 
 PICCOLO_CONF_MODULE = "app.db.piccolo_conf"
-#: how long a SQLite writer waits for another's lock before failing with `database is locked`
-SQLITE_BUSY_TIMEOUT_S = 30
-
-
-class WritingSQLiteEngine(SQLiteEngine):
-    """SQLite whose transactions take the write lock when they begin (`BEGIN IMMEDIATE`).
-
-    A deferred transaction that reads and then writes must upgrade its lock; when another writer holds
-    it, SQLite fails at once with `database is locked` instead of waiting for the busy timeout. Every
-    transaction this service opens writes, so each starts as a writer and waits its turn instead.
-    """
-
-    def transaction(
-        self, transaction_type: TransactionType = TransactionType.immediate, allow_nested: bool = True
-    ) -> SQLiteTransaction:
-        return super().transaction(transaction_type=transaction_type, allow_nested=allow_nested)
-
-
-def sqlite_path(url: str) -> Path:
-    """`sqlite:///relative/file` or `sqlite:////absolute/file` -> the file's path."""
-    return Path(unquote(url.removeprefix("sqlite:///")))
-
-
-def create_engine(url: str) -> Engine:
-    """An engine for a `sqlite:///...` or `postgresql://...` URL; the SQLite file's folder is created."""
-    if url.startswith("sqlite:///"):
-        path = sqlite_path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # A busy timeout lets concurrent writers wait for the lock instead of failing at once.
-        return WritingSQLiteEngine(path=str(path), timeout=SQLITE_BUSY_TIMEOUT_S)
-    parsed = urlparse(url)
-    if parsed.scheme in ("postgres", "postgresql"):
-        return PostgresEngine(config={"dsn": url})
-    raise ValueError(f"unsupported database URL scheme: {parsed.scheme!r}")
 
 
 def use_database(engine: Engine) -> None:

@@ -7,7 +7,7 @@
 from piccolo.conf.apps import AppRegistry
 from piccolo.engine.base import Engine
 
-from app.db.engine import create_engine
+from app.db.backends import create_engine
 from app.settings import load_settings
 
 DB: Engine = create_engine(load_settings().effective_database_url)

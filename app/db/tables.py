@@ -1,4 +1,4 @@
-"""Piccolo tables: the old service's four tables (contract section 5) plus what later capabilities fill.
+"""Piccolo tables: the old service's four tables (docs/compatibility.md, "Database") plus what later capabilities fill.
 
 Column names follow the old schema so an operator reading the database finds what they knew. Status
 and reason values are validated by the services that write them (Piccolo has no CHECK constraints).
@@ -96,7 +96,6 @@ class ProviderConfig(Table, tablename="provider_configs"):
     kind = Varchar(length=30)
     display_name = Varchar(length=255, default="")
     enabled = Boolean(default=True)
-    priority = Integer(default=0)
     settings = JSON(default="{}")
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow())

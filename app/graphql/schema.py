@@ -34,20 +34,11 @@ from app.graphql.types import (
     WarmupOllamaResponse,
 )
 from app.graphql.usage import resolve_usage
+from app.legacy_errors import GRAPHQL_NOT_TERMINABLE, GRAPHQL_TERMINATE_FAILURES, GRAPHQL_TERMINATE_UNKNOWN
 from app.services.chat import TurnRequest, run_to_completion, saved_messages
 from app.services.conversations import parse_message_id
 from app.services.termination import terminate_stream
 from app.services.warmup import warm_up
-
-# terminateStream's failures in the old service's words: check kind -> (message, error). A wrong password
-# is answered as an unknown session (see `terminate_stream`).
-TERMINATE_FAILURES: dict[str, tuple[str, str]] = {
-    "missing": ("Session ID and conversation ID are required", "Missing required parameters"),
-    "conversation_not_found": ("Conversation not found", "Conversation not found"),
-    "password_required": ("Password required for private conversation", "Password required for private conversation"),
-    "session_not_found": ("Stream session not found", "Session not found"),
-    "mismatch": ("Session does not belong to the specified conversation", "Session conversation mismatch"),
-}
 
 
 def _require(condition: bool, message: str) -> None:
@@ -210,13 +201,13 @@ class Mutation:
                     token_count=int(exc.details.get("tokenCount", 0)),
                     final_status=str(exc.details.get("sessionStatus", "ERROR")),
                     termination_reason=str(exc.details.get("terminationReason", "USER_REQUESTED")),
-                    error="Session not terminable state",
+                    error=GRAPHQL_NOT_TERMINABLE,
                 )
-            message, error = TERMINATE_FAILURES.get(
+            message, error = GRAPHQL_TERMINATE_FAILURES.get(
                 kind,
                 (exc.message, exc.message)  # a refused input (a too long password) or too many wrong passwords
                 if kind == "refused"
-                else ("An error occurred while terminating the stream", exc.message),
+                else (GRAPHQL_TERMINATE_UNKNOWN, exc.message),
             )
             return TerminateStreamResponse(
                 success=False,

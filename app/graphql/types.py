@@ -1,4 +1,4 @@
-"""GraphQL object and input types: the old service's schema, field for field (contract section 1.2).
+"""GraphQL object and input types: the old service's schema, field for field (docs/compatibility.md, "GraphQL schema").
 
 Nullability and argument types must not change: the web client declares `String!` and `ID!`
 variables to match them. Dates are epoch-millisecond digit strings, ids are strings.

@@ -7,12 +7,11 @@ then stop its upstream work (close the HTTP stream, cancel the decode loop) prom
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 
 from app.errors import ErrorCode, ServiceError
-from app.providers.types import ChatChunk, ChatRequest, ChatResult, ModelInfo, ProviderHealth, Usage
+from app.providers.types import ChatChunk, ChatRequest, ModelInfo, ProviderHealth
 
 
 class ModelProvider(ABC):
@@ -48,22 +47,6 @@ class ModelProvider(ABC):
     @abstractmethod
     def stream_chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         """Text deltas, then one chunk with `done=True`, usage and finish reason."""
-
-    async def generate(self, request: ChatRequest) -> ChatResult:
-        """A whole reply, built on `stream_chat`."""
-        started = time.perf_counter()
-        parts: list[str] = []
-        usage, finish = Usage(), "stop"
-        async for chunk in self.stream_chat(request):
-            parts.append(chunk.text)
-            if chunk.done:
-                usage = chunk.usage or usage
-                finish = chunk.finish_reason or finish
-        if usage.duration_ms is None:
-            usage.duration_ms = (time.perf_counter() - started) * 1000
-        return ChatResult(
-            text="".join(parts), usage=usage, finish_reason=finish, model=request.model, provider=self.name
-        )  # type: ignore[arg-type]
 
     async def token_counter(self, native_name: str) -> Callable[[str], int] | None:
         """A function that counts a text's tokens exactly, when this provider holds the model's tokenizer;

@@ -1,6 +1,6 @@
 """`ProviderRegistry`: which provider serves a model name, and the one way to open a chat stream.
 
-Routing rules (ARCHITECTURE.md, "Model names and routing"):
+Routing rules (docs/architecture.md, "Model names and routing"):
 - a name with a registered prefix (`hf/`, `ollama/`) goes to that provider, prefix removed;
 - a reserved prefix whose provider is not configured (`openai/x`) is MODEL_NOT_FOUND;
 - a bare name (`llama3.1:8b`) is looked up in the catalog's last list: an Ollama model of that name

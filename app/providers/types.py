@@ -91,14 +91,6 @@ class ChatChunk(msgspec.Struct, kw_only=True):
     finish_reason: FinishReason | None = None
 
 
-class ChatResult(msgspec.Struct, kw_only=True):
-    text: str
-    usage: Usage
-    finish_reason: FinishReason
-    model: str = ""
-    provider: str = ""
-
-
 class CircuitStatus(msgspec.Struct, kw_only=True, rename="camel"):
     state: Literal["closed", "open", "half_open"]
     consecutive_failures: int = 0

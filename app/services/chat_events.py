@@ -57,8 +57,6 @@ class Failed:
     code: str
     message: str
     details: dict[str, Any] = field(default_factory=dict)
-    # the old SSE contract's top-level `error` text, when it differs from `message`
-    legacy_error: str | None = None
 
 
 TurnEvent = UserMessageSaved | ImagesProcessed | SessionStarted | Token | Terminated | Completed | Failed

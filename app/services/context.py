@@ -33,8 +33,6 @@ def estimate_tokens(text: str, count_text: Callable[[str], int] = estimate_text_
 @dataclass(frozen=True)
 class TurnContext:
     messages: list[ChatMessage]
-    dropped_messages: int
-    estimated_prompt_tokens: int
 
 
 def build_context(
@@ -70,4 +68,4 @@ def build_context(
         used += cost
     kept.reverse()
     messages = [ChatMessage(role="system", content=system_prompt), *kept, current]
-    return TurnContext(messages=messages, dropped_messages=len(history) - len(kept), estimated_prompt_tokens=used)
+    return TurnContext(messages=messages)

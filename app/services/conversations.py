@@ -16,7 +16,7 @@ from app.config.snapshot import ConfigSource
 from app.db.tables import Conversation, Image, Message, StreamSession
 from app.db.text import storable
 from app.errors import ErrorCode, ServiceError, invalid
-from app.services.images import remove_files
+from app.services.image_files import remove_files
 from app.services.password_attempts import PasswordAttempts, client_address
 from app.services.passwords import MAX_PASSWORD_BYTES, check_password, hash_password
 from app.services.streams import abandon_turns_from

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from app.db.tables import Image, Message
 from app.db.text import storable
 from app.errors import ErrorCode, ServiceError
+from app.services.image_files import remove_files
 
 if TYPE_CHECKING:
     from app.services.conversations import ConversationService
@@ -87,14 +88,6 @@ async def images_by_message(message_ids: list[int]) -> dict[int, list[Image]]:
 def image_url(base_url: str, image: Image) -> str:
     """An absolute URL: the web client puts it straight into <img src> from another origin."""
     return f"{base_url}/api/images/{image.id}?conversationId={image.conversation_id}"
-
-
-def remove_files(paths: Sequence[str]) -> None:
-    for path in paths:
-        try:
-            Path(path).unlink(missing_ok=True)
-        except OSError as exc:
-            log.warning("could not delete image file %s: %s", path, exc)
 
 
 class ImageStore:

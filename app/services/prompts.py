@@ -1,4 +1,4 @@
-"""The default system prompt, in the spirit of the old service's (contract section 4.1)."""
+"""The default system prompt, in the spirit of the old service's."""
 
 DEFAULT_SYSTEM_PROMPT = """You are a helpful, knowledgeable assistant.
 

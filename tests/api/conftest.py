@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fixtures.ollama import FakeOllama
-from tests.fixtures.server import ServerProcess, create_postgres_database, drop_postgres_database
+from tests.fixtures.server import ServerProcess, create_postgres_database, drop_postgres_database, running
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +41,7 @@ def fuzz_server(
         "STREAM_TIMEOUT_S": "10",
     }
     process = ServerProcess(workdir, database_url, env)
-    process.start()
-    yield process
-    process.stop()
+    with running(process):
+        yield process
     if drop:
         drop_postgres_database(drop)

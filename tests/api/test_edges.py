@@ -12,7 +12,7 @@ import pytest
 
 from tests.api.test_graphql_web_client import GET_MESSAGES, create_conversation
 from tests.fixtures.ollama import FakeOllama
-from tests.fixtures.server import ServerProcess, graphql
+from tests.fixtures.server import ServerProcess, graphql, running
 from tests.fixtures.web_client import ClientStream, stream_message
 
 READ_TIMEOUT_S = 1.0
@@ -24,9 +24,8 @@ def strict_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -
     process = ServerProcess(
         tmp_path_factory.mktemp("strict"), database_url, {"REQUEST_READ_TIMEOUT_S": str(READ_TIMEOUT_S)}
     )
-    process.start()
-    yield process
-    process.stop()
+    with running(process):
+        yield process
 
 
 def _closed_by_server(sock: socket.socket, trickle: bytes = b"") -> bool:
@@ -131,9 +130,8 @@ def ollama_server(
     # health checks are rare here: whatever the service reports about Ollama comes from its requests
     env = {"OLLAMA_HOST": edge_ollama.url, "HEALTH_CHECK_INTERVAL_S": "3600", "PROVIDER_RETRIES": "0"}
     process = ServerProcess(tmp_path_factory.mktemp("edge-ollama"), database_url, env)
-    process.start()
-    yield process
-    process.stop()
+    with running(process):
+        yield process
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Every GraphQL operation the old web client sends (contract section 7), with exactly its selections.
+"""Every GraphQL operation the old web client sends (docs/compatibility.md, "GraphQL schema"), with exactly its selections.
 
 The queries are written as Apollo sends them (it adds `__typename`), and the answers are checked
 field by field against the shapes the client reads.

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.logging_setup import redact
+from app.logging_setup import mask_secrets_in_text
 from tests.fixtures.server import ServerProcess, free_port
 from tests.fixtures.web_client import stream_message
 
@@ -79,7 +79,7 @@ def test_json_logs_carry_request_ids_and_no_secrets(json_server: ServerProcess) 
     ],
 )
 def test_redaction(raw: str, clean: str) -> None:
-    assert redact(raw) == clean
+    assert mask_secrets_in_text(raw) == clean
 
 
 FORGED = "2026-12-03 07:00:00,000 ERROR   app.fake: INJECTED LOG LINE"

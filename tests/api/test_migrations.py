@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from piccolo.querystring import QueryString
 
-from app.db.engine import create_engine
+from app.db.backends import create_engine
 from app.db.tables import ALL_TABLES
 from tests.fixtures.server import create_postgres_database, drop_postgres_database, run_sql
 
@@ -59,6 +59,26 @@ def test_migrate_twice_creates_every_table_once(empty_database: str, tmp_path: P
     assert second.returncode == 0, second.stderr
     assert "No migrations need to be run" in second.stdout
     assert asyncio.run(table_names(empty_database)) == tables
+
+
+async def column_names(url: str, table: str) -> set[str]:
+    engine = create_engine(url)
+    if url.startswith("sqlite"):
+        rows = await engine.run_querystring(QueryString(f"PRAGMA table_info({table})"))
+        return {row["name"] for row in rows}
+    rows = await engine.run_querystring(
+        QueryString("SELECT column_name AS name FROM information_schema.columns WHERE table_name = {}", table)
+    )
+    return {row["name"] for row in rows}
+
+
+def test_migrate_gives_every_table_exactly_its_declared_columns(empty_database: str, tmp_path: Path) -> None:
+    """The schema the migrations build is the one the table classes declare: no column left over, none missing."""
+    result = migrate(empty_database, tmp_path)
+    assert result.returncode == 0, result.stderr
+    for table in ALL_TABLES:
+        declared = {column._meta.db_column_name for column in table._meta.columns}
+        assert asyncio.run(column_names(empty_database, table._meta.tablename)) == declared, table._meta.tablename
 
 
 def test_migrate_reports_an_unreachable_database(tmp_path: Path) -> None:

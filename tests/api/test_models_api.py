@@ -15,7 +15,7 @@ import pytest
 
 from tests.fixtures.ollama import MODELS as OLLAMA_MODELS
 from tests.fixtures.ollama import FakeOllama
-from tests.fixtures.server import ServerProcess, free_port, graphql, new_id
+from tests.fixtures.server import ServerProcess, free_port, graphql, new_id, running
 
 FAST_CATALOG = {
     "SYSTEM_PROMPT": "Be brief.",
@@ -47,9 +47,8 @@ def catalog_server(
 ) -> Iterator[ServerProcess]:
     env = {"OLLAMA_HOST": module_ollama.url, "HF_MODELS_DIR": str(models_dir), "HF_NUM_THREADS": "1", **FAST_CATALOG}
     process = ServerProcess(tmp_path_factory.mktemp("catalog-server"), database_url, extra_env=env)
-    process.start()
-    yield process
-    process.stop()
+    with running(process):
+        yield process
 
 
 @pytest.fixture

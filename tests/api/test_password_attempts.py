@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.api.test_graphql_web_client import TERMINATE_STREAM
-from tests.fixtures.server import ServerProcess, new_id
+from tests.fixtures.server import ServerProcess, new_id, running
 from tests.fixtures.web_client import stream_message
 
 SECRET = "open sesame"
@@ -38,9 +38,8 @@ def limited(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     (workdir / "beth.toml").write_text(limits_file(PER_CONVERSATION))
     env = {"BETH_CONFIG": str(workdir / "beth.toml"), "CONFIG_RELOAD_INTERVAL_S": "0.2", "OLLAMA_ENABLED": "0"}
     process = ServerProcess(workdir, database_url, env)
-    process.start()
-    yield process
-    process.stop()
+    with running(process):
+        yield process
 
 
 def client_of(server: ServerProcess) -> httpx.Client:

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from piccolo.querystring import QueryString
 
-from app.db.engine import create_engine
+from app.db.backends import create_engine
 from tests.api.test_graphql_web_client import (
     DELETE_CONVERSATION,
     DELETE_MESSAGES_AFTER,

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.fixtures.ollama import FakeOllama
-from tests.fixtures.server import ServerProcess
+from tests.fixtures.server import ServerProcess, running
 
 CHAT_ENV = {
     "STREAM_STALE_S": "2",
@@ -50,9 +50,8 @@ def chat_server(
     database_url: str, tmp_path_factory: pytest.TempPathFactory, chat_ollama: FakeOllama, chat_models_dir: Path
 ) -> Iterator[ServerProcess]:
     process = ServerProcess(tmp_path_factory.mktemp("chat"), database_url, chat_env(chat_ollama, chat_models_dir))
-    process.start()
-    yield process
-    process.stop()
+    with running(process):
+        yield process
 
 
 @pytest.fixture

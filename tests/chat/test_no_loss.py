@@ -15,8 +15,9 @@ import pytest
 from app.db.engine import close_database
 from tests.api.test_graphql_web_client import create_conversation
 from tests.chat.conftest import chat_env
-from tests.chat.test_stream_turn import database_refusing, stored, wait_for
+from tests.chat.test_stream_turn import database_refusing, stored
 from tests.fixtures.ollama import FakeOllama
+from tests.fixtures.polling import wait_until
 from tests.fixtures.server import ServerProcess, create_postgres_database, drop_postgres_database, run_sql
 from tests.fixtures.web_client import ClientStream, stream_message, terminate
 
@@ -79,7 +80,7 @@ def test_deleting_a_conversation_stops_its_reply_and_keeps_nothing_of_it(
     assert not seen.ended
     assert seen.terminated["reason"] == "USER_REQUESTED"
     # the model was stopped, not left generating a reply nobody can keep
-    wait_for(lambda: chat_ollama.disconnects.count("slow:latest") > left_before)
+    wait_until(lambda: chat_ollama.disconnects.count("slow:latest") > left_before)
     assert chat.get(f"/api/v1/conversations/{conversation_id}/messages").status_code == 404
     for table in ("messages", "stream_sessions", "images"):
         assert count_rows(database_url, table, conversation_id) == 0, table

@@ -16,8 +16,9 @@ from tokenizers import Tokenizer
 
 from tests.api.test_graphql_web_client import create_conversation
 from tests.chat.conftest import chat_env
-from tests.chat.test_stream_turn import stored, wait_for
+from tests.chat.test_stream_turn import stored
 from tests.fixtures.ollama import FakeOllama
+from tests.fixtures.polling import wait_until
 from tests.fixtures.server import ServerProcess
 from tests.fixtures.web_client import ClientStream, stream_message, terminate
 
@@ -69,7 +70,9 @@ def test_a_killed_process_leaves_no_active_session_behind(make_server) -> None:
     first.start()  # the same service again, on the same database
     try:
         with httpx.Client(base_url=first.url, timeout=30) as client:
-            replies = wait_for(lambda: [m for m in stored(client, conversation_id) if m["sender"] == "llm"], timeout=20)
+            replies = wait_until(
+                lambda: [m for m in stored(client, conversation_id) if m["sender"] == "llm"], timeout=20
+            )
             assert replies[0]["status"] == "partial"
             assert replies[0]["text"].startswith(seen.text)
             result = terminate(client, seen.session_id, conversation_id)
@@ -79,7 +82,7 @@ def test_a_killed_process_leaves_no_active_session_behind(make_server) -> None:
         first.stop()
 
 
-def test_shutdown_saves_the_partial_reply(make_server) -> None:
+def test_shutdown_saves_the_partial_reply(make_server, chat_ollama: FakeOllama) -> None:
     server = make_server("shutdown")
     client = httpx.Client(base_url=server.url, timeout=30)
     conversation_id = create_conversation(client, model="slow:latest")
@@ -88,9 +91,10 @@ def test_shutdown_saves_the_partial_reply(make_server) -> None:
     def listen() -> None:
         seen.append(stream_message(client, model="slow:latest", message="bye", conversation_id=conversation_id))
 
+    sent_before = chat_ollama.chunks_sent["slow:latest"]
     thread = threading.Thread(target=listen)
     thread.start()
-    time.sleep(1.5)
+    wait_until(lambda: chat_ollama.chunks_sent["slow:latest"] - sent_before >= 2, what="the reply under way")
     server.stop()
     thread.join(30)
     assert seen

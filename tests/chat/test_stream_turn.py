@@ -20,6 +20,7 @@ from tests.api.test_graphql_web_client import (
 )
 from tests.chat.conftest import chat_env
 from tests.fixtures.ollama import FakeOllama
+from tests.fixtures.polling import wait_until
 from tests.fixtures.server import ServerProcess, graphql, run_sql
 from tests.fixtures.web_client import ClientStream, stream_message, terminate
 
@@ -28,16 +29,6 @@ def stored(client: httpx.Client, conversation_id: str) -> list[dict]:
     response = client.get(f"/api/v1/conversations/{conversation_id}/messages")
     assert response.status_code == 200, response.text
     return response.json()["messages"]
-
-
-def wait_for(condition, timeout: float = 15.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def test_stream_a_reply_like_the_web_client(chat: httpx.Client, chat_ollama: FakeOllama) -> None:
@@ -159,13 +150,15 @@ def test_rest_terminate_uses_the_old_status_codes(chat: httpx.Client) -> None:
 
 def test_a_client_that_disconnects_does_not_lose_the_reply(chat: httpx.Client, chat_ollama: FakeOllama) -> None:
     conversation_id = create_conversation(chat, model="slow:latest")
+    sent_before = chat_ollama.chunks_sent["slow:latest"]
     seen = stream_message(
         chat, model="slow:latest", message="long story", conversation_id=conversation_id,
         on_block=lambda s: len(s.tokens) >= 2,
     )  # fmt: skip
     assert len(seen.tokens) == 2
-    time.sleep(1.0)
     session_id = seen.session_id
+    # the model keeps streaming after the client left
+    wait_until(lambda: chat_ollama.chunks_sent["slow:latest"] - sent_before > len(seen.tokens) + 1)
     # The generation goes on server-side; stop it explicitly and find every token of it saved.
     result = terminate(chat, session_id, conversation_id)
     assert result["success"] is True

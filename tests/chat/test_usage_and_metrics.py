@@ -11,8 +11,8 @@ import pytest
 
 from tests.api.test_graphql_web_client import create_conversation
 from tests.chat.conftest import chat_env
-from tests.chat.test_stream_turn import wait_for
 from tests.fixtures.ollama import FakeOllama
+from tests.fixtures.polling import wait_until
 from tests.fixtures.server import ServerProcess, create_postgres_database, drop_postgres_database
 from tests.fixtures.web_client import ClientStream, stream_message, terminate
 
@@ -136,7 +136,7 @@ def test_discovered_models_get_a_stored_default_configuration(fresh: httpx.Clien
     def stored() -> dict:
         return {row["name"]: row for row in fresh.get("/api/v1/model-configs").json()}
 
-    configs = wait_for(lambda: stored() if "hf/tiny" in stored() else None)
+    configs = wait_until(lambda: stored() if "hf/tiny" in stored() else None)
     tiny = configs["hf/tiny"]
     assert tiny["enabled"] is True
     assert tiny["provider"] == "hf"

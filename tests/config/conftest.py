@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.fixtures.ollama import FakeOllama
-from tests.fixtures.server import ServerProcess, create_postgres_database, drop_postgres_database
+from tests.fixtures.server import ServerProcess, create_postgres_database, drop_postgres_database, running
 
 CONFIG_ENV = {
     "CONFIG_RELOAD_INTERVAL_S": "0.2",
@@ -63,9 +61,8 @@ def config_server(
     config.write_text(first_config(ollamas[0]))
     env = {**CONFIG_ENV, "BETH_CONFIG": str(config)}
     process = ServerProcess(workdir, config_database_url, env)
-    process.start()
-    yield process
-    process.stop()
+    with running(process):
+        yield process
 
 
 @pytest.fixture
@@ -76,13 +73,3 @@ def admin(config_server: ServerProcess) -> Iterator[httpx.Client]:
 
 def config_file(server: ServerProcess) -> Path:
     return Path(server.env["BETH_CONFIG"])
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")

@@ -8,8 +8,9 @@ import tomllib
 import httpx
 
 from tests.api.test_graphql_web_client import create_conversation
-from tests.config.conftest import TOML_BODY, config_file, first_config, wait_for
+from tests.config.conftest import TOML_BODY, config_file, first_config
 from tests.fixtures.ollama import FakeOllama
+from tests.fixtures.polling import wait_until
 from tests.fixtures.server import ServerProcess
 from tests.fixtures.web_client import ClientStream, stream_message, terminate
 
@@ -51,7 +52,7 @@ def test_hot_reload_of_a_valid_and_an_invalid_edit_while_a_stream_runs(
         '[models."llama3.1:8b"]\nsystem_prompt = "You are Llama, reloaded."\nkeep_alive_s = 60\n'
         '[models."llama3.1:8b".options]\ntemperature = 0.25\n'
     )
-    wait_for(lambda: setting(admin, "ollama_host")["value"] == second.url, timeout=10)
+    wait_until(lambda: setting(admin, "ollama_host")["value"] == second.url, timeout=10)
     config = admin.get("/api/v1/config").json()
     assert config["settings"]["system_prompt"] == {
         "value": "You are the second prompt.",
@@ -71,7 +72,7 @@ def test_hot_reload_of_a_valid_and_an_invalid_edit_while_a_stream_runs(
 
     # An invalid edit: the running configuration stays, the error is visible in the API and the history.
     config_file(config_server).write_text('ollama_host = "not a url"\nchat_max_tokens = "lots"\n')
-    error = wait_for(lambda: admin.get("/api/v1/config").json()["lastError"], timeout=10)
+    error = wait_until(lambda: admin.get("/api/v1/config").json()["lastError"], timeout=10)
     assert error["key"] in ("ollama_host", "chat_max_tokens")
     assert error["value"] in ("not a url", "lots")
     assert error["reason"]
@@ -94,7 +95,7 @@ def test_hot_reload_of_a_valid_and_an_invalid_edit_while_a_stream_runs(
     assert any(r["model"] == "slow:latest" for r in first.chats())
 
     config_file(config_server).write_text(first_config(first))
-    wait_for(lambda: setting(admin, "ollama_host")["value"] == first.url, timeout=10)
+    wait_until(lambda: setting(admin, "ollama_host")["value"] == first.url, timeout=10)
 
 
 def test_patch_is_validated_stored_and_applied(admin: httpx.Client) -> None:

@@ -10,8 +10,9 @@ import httpx
 from tests.api.test_graphql_web_client import GET_MESSAGES, create_conversation
 from tests.chat.test_images import tiny_png
 from tests.chat.test_usage_and_metrics import metric
-from tests.config.conftest import TOML_BODY, config_file, first_config, wait_for
+from tests.config.conftest import TOML_BODY, config_file, first_config
 from tests.fixtures.ollama import FakeOllama
+from tests.fixtures.polling import wait_until
 from tests.fixtures.server import ServerProcess, graphql
 from tests.fixtures.web_client import stream_message
 
@@ -33,7 +34,7 @@ def test_an_ollama_host_added_in_the_file_serves_its_models_and_leaves_when_remo
     config_file(config_server).write_text(
         first_config(first) + f'\n[providers.second]\ntype = "ollama"\nhost = "{second.url}"\ntimeout_s = 30\n'
     )
-    wait_for(lambda: "second/llama3.1:8b" in model_names(admin))
+    wait_until(lambda: "second/llama3.1:8b" in model_names(admin))
     table = admin.get("/api/v1/config").json()["providers"]["second"]
     assert table == {
         "type": "ollama",
@@ -59,12 +60,12 @@ def test_an_ollama_host_added_in_the_file_serves_its_models_and_leaves_when_remo
     config_file(config_server).write_text(
         first_config(first) + '\n[providers.hf]\ntype = "ollama"\nhost = "http://x"\n'
     )
-    error = wait_for(lambda: admin.get("/api/v1/config").json()["lastError"])
+    error = wait_until(lambda: admin.get("/api/v1/config").json()["lastError"])
     assert error["key"] == "providers.hf"
     assert "second/llama3.1:8b" in model_names(admin)
 
     config_file(config_server).write_text(first_config(first))
-    wait_for(lambda: "second/llama3.1:8b" not in model_names(admin))
+    wait_until(lambda: "second/llama3.1:8b" not in model_names(admin))
     assert admin.get("/api/v1/config").json()["providers"] == {}
     gone = stream_message(admin, model="second/llama3.1:8b", message="anyone there?", conversation_id=conversation)
     assert gone.error is not None
@@ -81,7 +82,7 @@ def test_the_models_directory_is_re_pointed_without_a_restart(
     (tmp_path / "tiny-int8").symlink_to(tiny_export_int8, target_is_directory=True)
     assert admin.post("/api/v1/models/hf/tiny/load").status_code == 200
     config_file(config_server).write_text(first_config(ollamas[0]) + f'hf_models_dir = "{tmp_path}"\n')
-    wait_for(lambda: "hf/tiny-int8" in model_names(admin))
+    wait_until(lambda: "hf/tiny-int8" in model_names(admin))
     assert "hf/tiny" not in model_names(admin)
     conversation = create_conversation(admin, model="hf/tiny-int8")
     reply = stream_message(admin, model="hf/tiny-int8", message="hi", conversation_id=conversation)
@@ -92,7 +93,7 @@ def test_the_models_directory_is_re_pointed_without_a_restart(
     assert 'beth_model_loads_total{model="hf/tiny-int8",status="loaded"} 1.0' in metrics
 
     config_file(config_server).write_text(first_config(ollamas[0]))
-    wait_for(lambda: "hf/tiny" in model_names(admin))
+    wait_until(lambda: "hf/tiny" in model_names(admin))
     assert "hf/tiny-int8" not in model_names(admin)
 
 
@@ -105,12 +106,12 @@ def test_hf_pool_settings_apply_without_a_restart(admin: httpx.Client) -> None:
 
     response = admin.patch("/api/v1/config", json={"hfPreload": ["tiny"], "hfMaxLoadedModels": 1})
     assert response.status_code == 200, response.text
-    wait_for(lambda: loaded(admin, "hf/tiny"))
+    wait_until(lambda: loaded(admin, "hf/tiny"))
 
     # out of the preload list, with a short keep-alive: the idle model is unloaded by the new sweeper
     response = admin.patch("/api/v1/config", json={"hfPreload": [], "hfKeepAliveS": 0.2})
     assert response.status_code == 200, response.text
-    wait_for(lambda: not loaded(admin, "hf/tiny"))
+    wait_until(lambda: not loaded(admin, "hf/tiny"))
 
     # a budget too small for the model refuses the next load with MEMORY_EXCEEDED, no restart needed
     assert admin.patch("/api/v1/config", json={"hfMemoryBudgetMb": 1}).status_code == 200
@@ -143,7 +144,7 @@ def test_the_default_model_follows_whether_ollama_is_enabled(admin: httpx.Client
     assert created_model() == "llama3.1:8b"
     assert admin.patch("/api/v1/config", json={"ollamaEnabled": False, "hfDefaultModel": "tiny"}).status_code == 200
     assert created_model() == "hf/tiny"
-    wait_for(lambda: not any(name.startswith("ollama/") for name in model_names(admin)))
+    wait_until(lambda: not any(name.startswith("ollama/") for name in model_names(admin)))
     assert admin.patch("/api/v1/config", json={"ollamaEnabled": None, "hfDefaultModel": None}).status_code == 200
     assert created_model() == "llama3.1:8b"
 
@@ -185,7 +186,7 @@ def test_stored_model_configurations_mirror_the_configuration(admin: httpx.Clien
         return response.json() if response.status_code == 200 else {}
 
     model_names(admin)  # a listing stores what it discovers
-    assert wait_for(stored)["enabled"] is True
+    assert wait_until(stored)["enabled"] is True
     table = {"enabled": False, "systemPrompt": "Stored too", "keepAliveS": 60, "options": {"temperature": 0.5}}
     assert admin.patch("/api/v1/config", json={"models": {"llama3.1:8b": table}}).status_code == 200
     row = stored()

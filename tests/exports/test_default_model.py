@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from exports.default_model import DEFAULT_ALIAS, default_source_path, ensure_default_export
+from exports.default_model import ensure_default_export
+from exports.default_source import DEFAULT_ALIAS, default_source_path
 from exports.hashing import sha256_file
 from exports.manifest import read_manifest
 

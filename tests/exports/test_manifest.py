@@ -66,7 +66,7 @@ def test_reading_manifests_never_imports_torch(tiny_export: Path) -> None:
         "import sys\n"
         "from pathlib import Path\n"
         "import exports\n"
-        "from exports.default_model import default_source_path\n"
+        "from exports.default_source import default_source_path\n"
         "import exports.command\n"
         f"exports.read_manifest(Path({str(tiny_export)!r}))\n"
         "default_source_path()\n"

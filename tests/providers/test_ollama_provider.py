@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,6 +12,7 @@ from app.providers.registry import ProviderRegistry, same_request
 from app.providers.types import ChatChunk, ChatMessage, ChatRequest, GenerationOptions
 from app.settings import SettingsError, load_settings
 from tests.fixtures.ollama import MODELS, FakeOllama
+from tests.fixtures.polling import wait_until_async
 from tests.fixtures.providers import ScriptedProvider
 from tests.fixtures.server import free_port
 
@@ -166,8 +166,11 @@ async def test_a_model_that_hangs_times_out(fake_ollama: FakeOllama) -> None:
     finally:
         await provider.shutdown()
     assert caught.value.code == ErrorCode.TIMEOUT
-    await asyncio.sleep(0.2)
-    assert fake_ollama.disconnects == ["hang:latest"]
+
+    async def disconnected() -> list[str]:
+        return fake_ollama.disconnects
+
+    assert await wait_until_async(disconnected, within_s=5) == ["hang:latest"]
 
 
 async def test_connection_refused_is_provider_unavailable() -> None:
@@ -193,11 +196,11 @@ async def test_closing_the_stream_closes_the_upstream_request(ollama: OllamaProv
     first = await anext(stream)
     assert first.text == "word0 "
     await stream.aclose()  # type: ignore[attr-defined]
-    for _ in range(30):
-        if fake_ollama.disconnects:
-            break
-        await asyncio.sleep(0.1)
-    assert fake_ollama.disconnects == ["slow:latest"]
+
+    async def disconnected() -> list[str]:
+        return fake_ollama.disconnects
+
+    assert await wait_until_async(disconnected, within_s=5) == ["slow:latest"]
 
 
 async def test_health_load_and_unload(ollama: OllamaProvider, fake_ollama: FakeOllama) -> None:

@@ -19,6 +19,7 @@ from litestar.response import Stream
 from app.controllers.sse import SSE_HEADERS, sse_event, with_keepalive
 from app.errors import ErrorCode, ServiceError
 from app.http_errors import retry_after, unexpected_failure
+from app.legacy_errors import REST_TERMINATE_FAILURES, SSE_ERROR_TEXTS
 from app.openapi import StreamMessageOperation, TerminateStreamOperation, body, errors, event_stream
 from app.schemas.streaming import TERMINATE_REFUSALS, TerminateRefusal, TerminateResult
 from app.services.chat import ChatService, TurnRequest
@@ -27,12 +28,6 @@ from app.services.conversations import ConversationService
 from app.services.images import Upload
 from app.services.streams import StreamSessions
 from app.services.termination import terminate_stream
-
-# The old SSE route's texts for refusals before the turn starts (contract section 3).
-LEGACY_SSE_ERRORS = {
-    "password_required": "Password required for private conversation",
-    "invalid_password": "Invalid password for private conversation",
-}
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +46,9 @@ def render_legacy(event: TurnEvent) -> bytes | None:
             return sse_event("terminated", payload)
         case Completed():
             return sse_event("end", {})
-        case Failed(code, message, details, legacy):
-            payload: dict[str, Any] = {"error": legacy or message, "code": code}
-            if legacy:
-                payload["details"] = message
-            elif details.get("problems"):
+        case Failed(code, message, details):
+            payload: dict[str, Any] = {"error": message, "code": code}
+            if details.get("problems"):
                 payload["details"] = details["problems"]
             return sse_event("error", payload)
     return None
@@ -63,7 +56,7 @@ def render_legacy(event: TurnEvent) -> bytes | None:
 
 def failure_of(error: ServiceError) -> Failed:
     reason = error.details.get("reason")
-    legacy = LEGACY_SSE_ERRORS.get(str(reason)) if reason else None
+    legacy = SSE_ERROR_TEXTS.get(str(reason)) if reason else None
     return Failed(str(error.code), legacy or error.message, error.details)
 
 
@@ -186,7 +179,7 @@ class StreamController(Controller):
                 reason=strings["reason"],
             )
         except ServiceError as exc:
-            status, payload = REST_TERMINATE_ERRORS.get(
+            status, payload = REST_TERMINATE_FAILURES.get(
                 str(exc.details.get("kind")), (exc.status, {"error": exc.message, "message": exc.message})
             )
             if exc.details.get("kind") == "not_terminable":
@@ -208,34 +201,3 @@ class StreamController(Controller):
             },
             status_code=200,
         )
-
-
-REST_TERMINATE_ERRORS: dict[str, tuple[int, dict[str, str]]] = {
-    "missing": (
-        400,
-        {
-            "error": "Missing required parameters: sessionId and conversationId",
-            "message": "Session ID and conversation ID are required",
-        },
-    ),
-    "conversation_not_found": (
-        404,
-        {"error": "Conversation not found", "message": "The specified conversation does not exist"},
-    ),
-    "password_required": (
-        401,
-        {"error": "Password required", "message": "This conversation is private and requires a password"},
-    ),
-    "session_not_found": (
-        404,
-        {"error": "Session not found", "message": "The specified stream session does not exist"},
-    ),
-    "mismatch": (
-        403,
-        {
-            "error": "Session conversation mismatch",
-            "message": "The session does not belong to the specified conversation",
-        },
-    ),
-    "not_terminable": (400, {"error": "Session not terminable"}),
-}
