@@ -118,8 +118,8 @@ async def open_services(
         max_files=settings.image_max_files,
         retention_days=settings.image_retention_days,
     )
-    chat = ChatService(config, conversations, sessions, images, registry, catalog)
-    chat.observers += [usage.record, metrics.observe_generation]
+    chat = ChatService(config, conversations, sessions, images, registry)
+    chat.outcomes.observers += [usage.record, metrics.observe_generation]
 
     def hf_pool() -> ModelPool | None:  # looked up each time: a config change may replace the hf provider
         return getattr(registry.get("hf"), "pool", None)

@@ -114,7 +114,12 @@ def _typed(event: TurnEvent) -> tuple[str, dict[str, Any]]:
                 "text": text,
                 "model": model,
                 "provider": provider,
-                "usage": usage,
+                "usage": {
+                    "promptTokens": usage.prompt_tokens,
+                    "completionTokens": usage.completion_tokens,
+                    "timeToFirstTokenMs": usage.time_to_first_token_ms,
+                    "durationMs": usage.duration_ms,
+                },
                 "finishReason": finish_reason,
                 "fallbackFrom": fallback_from,
             }

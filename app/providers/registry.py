@@ -13,9 +13,10 @@ model could not be loaded (MODEL_LOAD_FAILED, MEMORY_EXCEEDED). Errors that are 
 (MODEL_NOT_FOUND: a typo must not be hidden behind another model's answer; INVALID_REQUEST;
 CONTEXT_LENGTH_EXCEEDED; CAPABILITY_UNSUPPORTED) are raised as they are.
 
-Each candidate gets its own request (`RequestFor`): a fallback model has its own context window, so the
-chat turn trims the history and sizes the reply for it, instead of sending what was fitted to the model
-that could not start.
+A turn routes once: `candidates` resolves the requested name and the fallback list, each with the
+catalog's `ModelInfo`; the caller builds each candidate's request once (a fallback model has its own
+context window, so the history is trimmed and the reply sized for it) and `open_chat_stream` tries them
+in order. A candidate whose request could not be built carries the error instead and counts as an attempt.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import msgspec
 
@@ -49,19 +50,6 @@ FALLBACK_ON: frozenset[ErrorCode] = frozenset(
     }
 )
 
-#: builds the request for one candidate model, given the name it is tried under (the requested name, then
-#: each fallback's); a ServiceError from it counts as that candidate failing to start
-RequestFor = Callable[[str], Awaitable[ChatRequest]]
-
-
-def same_request(request: ChatRequest) -> RequestFor:
-    """A `RequestFor` that sends `request` to whichever model is tried (warm-up's one-word prompt)."""
-
-    async def request_for(_candidate: str) -> ChatRequest:
-        return request
-
-    return request_for
-
 
 @dataclass(frozen=True)
 class ResolvedModel:
@@ -70,6 +58,32 @@ class ResolvedModel:
     provider: ModelProvider
     native_name: str
     name: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model that may answer a turn: the name it was asked under, where that leads, what the catalog
+    knows of it, its exact token counter (None: estimate), and what it will be sent (`request`, whose `model` is `resolved.native_name`) or why it
+    cannot be tried (`error`). `resolved` is None only for a fallback name that does not route."""
+
+    asked: str
+    resolved: ResolvedModel | None
+    info: ModelInfo | None = None
+    counter: Callable[[str], int] | None = None
+    request: ChatRequest | None = None
+    error: ServiceError | None = None
+
+    def sending(self, request: ChatRequest) -> Candidate:
+        """This candidate with its request (the model field set to the provider's own name)."""
+        assert self.resolved is not None
+        return replace(self, request=msgspec.structs.replace(request, model=self.resolved.native_name))
+
+    def failing(self, error: ServiceError) -> Candidate:
+        return replace(self, error=error)
+
+
+async def _no_info(_resolved: ResolvedModel) -> ModelInfo | None:
+    return None
 
 
 class ProviderRegistry:
@@ -94,6 +108,7 @@ class ProviderRegistry:
         self._providers: dict[str, ModelProvider] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._known: Callable[[], Sequence[ModelInfo]] = list
+        self._info: Callable[[ResolvedModel], Awaitable[ModelInfo | None]] = _no_info
 
     # -- membership ----------------------------------------------------------------------------------
 
@@ -118,9 +133,16 @@ class ProviderRegistry:
     def breaker(self, name: str) -> CircuitBreaker:
         return self._breakers[name]
 
-    def use_catalog(self, known_models: Callable[[], Sequence[ModelInfo]]) -> None:
-        """Where bare names and suggestions are looked up: the catalog's last list (never a live call)."""
+    def use_catalog(
+        self,
+        known_models: Callable[[], Sequence[ModelInfo]],
+        model_info: Callable[[ResolvedModel], Awaitable[ModelInfo | None]] | None = None,
+    ) -> None:
+        """Where bare names and suggestions are looked up (the catalog's last list, never a live call), and
+        where a routed model's info comes from for `candidates`."""
         self._known = known_models
+        if model_info is not None:
+            self._info = model_info
 
     async def initialize(self) -> None:
         for provider in self.providers:
@@ -174,44 +196,58 @@ class ProviderRegistry:
 
     # -- chat ------------------------------------------------------------------------------------------
 
-    async def token_counter(self, model_name: str) -> Callable[[str], int] | None:
-        """The model's exact token counter (see `ModelProvider.token_counter`), or None: also when the name
-        does not resolve, since the turn reports that error when it opens the stream."""
-        try:
-            resolved = self.resolve(model_name)
-            return await resolved.provider.token_counter(resolved.native_name)
-        except ServiceError:
-            return None
+    async def candidates(self, model_name: str) -> list[Candidate]:
+        """The requested model and then each fallback, routed once and with the catalog's info.
 
-    async def open_chat_stream(self, model_name: str, request_for: RequestFor) -> RoutedStream:
-        """Open a reply from `model_name`, or from the fallback list when it cannot start (see module doc).
+        A name that does not route is kept with its error (`open_chat_stream` raises the requested one's,
+        after the turn has saved the user's message); a fallback that leads to a model already listed is
+        left out.
+        """
+        found: list[Candidate] = []
+        seen: set[str] = set()
+        for name in [model_name, *self.fallback_models]:
+            try:
+                resolved = self.resolve(name)
+            except ServiceError as exc:
+                found.append(Candidate(name, None, error=exc))
+                continue
+            if resolved.name in seen:
+                continue
+            seen.add(resolved.name)
+            found.append(await self._candidate(name, resolved))
+        return found
 
-        Each candidate's request comes from `request_for`, its `model` replaced by the candidate's native
-        name. The first chunk has already arrived when this returns; nothing falls back after it.
+    async def _candidate(self, asked: str, resolved: ResolvedModel) -> Candidate:
+        counter = await resolved.provider.token_counter(resolved.native_name)
+        return Candidate(asked, resolved, await self._info(resolved), counter)
+
+    async def open_chat_stream(self, candidates: Sequence[Candidate]) -> RoutedStream:
+        """Open a reply from the first candidate, or from the next ones when it cannot start (see module doc).
+
+        The first chunk has already arrived when this returns; nothing falls back after it.
         """
         first_error: ServiceError | None = None
         attempts: list[dict[str, str]] = []
-        tried: set[str] = set()
-        for index, candidate in enumerate([model_name, *self.fallback_models]):
+        asked = candidates[0].asked
+        for index, candidate in enumerate(candidates):
             is_fallback = index > 0
             try:
-                resolved = self.resolve(candidate)
-                if resolved.name in tried:
-                    continue
-                tried.add(resolved.name)
-                request = await request_for(candidate)
-                stream = await self._open_with_retries(resolved, request)
+                if candidate.error is not None:
+                    raise candidate.error
+                assert candidate.resolved is not None
+                assert candidate.request is not None
+                stream = await self._open_with_retries(candidate.resolved, candidate.request)
             except ServiceError as exc:
                 if not is_fallback:
-                    if exc.code not in FALLBACK_ON or not self.fallback_models:
+                    if exc.code not in FALLBACK_ON or len(candidates) == 1:
                         raise
                     first_error = exc
-                attempts.append({"model": candidate, "code": str(exc.code), "message": exc.message})
-                log.warning("model %s could not start a reply: %s %s", candidate, exc.code, exc.message)
+                attempts.append({"model": candidate.asked, "code": str(exc.code), "message": exc.message})
+                log.warning("model %s could not start a reply: %s %s", candidate.asked, exc.code, exc.message)
                 continue
             if is_fallback:
-                stream.fallback_from = model_name
-                log.info("model %s answered instead of %s", stream.model, model_name)
+                stream.fallback_from = asked
+                log.info("model %s answered instead of %s", stream.model, asked)
             return stream
         assert first_error is not None
         first_error.details = {**first_error.details, "attempts": attempts}
@@ -236,9 +272,7 @@ class ProviderRegistry:
         provider = resolved.provider
         breaker = self.breaker(provider.name)
         breaker.check()
-        chunks: AsyncIterator[ChatChunk] = provider.stream_chat(
-            msgspec.structs.replace(request, model=resolved.native_name)
-        )
+        chunks: AsyncIterator[ChatChunk] = provider.stream_chat(request)
         try:
             first = await anext(chunks)
         except BaseException as exc:

@@ -67,7 +67,13 @@ class GenerationOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class ChatRequest(msgspec.Struct, kw_only=True):
-    """`model` is the provider's native name (the registry has already removed the prefix)."""
+    """What one provider is sent for one reply.
+
+    `model` is the provider's own name for the model (`tiny`, `llama3.1:8b`), never the full prefixed
+    name: the full name lives on the routing `Candidate` and on the `RoutedStream` that answered.
+    `timeout_s` is for callers without a deadline of their own (warm-up); a chat turn leaves it unset and
+    enforces its one deadline itself.
+    """
 
     model: str
     messages: list[ChatMessage]

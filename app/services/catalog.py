@@ -23,7 +23,7 @@ from app.config.snapshot import ConfigSource
 from app.errors import ErrorCode, ServiceError
 from app.providers.base import ModelProvider
 from app.providers.names import matches
-from app.providers.registry import ProviderRegistry
+from app.providers.registry import ProviderRegistry, ResolvedModel
 from app.providers.types import ModelInfo, ProviderStatus
 from app.services.health_monitor import HealthMonitor
 
@@ -67,7 +67,7 @@ class ModelCatalog:
         self._refreshing: asyncio.Task[None] | None = None
         #: called with the whole list after each refresh (e.g. to store discovered models); errors are logged
         self.on_refreshed: list[Callable[[list[ModelInfo]], Awaitable[object]]] = []
-        registry.use_catalog(self.snapshot)
+        registry.use_catalog(self.snapshot, self.info)
 
     # -- the list ------------------------------------------------------------------------------------------
 
@@ -125,6 +125,10 @@ class ModelCatalog:
             resolved = self.registry.resolve(name)
         except ServiceError:
             return None
+        return await self.info(resolved)
+
+    async def info(self, resolved: ResolvedModel) -> ModelInfo | None:
+        """What the catalog knows of a routed model: its listing, else the provider's answer, else None."""
         for model in await self.current():
             if model.provider == resolved.provider.name and model.native_name == resolved.native_name:
                 return model

@@ -40,13 +40,23 @@ class Terminated:
 
 
 @dataclass(frozen=True)
+class ReplyUsage:
+    """What a completed reply cost (each transport names the fields its own way)."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    time_to_first_token_ms: float | None = None
+    duration_ms: float | None = None
+
+
+@dataclass(frozen=True)
 class Completed:
     session_id: str
     message_id: int
     text: str
     model: str
     provider: str
-    usage: dict[str, Any] = field(default_factory=dict)
+    usage: ReplyUsage = field(default_factory=ReplyUsage)
     finish_reason: str = "stop"
     # the model asked for, when it could not start and the fallback list's `model` answered instead
     fallback_from: str | None = None

@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass, field
 
 from app.errors import ServiceError
-from app.providers.registry import ProviderRegistry, same_request
+from app.providers.registry import ProviderRegistry
 from app.providers.types import ChatMessage, ChatRequest, GenerationOptions
 from app.services.catalog import ModelCatalog
 
@@ -42,7 +42,8 @@ async def warm_up(catalog: ModelCatalog, registry: ProviderRegistry) -> WarmupRe
             timeout_s=120,
         )
         try:
-            stream = await registry.open_chat_stream(name, same_request(request))
+            candidates = [c if c.error else c.sending(request) for c in await registry.candidates(name)]
+            stream = await registry.open_chat_stream(candidates)
             await stream.aclose()
             report.warmed.append(name)
         except ServiceError as exc:

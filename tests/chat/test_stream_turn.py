@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -312,6 +313,10 @@ def test_rest_reply_and_typed_stream(chat: httpx.Client) -> None:
     assert names[1] == "session"
     assert names[-1] == "end"
     assert names.count("token") == 3
+    end = json.loads([line for line in raw.split("\n") if line.startswith("data: ")][-1].split(": ", 1)[1])
+    assert end["model"] == "ollama/llama3.1:8b"
+    assert sorted(end["usage"]) == ["completionTokens", "durationMs", "promptTokens", "timeToFirstTokenMs"]
+    assert end["usage"]["completionTokens"] == 3
 
 
 def test_150_streams_in_a_row(chat: httpx.Client) -> None:

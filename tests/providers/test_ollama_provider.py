@@ -8,12 +8,12 @@ import pytest
 
 from app.errors import ErrorCode, ServiceError
 from app.providers.ollama import OllamaProvider
-from app.providers.registry import ProviderRegistry, same_request
+from app.providers.registry import ProviderRegistry
 from app.providers.types import ChatChunk, ChatMessage, ChatRequest, GenerationOptions
 from app.settings import SettingsError, load_settings
 from tests.fixtures.ollama import MODELS, FakeOllama
 from tests.fixtures.polling import wait_until_async
-from tests.fixtures.providers import ScriptedProvider
+from tests.fixtures.providers import ScriptedProvider, sending
 from tests.fixtures.server import free_port
 
 pytestmark = pytest.mark.anyio
@@ -225,14 +225,14 @@ async def test_a_hanging_ollama_model_falls_back_and_a_down_ollama_opens_its_cir
     registry.register(ScriptedProvider("hf", ["tiny"]))
     await registry.initialize()
     try:
-        stream = await registry.open_chat_stream("hang:latest", same_request(chat("ignored")))
+        stream = await registry.open_chat_stream(await sending(registry, "hang:latest", chat("ignored")))
         assert (stream.model, stream.fallback_from) == ("hf/tiny", "hang:latest")
         await stream.aclose()
         fake_ollama.stop()
-        await (await registry.open_chat_stream("llama3.1:8b", same_request(chat("ignored")))).aclose()
+        await (await registry.open_chat_stream(await sending(registry, "llama3.1:8b", chat("ignored")))).aclose()
         assert registry.breaker("ollama").state == "open"
         requests = len(fake_ollama.requests)
-        stream = await registry.open_chat_stream("llama3.1:8b", same_request(chat("ignored")))
+        stream = await registry.open_chat_stream(await sending(registry, "llama3.1:8b", chat("ignored")))
         assert stream.model == "hf/tiny"
         assert len(fake_ollama.requests) == requests
     finally:

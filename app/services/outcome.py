@@ -1,0 +1,186 @@
+"""How a generation ends: the reply saved once (complete, partial or failed), the event that tells the
+client, and the usage record that counts it. One factory per thing: `reply_message`, `usage_record`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from app.db.tables import Conversation, Message
+from app.errors import ErrorCode, ServiceError
+from app.providers.routed import RoutedStream
+from app.providers.types import ChatChunk
+from app.services.chat_events import Completed, Failed, ReplyUsage, Terminated
+from app.services.streams import COMPLETED, ERROR, TERMINATED, LiveSession, StreamSessions
+from app.services.usage import UsageRecord
+
+log = logging.getLogger(__name__)
+
+UsageObserver = Callable[[UsageRecord], Awaitable[None] | None]
+
+
+@dataclass
+class Answer:
+    """Who is answering a generation, and when it started and first spoke (perf_counter seconds)."""
+
+    model: str
+    provider: str
+    started: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+    def time_to_first_token_ms(self) -> float | None:
+        return (self.first_token_at - self.started) * 1000 if self.first_token_at else None
+
+
+def usage_record(
+    answer: Answer,
+    status: str,
+    *,
+    completion_tokens: int,
+    prompt_tokens: int = 0,
+    time_to_first_token_ms: float | None = None,
+    duration_ms: float | None = None,
+    error_code: str | None = None,
+) -> UsageRecord:
+    """The one way a finished generation becomes a usage record."""
+    provider = (answer.provider or "unknown") if status == "failed" else answer.provider
+    return UsageRecord(
+        provider=provider,
+        model=answer.model,
+        status=status,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        time_to_first_token_ms=time_to_first_token_ms,
+        duration_ms=answer.elapsed_ms() if duration_ms is None else duration_ms,
+        error_code=error_code,
+    )
+
+
+def reply_message(
+    conversation: Conversation, session: LiveSession, answer: Answer, status: str, finish: str
+) -> Message:
+    """The reply row: the text so far, attributed to the model that produced it."""
+    now = datetime.now(UTC)
+    return Message(
+        conversation_id=conversation.id,
+        text=session.text,
+        sender="llm",
+        timestamp=now,
+        created_at=now,
+        provider=answer.provider or None,
+        model=answer.model,
+        status=status,
+        completion_tokens=session.token_count,
+        finish_reason=finish,
+    )
+
+
+class Outcomes:
+    """Saves how each generation ended and tells the usage observers; a failure to record is logged."""
+
+    def __init__(self, sessions: StreamSessions) -> None:
+        self.sessions = sessions
+        #: called with every finished generation (usage statistics, metrics); failures are logged, never raised
+        self.observers: list[UsageObserver] = []
+
+    async def completed(
+        self, session: LiveSession, conversation: Conversation, stream: RoutedStream, answer: Answer, final: ChatChunk
+    ) -> tuple[Completed, UsageRecord]:
+        if not session.text.strip():
+            raise ServiceError(
+                ErrorCode.GENERATION_FAILED, "The model returned an empty reply", details={"model": answer.model}
+            )
+        usage = final.usage
+        reply = reply_message(conversation, session, answer, "complete", final.finish_reason or "stop")
+        reply.prompt_tokens = usage.prompt_tokens if usage else None
+        reply.completion_tokens = (usage.completion_tokens if usage else None) or session.token_count
+        reply.duration_ms = (usage.duration_ms if usage and usage.duration_ms else None) or answer.elapsed_ms()
+        reply.time_to_first_token_ms = (
+            usage.time_to_first_token_ms if usage else None
+        ) or answer.time_to_first_token_ms()
+        try:
+            saved = await self.sessions.close(session, status=COMPLETED, reply=reply)
+        except Exception as exc:
+            log.exception("saving the reply of session %s failed", session.id)
+            raise ServiceError(
+                ErrorCode.INTERNAL_ERROR, "The reply could not be saved", details={"model": answer.model}
+            ) from exc
+        completed = Completed(
+            session_id=session.id,
+            message_id=saved or reply.id,
+            text=session.text,
+            model=answer.model,
+            provider=answer.provider,
+            usage=ReplyUsage(
+                prompt_tokens=reply.prompt_tokens,
+                completion_tokens=reply.completion_tokens,
+                time_to_first_token_ms=reply.time_to_first_token_ms,
+                duration_ms=reply.duration_ms,
+            ),
+            finish_reason=reply.finish_reason or "stop",
+            fallback_from=stream.fallback_from,
+        )
+        record = usage_record(
+            answer,
+            "complete",
+            prompt_tokens=reply.prompt_tokens or 0,
+            completion_tokens=reply.completion_tokens or 0,
+            time_to_first_token_ms=reply.time_to_first_token_ms,
+            duration_ms=reply.duration_ms or 0.0,
+        )
+        return completed, record
+
+    async def stopped(
+        self, session: LiveSession, conversation: Conversation, answer: Answer
+    ) -> tuple[Terminated, UsageRecord]:
+        """A partial reply: stopped by the user, the deadline or a shutdown."""
+        reason = session.reason or "USER_REQUESTED"
+        timed_out = reason == "TIMEOUT"
+        reply = (
+            reply_message(conversation, session, answer, "partial", "timeout" if timed_out else "cancelled")
+            if session.text.strip()
+            else None
+        )
+        saved = await self._close_recording_failure(session, status=TERMINATED, reason=reason, reply=reply)
+        record = usage_record(
+            answer,
+            "partial",
+            completion_tokens=session.token_count,
+            time_to_first_token_ms=answer.time_to_first_token_ms(),
+            error_code="TIMEOUT" if timed_out else "CANCELLED",
+        )
+        return Terminated(session.id, session.text, session.token_count, reason, saved), record
+
+    async def failed(
+        self, session: LiveSession, conversation: Conversation, answer: Answer, error: ServiceError
+    ) -> tuple[Failed, UsageRecord]:
+        reply = reply_message(conversation, session, answer, "failed", "error") if session.text.strip() else None
+        await self._close_recording_failure(session, status=ERROR, reason="ERROR", error=error.message, reply=reply)
+        record = usage_record(answer, "failed", completion_tokens=session.token_count, error_code=str(error.code))
+        return Failed(str(error.code), error.message, error.details), record
+
+    async def notify(self, record: UsageRecord) -> None:
+        for observer in self.observers:
+            try:
+                result = observer(record)
+                if result is not None:
+                    await result
+            except Exception:
+                log.exception("recording the usage of a generation failed")
+
+    async def _close_recording_failure(
+        self, session: LiveSession, *, status: str, reason: str, reply: Message | None, error: str | None = None
+    ) -> int | None:
+        """`sessions.close` for a reply that did not complete: a database that cannot record it is logged,
+        never raised, so the listener still hears how the turn ended (it would otherwise wait forever)."""
+        try:
+            return await self.sessions.close(session, status=status, reason=reason, error=error, reply=reply)
+        except Exception:
+            log.exception("recording the end of session %s (%s) failed", session.id, status)
+            return None
