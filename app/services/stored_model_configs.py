@@ -18,6 +18,7 @@ async def all_configs() -> list[StoredModelConfig]:
 
 async def config_of(name: str) -> StoredModelConfig:
     """One model's stored configuration; MODEL_NOT_FOUND when none is stored under that name."""
+    # a lookup key: a name with a NUL is "not found" (404), which a boundary refusal (400) would not answer
     row = await ModelRecord.objects().where(ModelRecord.name == name).first() if storable(name) else None
     if row is None:
         raise ServiceError(ErrorCode.MODEL_NOT_FOUND, f"No stored configuration for {name}")
