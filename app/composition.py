@@ -163,11 +163,12 @@ async def open_services(
         background.start("memory-guard", guard.run)
         await config_service.start()
         background.start("config-watch", config_service.watch)
+        background.start("usage-retry", usage.run)
         yield services
     finally:
         await chat.shutdown()  # every generation saves its partial reply first
         await background.stop()
         await providers.stop()
-        await usage.close()  # usage the database refused so far: a last try, else logged
+        await usage.close()  # after its retry loop stopped: a last try for what was refused, else logged
         await catalog.close()
         await registry.shutdown()

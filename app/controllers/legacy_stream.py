@@ -21,6 +21,7 @@ from app.errors import ErrorCode, ServiceError
 from app.http_errors import retry_after, unexpected_failure
 from app.legacy_errors import REST_TERMINATE_FAILURES, SSE_ERROR_TEXTS
 from app.openapi import StreamMessageOperation, TerminateStreamOperation, body, errors, event_stream
+from app.schemas.boundary import MessageText, Name, check
 from app.schemas.streaming import TERMINATE_REFUSALS, TerminateRefusal, TerminateResult
 from app.services.chat import ChatService, TurnRequest
 from app.services.chat_events import Completed, Failed, ImagesProcessed, SessionStarted, Terminated, Token, TurnEvent
@@ -92,6 +93,8 @@ async def read_turn_request(request: Request[Any, Any, Any]) -> TurnRequest:
         raise ServiceError(ErrorCode.INVALID_REQUEST, "Missing model, message, or conversationId")
     if values["password"] is not None and not isinstance(values["password"], str):
         raise ServiceError(ErrorCode.INVALID_REQUEST, "password must be a string")
+    check("text", values["message"], MessageText)
+    check("model", values["model"], Name)
     return TurnRequest(
         conversation_id=values["conversationId"],
         text=values["message"],

@@ -101,7 +101,7 @@ class ProviderConfig(Table, tablename="provider_configs"):
     updated_at = Timestamptz(default=TimestamptzNow())
 
 
-class ModelMetadata(Table, tablename="model_metadata"):
+class ModelRecord(Table, tablename="model_metadata"):
     """A model's generated or edited configuration and what was learnt about it (capabilities, context)."""
 
     id = Serial(primary_key=True)
@@ -163,7 +163,7 @@ ALL_TABLES: tuple[type[Table], ...] = (
     Image,
     StreamSession,
     ProviderConfig,
-    ModelMetadata,
+    ModelRecord,
     ModelUsageStats,
     ConfigRevision,
 )

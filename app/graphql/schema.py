@@ -35,6 +35,7 @@ from app.graphql.types import (
 )
 from app.graphql.usage import resolve_usage
 from app.legacy_errors import GRAPHQL_NOT_TERMINABLE, GRAPHQL_TERMINATE_FAILURES, GRAPHQL_TERMINATE_UNKNOWN
+from app.schemas.boundary import Identifier, MessageText, Name, PasswordText, RequiredName, check
 from app.services.chat import TurnRequest, run_to_completion, saved_messages
 from app.services.conversations import parse_message_id
 from app.services.termination import terminate_stream
@@ -80,6 +81,10 @@ class Mutation:
         self, info: ContextInfo, input: CreateConversationInput
     ) -> CreateConversationResponse:
         _require(bool(input.id) and bool(input.tab_name), "Conversation ID and tab name are required")
+        check("id", input.id, Identifier)
+        check("tabName", input.tab_name, RequiredName)
+        check("llmModel", input.llm_model, Name)
+        check("password", input.password, PasswordText)
         row = await info.context.conversations.create(
             conversation_id=input.id, tab_name=input.tab_name, llm_model=input.llm_model, password=input.password
         )
@@ -92,6 +97,8 @@ class Mutation:
         """sender `llm` stores a turn; sender `user` runs the chat turn and waits for the whole reply."""
         _require(bool(input.text) and bool(input.sender), "Message text and sender are required")
         _require(input.sender in ("user", "llm"), 'Sender must be either "user" or "llm"')
+        check("text", input.text, MessageText)
+        check("llmModel", input.llm_model, Name)
         service = info.context.conversations
         if input.sender == "llm":
             conversation = await service.authorize(input.conversation_id, input.password)

@@ -63,7 +63,6 @@ class HFProvider(ModelProvider):
         self.models_dir = Path(models_dir)
         self.default_max_tokens = default_max_tokens
         self.pool = pool or ModelPool(self.models_dir, settings or PoolSettings())
-        self._broken: list[BrokenExport] = []
         self._tokenizers: dict[str, ChatTokenizer] = {}
         self._starting: asyncio.Task[None] | None = None
 
@@ -139,15 +138,8 @@ class HFProvider(ModelProvider):
         loaded = {m.alias for m in self.pool.loaded()}
         return [self._model_info(manifest, manifest.alias in loaded) for manifest in manifests]
 
-    @property
-    def broken_exports(self) -> list[BrokenExport]:
-        """Folders of the last scan that are not usable exports, with the reason."""
-        return list(self._broken)
-
     async def _scan(self) -> tuple[list[Manifest], list[BrokenExport]]:
-        manifests, broken = await asyncio.to_thread(scan_manifests, self.models_dir)
-        self._broken = broken
-        return manifests, broken
+        return await asyncio.to_thread(scan_manifests, self.models_dir)
 
     def _model_info(self, manifest: Manifest, loaded: bool) -> ModelInfo:
         return ModelInfo(

@@ -7,16 +7,15 @@ from typing import Annotated, Literal
 import msgspec
 
 from app.db.tables import Conversation, Message
+from app.schemas.boundary import Identifier, MessageText, Name, PasswordText, RequiredName
 from app.schemas.common import ErrorDetail, epoch_ms
-
-Text255 = Annotated[str, msgspec.Meta(max_length=255)]
 
 
 class CreateConversationRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    tab_name: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
-    id: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
-    llm_model: Text255 | None = None
-    password: Annotated[str, msgspec.Meta(max_length=72)] | None = None
+    tab_name: RequiredName
+    id: Identifier | None = None
+    llm_model: Name | None = None
+    password: PasswordText | None = None
 
 
 class ConversationOut(msgspec.Struct, rename="camel"):
@@ -53,11 +52,11 @@ class AddMessageRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=Tr
     """A message to store. With `reply` (or `stream`) a user message also gets the model's answer:
     as JSON once complete, or with `stream` as server-sent events while it is generated."""
 
-    text: Annotated[str, msgspec.Meta(max_length=1_000_000)]
+    text: MessageText
     sender: Literal["user", "llm"] = "user"
     reply: bool = False
     stream: bool = False
-    model: Text255 | None = None
+    model: Name | None = None
 
 
 class MessageOut(msgspec.Struct, rename="camel"):

@@ -16,6 +16,7 @@ from app.config.snapshot import ConfigSource
 from app.db.tables import Conversation, Image, Message, StreamSession
 from app.db.text import storable
 from app.errors import ErrorCode, ServiceError, invalid
+from app.schemas.boundary import MAX_ID_CHARS, MAX_MESSAGE_CHARS, MAX_NAME_CHARS
 from app.services.image_files import remove_files
 from app.services.password_attempts import PasswordAttempts, client_address
 from app.services.passwords import MAX_PASSWORD_BYTES, check_password, hash_password
@@ -23,10 +24,7 @@ from app.services.streams import abandon_turns_from
 
 #: the old service's default, kept for its clients; with Ollama disabled it could never answer
 DEFAULT_MODEL = "llama3.1:8b"
-MAX_ID_CHARS = 255
-MAX_TAB_NAME_CHARS = 255
-MAX_MODEL_CHARS = 255
-MAX_MESSAGE_CHARS = 1_000_000
+MAX_TAB_NAME_CHARS = MAX_MODEL_CHARS = MAX_NAME_CHARS
 SENDERS = ("user", "llm")
 
 CONVERSATION_NOT_FOUND = "Conversation not found"
@@ -52,9 +50,7 @@ def _check_text(field: str, value: str | None, limit: int, *, required: bool = T
         return None
     if len(value) > limit:
         raise invalid(f"{field} is longer than {limit} characters", field=field, limit=limit)
-    if not storable(value):
-        raise invalid(f"{field} contains a NUL character", field=field)
-    return value
+    return value  # a NUL was refused at the boundary (app/schemas/boundary.py)
 
 
 def _check_password_input(password: str | None) -> None:

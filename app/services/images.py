@@ -205,6 +205,7 @@ class ImageStore:
     async def open(self, image_id: str, password: str | None) -> tuple[Image, Path]:
         """The image row and file, after the existence, expiry and private-conversation checks."""
         live = (Image.id == image_id) & Image.deleted_at.is_null()
+        # a lookup key, not input to store: one with a NUL is "not found" (404), which a boundary refusal (400) is not
         row = await Image.objects().where(live).first() if storable(image_id) else None
         if row is None:
             raise ServiceError(ErrorCode.NOT_FOUND, "Image not found", details={"id": image_id})

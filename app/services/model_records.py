@@ -21,7 +21,7 @@ import msgspec
 from app.config.effective import EffectiveConfig
 from app.config.model_overrides import ModelOverrides
 from app.config.snapshot import ConfigSource
-from app.db.tables import ModelMetadata, ProviderConfig
+from app.db.tables import ModelRecord, ProviderConfig
 from app.providers.types import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -51,32 +51,30 @@ class ModelRecords:
             if model.provider not in self._providers:
                 await self._provider(model.provider, now)
             facts = {
-                ModelMetadata.provider: model.provider,
-                ModelMetadata.display_name: model.display_name or model.native_name,
-                ModelMetadata.family: model.family,
-                ModelMetadata.parameter_size: model.parameter_size,
-                ModelMetadata.quantization: model.quantization,
-                ModelMetadata.context_length: model.context_length,
-                ModelMetadata.capabilities: msgspec.json.encode(model.capabilities).decode(),
+                ModelRecord.provider: model.provider,
+                ModelRecord.display_name: model.display_name or model.native_name,
+                ModelRecord.family: model.family,
+                ModelRecord.parameter_size: model.parameter_size,
+                ModelRecord.quantization: model.quantization,
+                ModelRecord.context_length: model.context_length,
+                ModelRecord.capabilities: msgspec.json.encode(model.capabilities).decode(),
             }
             if model.name in self._stored:
                 continue
-            exists = await ModelMetadata.exists().where(ModelMetadata.name == model.name)
+            exists = await ModelRecord.exists().where(ModelRecord.name == model.name)
             if exists:
-                await ModelMetadata.update({**facts, ModelMetadata.updated_at: now}).where(
-                    ModelMetadata.name == model.name
-                )
+                await ModelRecord.update({**facts, ModelRecord.updated_at: now}).where(ModelRecord.name == model.name)
             else:
                 settings = _columns(self.config.current.for_model(model.name, model))
-                await ModelMetadata.insert(
-                    ModelMetadata(
+                await ModelRecord.insert(
+                    ModelRecord(
                         name=model.name,
                         metadata="{}",
                         created_at=now,
                         updated_at=now,
                         **{column._meta.name: value for column, value in {**facts, **settings}.items()},
                     )
-                ).on_conflict(target=ModelMetadata.name, action="DO NOTHING")
+                ).on_conflict(target=ModelRecord.name, action="DO NOTHING")
                 new.append(model.name)
                 log.info("discovered model %s: stored its default configuration", model.name)
             self._stored.add(model.name)
@@ -85,7 +83,7 @@ class ModelRecords:
     async def sync_settings(self) -> int:
         """Bring every stored model's settings columns in line with the published configuration; returns how many rows
         changed. Rows whose model is not listed right now are matched by their stored names."""
-        rows = await ModelMetadata.select(ModelMetadata.name, ModelMetadata.provider, *SETTINGS_COLUMNS).output(
+        rows = await ModelRecord.select(ModelRecord.name, ModelRecord.provider, *SETTINGS_COLUMNS).output(
             load_json=True
         )
         changed = 0
@@ -97,8 +95,8 @@ class ModelRecords:
             )
             stored = {column: row[column._meta.name] for column in SETTINGS_COLUMNS}
             if _comparable(stored) != _comparable(wanted):
-                await ModelMetadata.update({**wanted, ModelMetadata.updated_at: datetime.now(UTC)}).where(
-                    ModelMetadata.name == name
+                await ModelRecord.update({**wanted, ModelRecord.updated_at: datetime.now(UTC)}).where(
+                    ModelRecord.name == name
                 )
                 changed += 1
         if changed:
@@ -124,11 +122,11 @@ class ModelRecords:
 
 
 SETTINGS_COLUMNS = (
-    ModelMetadata.enabled,
-    ModelMetadata.default_options,
-    ModelMetadata.system_prompt,
-    ModelMetadata.context_budget,
-    ModelMetadata.keep_alive_s,
+    ModelRecord.enabled,
+    ModelRecord.default_options,
+    ModelRecord.system_prompt,
+    ModelRecord.context_budget,
+    ModelRecord.keep_alive_s,
 )
 
 
@@ -137,11 +135,11 @@ def _columns(settings: ModelOverrides) -> dict[Any, Any]:
     options = msgspec.to_builtins(settings.options) if settings.options is not None else {}
     keep_alive = settings.keep_alive_s
     return {
-        ModelMetadata.enabled: settings.enabled,
-        ModelMetadata.default_options: msgspec.json.encode(options).decode(),
-        ModelMetadata.system_prompt: settings.system_prompt,
-        ModelMetadata.context_budget: settings.context_budget,
-        ModelMetadata.keep_alive_s: round(keep_alive) if keep_alive is not None else None,
+        ModelRecord.enabled: settings.enabled,
+        ModelRecord.default_options: msgspec.json.encode(options).decode(),
+        ModelRecord.system_prompt: settings.system_prompt,
+        ModelRecord.context_budget: settings.context_budget,
+        ModelRecord.keep_alive_s: round(keep_alive) if keep_alive is not None else None,
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from app.db.tables import ModelMetadata
+from app.db.tables import ModelRecord
 from app.db.text import storable
 from app.errors import ErrorCode, ServiceError
 from app.schemas.common import epoch_ms
@@ -13,12 +13,13 @@ from app.schemas.models import StoredModelConfig
 
 async def all_configs() -> list[StoredModelConfig]:
     """Every stored configuration, by model name."""
-    return [_view(row) for row in await ModelMetadata.objects().order_by(ModelMetadata.name)]
+    return [_view(row) for row in await ModelRecord.objects().order_by(ModelRecord.name)]
 
 
 async def config_of(name: str) -> StoredModelConfig:
     """One model's stored configuration; MODEL_NOT_FOUND when none is stored under that name."""
-    row = await ModelMetadata.objects().where(ModelMetadata.name == name).first() if storable(name) else None
+    # a lookup key: a name with a NUL is "not found" (404), which a boundary refusal (400) would not answer
+    row = await ModelRecord.objects().where(ModelRecord.name == name).first() if storable(name) else None
     if row is None:
         raise ServiceError(ErrorCode.MODEL_NOT_FOUND, f"No stored configuration for {name}")
     return _view(row)
@@ -29,7 +30,7 @@ def _as_dict(value: object) -> dict[str, object]:
     return decoded if isinstance(decoded, dict) else {}
 
 
-def _view(row: ModelMetadata) -> StoredModelConfig:
+def _view(row: ModelRecord) -> StoredModelConfig:
     return StoredModelConfig(
         name=row.name,
         provider=row.provider,

@@ -90,7 +90,10 @@ def period_start(moment: datetime, period: Period) -> datetime:
 
 
 class UsageStats:
-    """Counts generations; a write the database refuses is retried, then kept in memory and retried later."""
+    """Counts generations; a write the database refuses is retried, then kept in memory and retried later.
+
+    The later retries are `run`, a loop the composition's background tasks own, so shutdown stops it with the rest.
+    """
 
     def __init__(self, *, attempts: int = 4, backoff_s: float = 0.05, retry_later_s: float = 2.0) -> None:
         self._lock = asyncio.Lock()
@@ -99,7 +102,8 @@ class UsageStats:
         self._retry_later_s = retry_later_s
         #: records not written yet (oldest first), with the moment they happened
         self._pending: deque[tuple[UsageRecord, datetime]] = deque()
-        self._retry: asyncio.Task[None] | None = None
+        #: set while the database refuses writes: the retry loop owns the queue until it drains
+        self._refused = asyncio.Event()
 
     @property
     def pending(self) -> int:
@@ -108,26 +112,32 @@ class UsageStats:
     async def record(self, record: UsageRecord, at: datetime | None = None) -> None:
         """Add one generation to its hour and its day; never raises and never drops it."""
         self._pending.append((record, at or datetime.now(UTC)))
-        if self._retry is not None and not self._retry.done():
-            return  # the database is refusing writes: the scheduled retry writes this one too, in order
+        if self._refused.is_set():
+            return  # the database is refusing writes: the retry loop writes this one too, in order
         await self._drain()
 
+    async def run(self) -> None:
+        """The retry loop: after a refusal, waits `retry_later_s` and writes the queue again, until it drains."""
+        while True:
+            await self._refused.wait()
+            await asyncio.sleep(self._retry_later_s)
+            self._refused.clear()  # so a failure now asks for the next try
+            await self._drain()
+
     async def close(self) -> None:
-        """Shutdown: one last try for the records still waiting; what the database still refuses is logged."""
-        if self._retry is not None:
-            self._retry.cancel()
-        await self._drain(schedule=False)
+        """Shutdown (after the retry loop stopped): one last try; what the database still refuses is logged."""
+        await self._drain(retry_later=False)
         for record, moment in self._pending:
             log.error("usage of a generation abandoned at shutdown (database refused it): %s at %s", record, moment)
         self._pending.clear()
 
-    async def _drain(self, *, schedule: bool = True) -> None:
+    async def _drain(self, *, retry_later: bool = True) -> None:
         async with self._lock:
             while self._pending:
                 record, moment = self._pending[0]
                 if not await self._write_with_retries(record, moment):
-                    if schedule:
-                        self._retry_soon()
+                    if retry_later:
+                        self._refused.set()
                     return
                 self._pending.popleft()
 
@@ -145,15 +155,6 @@ class UsageStats:
                     return False
                 await asyncio.sleep(self._backoff_s * 2**attempt)
         return False
-
-    def _retry_soon(self) -> None:
-        if self._retry is None or self._retry.done():
-            self._retry = asyncio.create_task(self._retry_later(), name="usage-retry")
-
-    async def _retry_later(self) -> None:
-        await asyncio.sleep(self._retry_later_s)
-        self._retry = None  # so a failure now schedules the next try
-        await self._drain()
 
     @staticmethod
     async def _write(record: UsageRecord, moment: datetime) -> None:

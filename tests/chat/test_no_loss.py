@@ -4,6 +4,7 @@ of a reply, deletes racing a reply, refused turns. On both databases, over HTTP,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from tests.api.test_graphql_web_client import create_conversation
 from tests.chat.conftest import chat_env
 from tests.chat.test_stream_turn import database_refusing, stored
 from tests.fixtures.ollama import FakeOllama
-from tests.fixtures.polling import wait_until
+from tests.fixtures.polling import wait_until, wait_until_async
 from tests.fixtures.server import ServerProcess, create_postgres_database, drop_postgres_database, run_sql
 from tests.fixtures.web_client import ClientStream, stream_message, terminate
 
@@ -201,20 +202,25 @@ def test_usage_the_database_refuses_is_kept_and_written_once_it_accepts_again(
         try:
             await migrate()
             usage = UsageStats(attempts=2, backoff_s=0.01, retry_later_s=0.05)
+            retrying = asyncio.create_task(usage.run())  # as the service's background tasks run it
             await execute(empty_database, refuse)
             await usage.record(UsageRecord(provider="ollama", model="m", status="complete", completion_tokens=3))
             await usage.record(UsageRecord(provider="ollama", model="m", status="failed"))
             waiting = usage.pending  # refused, kept
             await execute(empty_database, accept)
-            for _ in range(200):
-                if not usage.pending:
-                    break
-                await asyncio.sleep(0.05)
+
+            async def written() -> bool:
+                return usage.pending == 0
+
+            await wait_until_async(written, within_s=10, what="the kept usage written")
             (hour_row,) = await usage.report(period="hour")
             (day_row,) = await usage.report(period="day")
             # one more, refused to the end: logged when the service stops, not silently dropped
             await execute(empty_database, refuse)
             await usage.record(UsageRecord(provider="ollama", model="m", status="complete"))
+            retrying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retrying
             await usage.close()
             await execute(empty_database, accept)
             return waiting, hour_row.requests, day_row.requests, hour_row.errors

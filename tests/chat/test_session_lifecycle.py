@@ -19,7 +19,7 @@ from tests.chat.conftest import chat_env
 from tests.chat.test_stream_turn import stored
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.polling import wait_until
-from tests.fixtures.server import ServerProcess
+from tests.fixtures.server import ServerProcess, query_sql
 from tests.fixtures.web_client import ClientStream, stream_message, terminate
 
 
@@ -53,7 +53,7 @@ def test_a_stream_past_its_timeout_ends_with_the_partial_saved(make_server) -> N
         assert reply["finishReason"] == "timeout"
 
 
-def test_a_killed_process_leaves_no_active_session_behind(make_server) -> None:
+def test_a_killed_process_leaves_no_active_session_behind(make_server, database_url: str) -> None:
     first = make_server("first")
     with httpx.Client(base_url=first.url, timeout=30) as client:
         conversation_id = create_conversation(client, model="slow:latest")
@@ -61,7 +61,17 @@ def test_a_killed_process_leaves_no_active_session_behind(make_server) -> None:
             client, model="slow:latest", message="crash", conversation_id=conversation_id,
             on_block=lambda s: len(s.tokens) >= 5,
         )  # fmt: skip
-    time.sleep(0.5)  # past a flush of the partial text
+    # past a flush: the session's stored partial text already holds what the client saw
+    wait_until(
+        lambda: any(
+            str(text).startswith(seen.text)
+            for (text,) in query_sql(
+                database_url, f"SELECT partial_response FROM stream_sessions WHERE id = '{seen.session_id}'"
+            )
+        ),
+        timeout=20,
+        what="the partial reply flushed",
+    )
     assert first.process is not None
     first.process.send_signal(signal.SIGKILL)
     first.process.wait()

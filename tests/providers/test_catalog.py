@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -17,7 +16,19 @@ from tests.fixtures.providers import ScriptedProvider, unavailable
 pytestmark = pytest.mark.anyio
 
 
-def make_catalog(**kwargs: float) -> tuple[ModelCatalog, ScriptedProvider, ScriptedProvider]:
+class ManualClock:
+    """A clock the test moves forward, so a TTL expires without waiting for it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_catalog(
+    clock: ManualClock | None = None, **kwargs: float
+) -> tuple[ModelCatalog, ScriptedProvider, ScriptedProvider]:
     registry = ProviderRegistry()
     ollama = ScriptedProvider("ollama", ["mistral:7b", "llama3.1:8b"])
     hf = ScriptedProvider("hf", ["tiny", "SmolLM2-135M-Instruct"])
@@ -25,6 +36,8 @@ def make_catalog(**kwargs: float) -> tuple[ModelCatalog, ScriptedProvider, Scrip
     registry.register(hf)
     monitor = HealthMonitor(registry, interval_s=60, timeout_s=1)
     options = {"ttl_s": 30.0, "provider_timeout_s": 0.3, "stale_s": 300.0, **kwargs}
+    if clock is not None:
+        return ModelCatalog(registry, monitor, clock=clock, **options), ollama, hf
     return ModelCatalog(registry, monitor, **options), ollama, hf
 
 
@@ -43,11 +56,13 @@ async def test_stable_order_and_available_model_names() -> None:
 async def test_one_provider_down_and_one_slow_never_block_or_empty_the_list() -> None:
     catalog, ollama, hf = make_catalog()
     ollama.list_error = unavailable("ollama")
-    hf.list_delay_s = 5
-    started = time.perf_counter()
-    assert await catalog.models() == []
-    assert time.perf_counter() - started < 1.5  # the slow provider was cut off at its timeout
-    hf.list_delay_s = 0
+    hf.list_gate = asyncio.Event()  # hf never answers until opened
+    # the stuck provider is cut off at its timeout: the listing ends while hf is still stuck
+    assert await asyncio.wait_for(catalog.models(), timeout=10) == []
+    assert "did not list its models" in (
+        next(s for s in await catalog.providers() if s.name == "hf").listing_error or ""
+    )
+    hf.list_gate.set()
     catalog.invalidate()
     await catalog.refresh()
     assert [m.provider for m in await catalog.models()] == ["hf", "hf"]
@@ -74,15 +89,16 @@ async def test_a_failing_provider_keeps_its_last_good_list_while_stale() -> None
 
 
 async def test_serves_the_cached_list_while_refreshing_in_the_background() -> None:
-    catalog, ollama, _ = make_catalog(ttl_s=0.05)
+    clock = ManualClock()
+    catalog, ollama, _ = make_catalog(clock, ttl_s=30)
     await catalog.current()
     ollama.models = ["new:1b"]
-    ollama.list_delay_s = 0.2
-    await asyncio.sleep(0.06)
-    started = time.perf_counter()
-    names = [m.native_name for m in await catalog.models(provider="ollama")]
-    assert names == ["llama3.1:8b", "mistral:7b"]  # the old list, at once
-    assert time.perf_counter() - started < 0.1
+    ollama.list_gate = asyncio.Event()  # the refresh cannot finish until the test opens it
+    clock.now += 31  # past the TTL
+    # the old list comes back while the refresh is still stuck: nobody waits for it
+    names = [m.native_name for m in await asyncio.wait_for(catalog.models(provider="ollama"), timeout=10)]
+    assert names == ["llama3.1:8b", "mistral:7b"]
+    ollama.list_gate.set()
 
     async def refreshed() -> bool:
         return [m.native_name for m in await catalog.models(provider="ollama")] == ["new:1b"]
