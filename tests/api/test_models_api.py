@@ -161,7 +161,9 @@ def test_a_stopped_ollama_leaves_the_hf_models_usable(client: httpx.Client, modu
             time.sleep(0.2)
         assert ready.status_code == 200
         assert ready.json()["status"] == "ready"
-        assert "not reachable" in ready.json()["providers"]["ollama"]["detail"]
+        # the health check finds the port closed, or a request in flight saw the stop cut its connection
+        detail = ready.json()["providers"]["ollama"]["detail"]
+        assert "not reachable" in detail or "closed the connection" in detail
         for _ in range(50):  # the cached list is served while the refresh notices Ollama is gone
             body = client.get("/api/v1/models").json()
             assert "hf/tiny" in [m["name"] for m in body["models"]]
