@@ -33,6 +33,7 @@ from app.services.model_records import ModelRecords
 from app.services.password_attempts import PasswordAttempts, password_attempt_limits
 from app.services.streams import StreamSessions
 from app.services.usage import UsageStats
+from app.shutdown import ShutdownSignal
 from inference.pool import ModelPool
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ class Services:
     memory_guard: MemoryGuard
     #: checks that the database answers (readiness)
     ping_database: Callable[[], Awaitable[object]]
+    #: set when the server begins to shut down, so responses that only wait for news end
+    shutdown: ShutdownSignal
 
 
 def build_conversations(settings: Settings, config: ConfigSource) -> ConversationService:
@@ -147,6 +150,7 @@ async def open_services(
         chat=chat,
         memory_guard=guard,
         ping_database=ping_database,
+        shutdown=ShutdownSignal(),
     )
 
     background = BackgroundTasks()

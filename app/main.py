@@ -41,6 +41,7 @@ from app.services.password_attempts import remember_client_address
 from app.services.streams import StreamSessions
 from app.services.usage import UsageStats
 from app.settings import Settings, load_settings
+from app.shutdown import ShutdownSignal
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,10 @@ def provide_config_service(state: State) -> ConfigurationService:
     return _services(state).config_service
 
 
+def provide_shutdown(state: State) -> ShutdownSignal:
+    return _services(state).shutdown
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the app; the database is opened (and migrated) when the app starts, not at import."""
     settings = settings or load_settings()
@@ -148,6 +153,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "metrics": Provide(provide_metrics, sync_to_thread=False),
             "ping_database": Provide(provide_ping_database, sync_to_thread=False),
             "config_service": Provide(provide_config_service, sync_to_thread=False),
+            "shutdown": Provide(provide_shutdown, sync_to_thread=False),
         },
         middleware=[request_context, remember_client_address, metrics.middleware],
         logging_config=None,

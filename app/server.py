@@ -17,8 +17,6 @@ import uvicorn
 from litestar import Litestar
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from app.shutdown import shutdown_signal
-
 log = logging.getLogger(__name__)
 
 #: seconds uvicorn waits for open connections to finish after SIGTERM before cancelling them
@@ -97,14 +95,13 @@ class _Server(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         services = self.litestar.state.get("services")  # none until the app has started
-        chat = services.chat if services is not None else None
-        if self.loop is not None and not self.should_exit:
-            # streams that only wait for news (configuration events) end their responses
-            # (looked up in the loop, like every other use, never inside this signal handler)
-            self.loop.call_soon_threadsafe(lambda: shutdown_signal(self.litestar.state).set())
-            if chat is not None:
-                log.info("shutting down: stopping open streams")
-                self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(chat.sessions.stop_all("SERVER_SHUTDOWN")))
+        if services is not None and self.loop is not None and not self.should_exit:
+            # streams that only wait for news (configuration events) end their responses; replies are stopped
+            # and saved (both run in the loop, never inside this signal handler)
+            self.loop.call_soon_threadsafe(services.shutdown.set)
+            log.info("shutting down: stopping open streams")
+            sessions = services.chat.sessions
+            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(sessions.stop_all("SERVER_SHUTDOWN")))
         super().handle_exit(sig, frame)
 
 

@@ -11,10 +11,6 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import suppress
 
-from litestar.datastructures import State
-
-STATE_KEY = "shutdown"
-
 
 class ShutdownSignal:
     """Set once, when the server begins to shut down."""
@@ -30,14 +26,6 @@ class ShutdownSignal:
 
     async def wait(self) -> None:
         await self._event.wait()
-
-
-def shutdown_signal(state: State) -> ShutdownSignal:
-    """The app's signal, created on first use (by the server on SIGTERM, or by the first stream that watches it)."""
-    signal = state.get(STATE_KEY)
-    if signal is None:
-        signal = state[STATE_KEY] = ShutdownSignal()
-    return signal
 
 
 async def until_shutdown(items: AsyncGenerator[bytes, None], signal: ShutdownSignal) -> AsyncIterator[bytes]:

@@ -32,7 +32,7 @@ from app.schemas.config import (
     RevisionsOut,
     ValidationOut,
 )
-from app.shutdown import shutdown_signal, until_shutdown
+from app.shutdown import ShutdownSignal, until_shutdown
 
 
 def config_view(service: ConfigurationService) -> ConfigOut:
@@ -161,7 +161,7 @@ class ConfigController(Controller):
         summary="Server-sent events: `config` with each revision as it is recorded",
         responses={200: event_stream("`config` events, each a revision as JSON"), **errors(401, 403)},
     )
-    async def events(self, request: Request[Any, Any, Any], config_service: ConfigurationService) -> Stream:
+    async def events(self, config_service: ConfigurationService, shutdown: ShutdownSignal) -> Stream:
         service = config_service
 
         async def frames() -> AsyncGenerator[bytes, None]:
@@ -170,5 +170,5 @@ class ConfigController(Controller):
                 yield sse_event("config", revision_out(revision))
 
         # the stream ends when the server shuts down, so it never holds the shutdown open
-        stream = until_shutdown(frames(), shutdown_signal(request.app.state))
+        stream = until_shutdown(frames(), shutdown)
         return Stream(with_keepalive(stream), media_type="text/event-stream", headers=SSE_HEADERS)
