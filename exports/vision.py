@@ -62,7 +62,49 @@ def load_vision(folder: Path) -> LoadedVision:
 
 
 def vision_spec(loaded: LoadedVision) -> Vision:
-    """The image's place in the prompt and its preprocessing, from the processor (Idefics3's no-split path)."""
+    """The image's place in the prompt and its preprocessing, from the processor."""
+    if loaded.model_type == "llava":
+        return _llava_spec(loaded)
+    return _idefics3_spec(loaded)
+
+
+def _llava_spec(loaded: LoadedVision) -> Vision:
+    """LLaVA: `<image>` repeated once per patch (the class token dropped by the `default` strategy), CLIP's
+    shortest-edge resize and centre crop."""
+    processor, image_processor, config = loaded.processor, loaded.processor.image_processor, loaded.model.config
+    if config.vision_feature_select_strategy not in ("default", "full"):
+        raise ExportError(
+            errors.UNSUPPORTED_ARCHITECTURE,
+            f"vision_feature_select_strategy {config.vision_feature_select_strategy!r} is not supported",
+        )
+    vision = config.vision_config
+    patches = (vision.image_size // vision.patch_size) ** 2
+    tokens = patches + (1 if config.vision_feature_select_strategy == "full" else 0)
+    crop = image_processor.crop_size
+    if not getattr(image_processor, "do_center_crop", False) or crop["height"] != crop["width"]:
+        raise ExportError(errors.UNSUPPORTED_ARCHITECTURE, "only a square centre crop is supported for LLaVA")
+    return Vision(
+        encoder_file=ENCODER_FILE,
+        embed_file=EMBED_FILE,
+        image_token=processor.image_token,
+        image_token_id=int(config.image_token_index),
+        tokens_per_image=tokens,
+        image_prefix_ids=[],
+        image_suffix_ids=[],
+        preprocessing=ImagePreprocessing(
+            size=int(crop["height"]),
+            resample=int(image_processor.resample),
+            rescale_factor=float(image_processor.rescale_factor),
+            mean=[float(v) for v in image_processor.image_mean],
+            std=[float(v) for v in image_processor.image_std],
+            shortest_edge=int(image_processor.size["shortest_edge"]),
+        ),
+    )
+
+
+def _idefics3_spec(loaded: LoadedVision) -> Vision:
+    """Idefics3 / SmolVLM's no-split path: the image's tokens between <fake_token_around_image><global-img>
+    and <fake_token_around_image>."""
     processor, image_processor = loaded.processor, loaded.processor.image_processor
     if getattr(image_processor, "do_image_splitting", False):
         raise ExportError(
@@ -171,6 +213,8 @@ def export_vision(
 
 
 def _text_model(loaded: LoadedVision) -> Any:
+    if loaded.model_type == "llava":
+        return loaded.model.model.language_model
     return loaded.model.model.text_model
 
 
@@ -228,6 +272,51 @@ def _export_encoder(loaded: LoadedVision, path: Path, size: int) -> None:
     """pixel_values [images, 3, size, size] -> image_features [images, tokens_per_image, hidden]."""
     import torch
 
+    pixels = torch.zeros(1, 3, size, size)
+    encoder = _llava_encoder(loaded) if loaded.model_type == "llava" else _idefics3_encoder(loaded, pixels)
+    try:
+        with _quiet(), torch.inference_mode():
+            torch.onnx.export(
+                encoder,
+                (pixels,),
+                str(path),
+                input_names=["pixel_values"],
+                output_names=["image_features"],
+                dynamic_axes={"pixel_values": {0: "images"}, "image_features": {0: "images"}},
+                opset_version=17,
+                dynamo=False,
+            )
+    except Exception as exc:
+        raise ExportError(
+            errors.CONVERSION_FAILED, f"the vision encoder could not be exported ({type(exc).__name__}: {exc})."
+        ) from exc
+
+
+def _llava_encoder(loaded: LoadedVision) -> Any:
+    """The CLIP/SigLIP tower's chosen layer (class token dropped or kept as configured) and the projector."""
+    import torch
+
+    config = loaded.model.config
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            outputs = self.model.model.vision_tower(pixel_values, output_hidden_states=True)
+            hidden = outputs.hidden_states[config.vision_feature_layer]
+            if config.vision_feature_select_strategy == "default":
+                hidden = hidden[:, 1:]
+            return self.model.model.multi_modal_projector(hidden)
+
+    return Encoder(loaded.model)
+
+
+def _idefics3_encoder(loaded: LoadedVision, pixels: Any) -> Any:
+    """The SigLIP tower with the connector (pixel shuffle, projection), for one whole image."""
+    import torch
+
     class Encoder(torch.nn.Module):
         def __init__(self, model: Any, positions: torch.Tensor) -> None:
             super().__init__()
@@ -244,30 +333,13 @@ def _export_encoder(loaded: LoadedVision, path: Path, size: int) -> None:
             hidden = tower.encoder(inputs_embeds=hidden, attention_mask=None).last_hidden_state
             return self.model.model.connector(tower.post_layernorm(hidden))
 
-    pixels = torch.zeros(1, 3, size, size)
     seen: list[torch.Tensor] = []
     embedding = loaded.model.model.vision_model.embeddings.position_embedding
     hook = embedding.register_forward_hook(lambda _module, inputs, _output: seen.append(inputs[0]))
     with torch.inference_mode():
         loaded.model.model.vision_model(pixel_values=pixels)
     hook.remove()
-    positions = seen[0][:1].clone()
-    try:
-        with _quiet(), torch.inference_mode():
-            torch.onnx.export(
-                Encoder(loaded.model, positions),
-                (pixels,),
-                str(path),
-                input_names=["pixel_values"],
-                output_names=["image_features"],
-                dynamic_axes={"pixel_values": {0: "images"}, "image_features": {0: "images"}},
-                opset_version=17,
-                dynamo=False,
-            )
-    except Exception as exc:
-        raise ExportError(
-            errors.CONVERSION_FAILED, f"the vision encoder could not be exported ({type(exc).__name__}: {exc})."
-        ) from exc
+    return Encoder(loaded.model, seen[0][:1].clone())
 
 
 def synthetic_png(kind: str, width: int = 48, height: int = 40) -> bytes:

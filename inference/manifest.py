@@ -35,7 +35,8 @@ class ImagePreprocessing(msgspec.Struct, frozen=True):
     """How an image becomes the vision encoder's `pixel_values`, from the processor's config.
 
     `longest_edge`: a first resize keeping the aspect ratio (Idefics3), or None; then a resize to the encoder's
-    square `size`; then rescale and normalize per channel. `resample` is Pillow's filter number.
+    square `size` (or, with `shortest_edge`, a resize of the shortest edge and a centre crop); then rescale and
+    normalize per channel. `resample` is Pillow's filter number.
     """
 
     size: int
@@ -45,6 +46,9 @@ class ImagePreprocessing(msgspec.Struct, frozen=True):
     std: list[float]
     longest_edge: int | None = None
     do_image_splitting: bool = False
+    # CLIP-style (LLaVA): the shortest edge resized to `shortest_edge` keeping the aspect ratio, then the
+    # centre `size` x `size` cropped, instead of a resize to the square
+    shortest_edge: int | None = None
 
 
 class Vision(msgspec.Struct, frozen=True):

@@ -62,10 +62,27 @@ def preprocess(image, spec: ImagePreprocessing) -> np.ndarray:  # image: PIL.Ima
         raise InferenceError(HF_INVALID_IMAGE, "this export splits images into tiles, which the engine cannot do yet")
     if spec.longest_edge is not None:
         image = image.resize(_keep_aspect(image.height, image.width, spec.longest_edge)[::-1], resample=spec.resample)
-    image = image.resize((spec.size, spec.size), resample=spec.resample)
+    if spec.shortest_edge is not None:
+        image = _centre_crop(image.resize(_short_side(image, spec.shortest_edge), resample=spec.resample), spec.size)
+    else:
+        image = image.resize((spec.size, spec.size), resample=spec.resample)
     pixels = np.asarray(image, dtype=np.float32) * np.float32(spec.rescale_factor)
     pixels = (pixels - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)
+
+
+def _short_side(image, shortest: int) -> tuple[int, int]:  # image: PIL.Image.Image
+    """(width, height) with the shortest edge at `shortest` and the other in proportion (CLIP's resize)."""
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    other = int(shortest * long / short)
+    return (shortest, other) if width <= height else (other, shortest)
+
+
+def _centre_crop(image, size: int):  # PIL.Image.Image -> PIL.Image.Image
+    """The centre `size` x `size` pixels (the image is at least that large after `_short_side`)."""
+    top, left = (image.height - size) // 2, (image.width - size) // 2
+    return image.crop((left, top, left + size, top + size))
 
 
 def _keep_aspect(height: int, width: int, longest: int) -> tuple[int, int]:

@@ -20,7 +20,8 @@ from tests.fixtures.web_client import stream_message
 
 pytest_plugins = ["tests.fixtures.vision_models"]
 
-VLM = "hf/tiny-vlm"
+VLM = "hf/tiny-vlm"  # Idefics3
+LLAVA = "hf/tiny-llava"
 SYSTEM = "You look at pictures."
 QUESTION = "What is in the picture?"
 MAX_TOKENS = 8
@@ -33,18 +34,22 @@ def vision_server(
     chat_ollama: FakeOllama,
     tiny_export: Path,
     tiny_vlm_export: Path,
+    tiny_llava_export: Path,
 ) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp("vision-chat")
     models = workdir / "models"
     models.mkdir()
-    for export in (tiny_export, tiny_vlm_export):
+    for export in (tiny_export, tiny_vlm_export, tiny_llava_export):
         (models / export.name).symlink_to(export, target_is_directory=True)
     config = workdir / "beth.toml"
+    greedy = "".join(
+        f'[models."{name}"]\nsystem_prompt = "{SYSTEM}"\n'
+        f'[models."{name}".options]\ntemperature = 0\nmax_tokens = {MAX_TOKENS}\n'
+        for name in (VLM, LLAVA)
+    )
     config.write_text(
-        f'[models."{VLM}"]\nsystem_prompt = "{SYSTEM}"\n'
-        f'[models."{VLM}".options]\ntemperature = 0\nmax_tokens = {MAX_TOKENS}\n'
         # the tiny tokenizer spends a token on nearly every character: the default prompt would not fit
-        f'[models."hf/tiny"]\nsystem_prompt = "{SYSTEM}"\n'
+        greedy + f'[models."hf/tiny"]\nsystem_prompt = "{SYSTEM}"\n'
     )
     process = ServerProcess(workdir, database_url, chat_env(chat_ollama, models, BETH_CONFIG=str(config)))
     process.start()
@@ -75,26 +80,33 @@ def _pytorch_reply(source: Path, image: bytes) -> str:
     with torch.inference_mode():
         output = loaded.model.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False, eos_token_id=stops)
     tokens = [t for t in output[0, inputs["input_ids"].shape[1] :].tolist() if t not in stops]
-    return loaded.processor.tokenizer.decode(tokens)
+    # a reply cut off inside a multi-byte character: the stream holds the incomplete bytes back
+    return loaded.processor.tokenizer.decode(tokens).rstrip("\ufffd")
 
 
 def test_the_vision_export_is_listed_as_vision_capable(client: httpx.Client) -> None:
     vision = [m["name"] for m in client.get("/api/v1/models", params={"capability": "vision"}).json()["models"]]
     assert VLM in vision
+    assert LLAVA in vision
     assert "hf/tiny" not in vision
     query = "query($c: ModelCapability) { models(capability: $c) { name capabilities { vision } } }"
     listed = graphql(client, query, {"c": "VISION"})["data"]["models"]
     assert {"name": VLM, "capabilities": {"vision": True}} in listed
+    assert {"name": LLAVA, "capabilities": {"vision": True}} in listed
 
 
-def test_the_model_sees_the_png_and_answers_as_pytorch_does(client: httpx.Client, tiny_vlm_source: Path) -> None:
+@pytest.mark.parametrize("model", [VLM, LLAVA])
+def test_the_model_sees_the_png_and_answers_as_pytorch_does(
+    client: httpx.Client, model: str, request: pytest.FixtureRequest
+) -> None:
+    source = request.getfixturevalue("tiny_llava_source" if model == LLAVA else "tiny_vlm_source")
     answers = {}
     for kind in ("gradient", "checkerboard"):
         image = synthetic_png(kind)
-        conversation_id = create_conversation(client, model=VLM)
+        conversation_id = create_conversation(client, model=model)
         seen = stream_message(
             client,
-            model=VLM,
+            model=model,
             message=QUESTION,
             conversation_id=conversation_id,
             files=[(f"{kind}.png", image, "image/png")],
@@ -104,7 +116,7 @@ def test_the_model_sees_the_png_and_answers_as_pytorch_does(client: httpx.Client
         assert seen.images is not None
         assert seen.images["processed"] == 1
         assert seen.images["warnings"] == []  # the model sees it: nothing to warn about
-        assert seen.text == _pytorch_reply(tiny_vlm_source, image)
+        assert seen.text == _pytorch_reply(source, image)
         answers[kind] = seen.text
         messages = graphql(client, GET_MESSAGES, {"conversationId": conversation_id})["data"]["messages"]
         assert messages[0]["hasImages"] is True
@@ -112,12 +124,13 @@ def test_the_model_sees_the_png_and_answers_as_pytorch_does(client: httpx.Client
     assert answers["gradient"] != answers["checkerboard"]
 
 
-def test_an_unreadable_image_is_a_clear_error_and_the_message_is_kept(client: httpx.Client) -> None:
-    conversation_id = create_conversation(client, model=VLM)
+@pytest.mark.parametrize("model", [VLM, LLAVA])
+def test_an_unreadable_image_is_a_clear_error_and_the_message_is_kept(client: httpx.Client, model: str) -> None:
+    conversation_id = create_conversation(client, model=model)
     corrupt = b"\x89PNG\r\n\x1a\n" + b"\0" * 64  # PNG magic, then nothing readable
     seen = stream_message(
         client,
-        model=VLM,
+        model=model,
         message="and this one?",
         conversation_id=conversation_id,
         files=[("broken.png", corrupt, "image/png")],

@@ -23,9 +23,22 @@ GREEDY = GenerationParams(max_new_tokens=10, temperature=0)
 QUESTION = "What is in the picture?"
 
 
+@pytest.fixture(scope="module", params=["idefics3", "llava"])
+def family(request: pytest.FixtureRequest) -> tuple[Path, Path]:
+    """(Hugging Face folder, export) of one tiny vision-language family."""
+    if request.param == "llava":
+        return request.getfixturevalue("tiny_llava_source"), request.getfixturevalue("tiny_llava_export")
+    return request.getfixturevalue("tiny_vlm_source"), request.getfixturevalue("tiny_vlm_export")
+
+
 @pytest.fixture(scope="module")
-def vlm(tiny_vlm_export: Path) -> Iterator[ChatModel]:
-    model = ChatModel.load(tiny_vlm_export, CPU_ONE_THREAD)
+def source(family: tuple[Path, Path]) -> Path:
+    return family[0]
+
+
+@pytest.fixture(scope="module")
+def vlm(family: tuple[Path, Path]) -> Iterator[ChatModel]:
+    model = ChatModel.load(family[1], CPU_ONE_THREAD)
     yield model
     model.close()
 
@@ -49,12 +62,12 @@ def _torch_greedy(source: Path, image: bytes, steps: int) -> list[int]:
     return output[0, inputs["input_ids"].shape[1] :].tolist()
 
 
-def test_manifest_records_the_vision_side(tiny_vlm_export: Path) -> None:
-    manifest = read_manifest(tiny_vlm_export)
+def test_manifest_records_the_vision_side(family: tuple[Path, Path]) -> None:
+    manifest = read_manifest(family[1])
     assert manifest.capabilities.vision
     assert manifest.vision is not None
     assert manifest.vision.image_token == "<image>"
-    assert manifest.vision.tokens_per_image == 4
+    assert manifest.vision.tokens_per_image == (16 if manifest.model_type == "llava" else 4)
     assert manifest.vision.preprocessing.size == 32
     assert manifest.validation.passed
     assert manifest.validation.top1_agreement == 1.0
@@ -63,21 +76,22 @@ def test_manifest_records_the_vision_side(tiny_vlm_export: Path) -> None:
     assert {"model.onnx", "vision_encoder.onnx", "embed_tokens.npy", "preprocessor_config.json"} <= names
 
 
-def test_preprocessing_matches_the_processor(tiny_vlm_source: Path, vlm: ChatModel) -> None:
+def test_preprocessing_matches_the_processor(source: Path, vlm: ChatModel) -> None:
     from PIL import Image
 
-    processor = load_vision(tiny_vlm_source).processor
+    processor = load_vision(source).processor
     for image in (synthetic_png("gradient", 70, 30), synthetic_png("checkerboard", 20, 64)):
         theirs = processor.image_processor(images=[Image.open(io.BytesIO(image))], return_tensors="np")
         assert vlm.info.vision is not None
         ours = preprocess(decode_image(image), vlm.info.vision.preprocessing)
-        np.testing.assert_allclose(ours, theirs["pixel_values"][0, 0], atol=1e-5)
+        pixels = theirs["pixel_values"]
+        np.testing.assert_allclose(ours, pixels[0, 0] if pixels.ndim == 5 else pixels[0], atol=1e-5)
 
 
-def test_greedy_tokens_match_pytorch_for_the_same_image(tiny_vlm_source: Path, vlm: ChatModel) -> None:
+def test_greedy_tokens_match_pytorch_for_the_same_image(source: Path, vlm: ChatModel) -> None:
     image = synthetic_png("gradient")
     ours = vlm.generate_chat(_messages(image), GenerationParams(max_new_tokens=10, temperature=0, stop_token_ids=()))
-    assert ours.token_ids == _torch_greedy(tiny_vlm_source, image, 10)
+    assert ours.token_ids == _torch_greedy(source, image, 10)
 
 
 def test_two_images_give_different_logits(vlm: ChatModel) -> None:
@@ -93,9 +107,12 @@ def test_two_images_give_different_logits(vlm: ChatModel) -> None:
 
 
 def test_image_tokens_count_against_the_context(vlm: ChatModel) -> None:
+    spec = vlm.info.vision
+    assert spec is not None
     with_image = vlm.count_chat_tokens(_messages(synthetic_png("gradient")))
-    assert with_image == vlm.count_chat_tokens(_messages()) + 7  # 2 around, 4 image tokens, 1 after; <image> gone
-    many = _messages(*[synthetic_png("gradient")] * 80)
+    per_image = len(spec.image_prefix_ids) + spec.tokens_per_image + len(spec.image_suffix_ids)
+    assert with_image == vlm.count_chat_tokens(_messages()) + per_image  # the template's <image>, expanded
+    many = _messages(*[synthetic_png("gradient")] * (vlm.context_length // per_image + 1))
     with pytest.raises(InferenceError) as caught:
         vlm.start_chat(many, GREEDY)
     assert caught.value.code == HF_CONTEXT_LENGTH_EXCEEDED
