@@ -155,3 +155,24 @@ def test_a_text_only_hf_model_still_warns_and_answers(client: httpx.Client) -> N
     assert seen.error is None, seen.error_payload
     assert seen.images is not None
     assert "cannot see images" in seen.images["warnings"][0]
+
+
+def test_an_image_with_too_many_pixels_is_a_clear_error_and_the_message_is_kept(client: httpx.Client) -> None:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8000, 6000)).save(buffer, format="PNG")  # 48 million pixels, a file of a few kB
+    conversation_id = create_conversation(client, model=VLM)
+    seen = stream_message(
+        client,
+        model=VLM,
+        message="a huge one",
+        conversation_id=conversation_id,
+        files=[("huge.png", buffer.getvalue(), "image/png")],
+    )
+    assert seen.error_payload is not None
+    assert seen.error_payload["code"] == "INVALID_REQUEST"
+    assert "8000x6000" in str(seen.error_payload)
+    messages = graphql(client, GET_MESSAGES, {"conversationId": conversation_id})["data"]["messages"]
+    assert messages[0]["text"] == "a huge one"
+    assert messages[0]["hasImages"] is True
