@@ -111,7 +111,7 @@ class Generator:
         state = self._state()
         if state is None or len(self._pending) <= max_tokens:
             return False
-        self.model.forward(state, self._pending[:max_tokens], images=self.images)
+        self.model.forward(state, self._pending[:max_tokens], **self._image_args())
         del self._pending[:max_tokens]
         return True
 
@@ -146,7 +146,7 @@ class Generator:
         fed = len(self._pending) + len(draft)
         timed = state.length > 0  # a prompt's step is not what a draft costs
         started = time.perf_counter()
-        logits = self.model.forward(state, self._pending + draft, logits_to_keep=len(draft) + 1, images=self.images)
+        logits = self.model.forward(state, self._pending + draft, logits_to_keep=len(draft) + 1, **self._image_args())
         if timed:
             self.step_costs.record(fed, time.perf_counter() - started)
         picked: list[int] = []
@@ -167,6 +167,10 @@ class Generator:
             if self.state is not None:
                 self.model.rewind(state, self._history_length - 1)  # the newest token is fed next step
         return picked
+
+    def _image_args(self) -> dict[str, ImageEmbeds]:
+        """`images` for `forward` when the prompt has some; a text prompt's steps are called as before."""
+        return {"images": self.images} if self.images is not None else {}
 
     def _draft(self) -> list[int]:
         """The tokens to check after the queued one: none while prefilling, or without a lookup."""
