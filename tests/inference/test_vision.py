@@ -143,3 +143,45 @@ def test_an_image_with_too_many_pixels_is_refused_before_decoding() -> None:
 def test_a_text_only_turn_on_a_vision_export_still_works(vlm: ChatModel) -> None:
     result = vlm.generate_chat([{"role": "user", "content": QUESTION}], GREEDY)
     assert result.usage.completion_tokens > 0
+
+
+@pytest.mark.anyio
+async def test_an_image_sequence_decodes_in_one_batch_with_a_text_sequence(
+    vlm: ChatModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import time
+    from typing import Any
+
+    from inference.events import GenerationResult
+
+    params = GenerationParams(max_new_tokens=12, temperature=0, stop_token_ids=())
+    with_image = _messages(synthetic_png("checkerboard"))
+    text_only = [{"role": "user", "content": "Hello world! How are you today?"}]
+    alone = [vlm.generate_chat(m, params).token_ids for m in (with_image, text_only)]
+
+    rows: list[int] = []
+    forward_rows = vlm.model.forward_rows
+
+    def counting(slots: Any, first: int, token_ids: Any, lengths: Any, *args: Any) -> np.ndarray:
+        # the first step waits until both requests are in: a tiny model could otherwise finish one before the
+        # other arrives
+        deadline = time.monotonic() + 10
+        while not rows and vlm.running + vlm.queued < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        rows.append(len(lengths))
+        return forward_rows(slots, first, token_ids, lengths, *args)
+
+    monkeypatch.setattr(vlm.model, "forward_rows", counting)
+    assert vlm.scheduler.limits.max_batch_size >= 2
+
+    async def tokens(messages: list[dict]) -> list[int]:
+        result = None
+        async for event in vlm.stream_chat(messages, params):
+            result = event
+        assert isinstance(result, GenerationResult)
+        return result.token_ids
+
+    together = await asyncio.gather(tokens(with_image), tokens(text_only))
+    assert list(together) == alone
+    assert max(rows) == 2  # decoding steps shared by both sequences
