@@ -32,6 +32,10 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = (
     "stablelm",
 )
 
+# Vision-language families (exports/vision.py): a vision tower with its connector, and a text decoder fed
+# `inputs_embeds`.
+VISION_MODEL_TYPES: tuple[str, ...] = ("idefics3", "llava")
+
 # GGUF `general.architecture` names whose model_type differs from the GGUF name.
 GGUF_TO_MODEL_TYPE: dict[str, str] = {"gemma3": "gemma3_text"}
 

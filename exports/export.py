@@ -43,6 +43,7 @@ from exports.validation import (
     require_logit_diff,
     torch_references,
 )
+from exports.vision import export_vision, is_vision_model_type
 
 
 def export_model(
@@ -77,6 +78,19 @@ def export_model(
     destination = check_destination(Path(models_dir), alias, force=force)
     require_torch()
     progress.finish("check", f"{resolved.kind}, {resolved.model_type or 'from the hub'} -> {alias}")
+    if is_vision_model_type(resolved.model_type):
+        if mode != "none" or precision != "fp32":
+            raise ExportError(
+                errors.INVALID_OPTION,
+                "vision-language models are exported in float32 only for now (no --quantize, no --dtype fp16).",
+            )
+        with staging_folder(destination) as staging:
+            manifest = export_vision(resolved, alias, staging, progress, started, thresholds.max_logit_diff)
+            progress.start("publish", f"Moving the export into {destination}")
+            publish(staging, destination, force=force)
+            progress.finish("publish", str(destination))
+        gc.collect()
+        return manifest
 
     progress.start("load", "Loading the PyTorch model" + (" (dequantizing GGUF)" if resolved.is_gguf else ""))
     loaded = load_source(resolved)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from exports import errors
-from exports.architectures import GGUF_TO_MODEL_TYPE, is_supported, supported_list
+from exports.architectures import GGUF_TO_MODEL_TYPE, VISION_MODEL_TYPES, is_supported, supported_list
 from exports.default_source import default_source_path
 from exports.errors import ExportError
 from exports.hashing import sha256_file
@@ -152,9 +152,12 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _check_architecture(model_type: str, what: str, config: dict[str, Any] | None = None) -> None:
     if config is not None and "vision_config" in config:
+        if model_type in VISION_MODEL_TYPES:
+            return
         raise ExportError(
             errors.UNSUPPORTED_ARCHITECTURE,
-            f"{what} is a vision-language model; this version exports text-only decoders ({supported_list()}).",
+            f"{what} is a vision-language model of a family this version cannot export; "
+            f"vision-language families: {', '.join(VISION_MODEL_TYPES)}; text decoders: {supported_list()}.",
         )
     if not is_supported(model_type):
         raise ExportError(

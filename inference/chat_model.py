@@ -24,6 +24,7 @@ from inference.prefix_cache import PrefixCache
 from inference.run import CancelSignal, GenerationRun
 from inference.scheduler import BatchLimits, Scheduler
 from inference.tokenizer import ChatTokenizer, Message
+from inference.vision import ImageEmbeds, PromptImages, expand_images
 
 
 class ChatModel:
@@ -89,9 +90,24 @@ class ChatModel:
     def on_admitted(self, callback: Callable[[float], None] | None) -> None:
         self.scheduler.on_admitted = callback
 
+    @property
+    def sees_images(self) -> bool:
+        """Whether this export has a vision encoder (messages may then carry `images`)."""
+        return self.model.vision is not None
+
     def count_chat_tokens(self, messages: Sequence[Message]) -> int:
         """Prompt tokens these messages take, generation prompt included (for trimming history)."""
-        return len(self.tokenizer.encode_chat(messages))
+        return len(self._prompt(messages, {}).token_ids)
+
+    def _prompt(self, messages: Sequence[Message], template_args: Any) -> PromptImages:
+        """The rendered prompt's ids, each image of a message (`images`: raw bytes) expanded to its tokens."""
+        vision = self.model.info.vision
+        if vision is None or not any(m.get("images") for m in messages):
+            plain = [{k: v for k, v in m.items() if k != "images"} for m in messages]
+            return PromptImages(self.tokenizer.encode_chat(plain, **template_args), [])
+        parts = [_with_image_parts(m) for m in messages]
+        images = sum(len(m.get("images") or ()) for m in messages)
+        return expand_images(self.tokenizer.encode_chat(parts, **template_args), vision, images)
 
     def start_chat(
         self,
@@ -101,10 +117,20 @@ class ChatModel:
         timeout_s: float | None = None,
         **template_args: Any,
     ) -> GenerationRun:
-        """A run for these messages; raises CONTEXT_LENGTH_EXCEEDED before any work if it cannot fit."""
-        prompt_ids = self.tokenizer.encode_chat(messages, **template_args)
+        """A run for these messages; raises CONTEXT_LENGTH_EXCEEDED before any work if it cannot fit.
+
+        A message's `images` (raw bytes; vision exports only) are checked against the context first, then
+        encoded once each, here in the caller's thread.
+        """
+        images = [data for m in messages for data in (m.get("images") or ())]
+        prompt = self._prompt(messages, template_args)
+        prompt_ids = prompt.token_ids
         run = self.start(prompt_ids, params, cancel, timeout_s)
-        run.shared_prefix = self._system_prefix(messages, prompt_ids, template_args)
+        if images:
+            assert self.model.vision is not None
+            run.generator.images = ImageEmbeds(prompt.starts, self.model.vision.encode(images))
+        else:
+            run.shared_prefix = self._system_prefix(messages, prompt_ids, template_args)
         return run
 
     def start(
@@ -147,7 +173,10 @@ class ChatModel:
         **template_args: Any,
     ) -> AsyncIterator[Event]:
         """Text deltas, then one `GenerationResult`; the work runs on the model's worker thread."""
-        run = self.start_chat(messages, params, cancel, timeout_s, **template_args)
+        if any(m.get("images") for m in messages):  # encoding images takes a while: not on the event loop
+            run = await asyncio.to_thread(self.start_chat, messages, params, cancel, timeout_s, **template_args)
+        else:
+            run = self.start_chat(messages, params, cancel, timeout_s, **template_args)
         # closed explicitly, so a consumer that leaves cancels the run now, not when the relay is collected
         async with contextlib.aclosing(self.stream_run(run, cancel)) as events:
             async for event in events:
@@ -184,6 +213,17 @@ class ChatModel:
         """Cancel running generations and release the session."""
         self.scheduler.close()
         self.model.close()
+
+
+def _with_image_parts(message: Message) -> Message:
+    """A message with images as the content parts a vision chat template reads: the images, then the text."""
+    images = message.get("images") or ()
+    rest = {k: v for k, v in message.items() if k != "images"}
+    if not images:
+        return rest
+    parts: list[dict[str, str]] = [{"type": "image"} for _ in images]
+    parts.append({"type": "text", "text": str(message.get("content") or "")})
+    return {**rest, "content": parts}
 
 
 def _watch(run: GenerationRun, cancel: CancelSignal | None, loop: asyncio.AbstractEventLoop) -> list[Any]:

@@ -19,6 +19,8 @@ HF_CANCELLED = "HF_CANCELLED"
 HF_CONFIGURATION_ERROR = "HF_CONFIGURATION_ERROR"
 # every model slot (HF_MAX_LOADED_MODELS) is held by a model in use: a matter of waiting, not of memory
 HF_OVERLOADED = "HF_OVERLOADED"
+# an image the model cannot read (not a picture, corrupt, or too many pixels)
+HF_INVALID_IMAGE = "HF_INVALID_IMAGE"
 
 GENERIC_CODE: dict[str, str] = {
     HF_MODEL_NOT_FOUND: "MODEL_NOT_FOUND",
@@ -30,6 +32,7 @@ GENERIC_CODE: dict[str, str] = {
     HF_CANCELLED: "CANCELLED",
     HF_CONFIGURATION_ERROR: "INVALID_REQUEST",
     HF_OVERLOADED: "OVERLOADED",
+    HF_INVALID_IMAGE: "INVALID_REQUEST",
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from inference.errors import HF_MODEL_LOAD_FAILED, HF_MODEL_NOT_FOUND, InferenceError
-from inference.manifest import MANIFEST_NAME, Manifest, read_manifest
+from inference.manifest import MANIFEST_NAME, Manifest, Vision, read_manifest
 
 DEFAULT_ONNX_FILE = "model.onnx"
 DEFAULT_CONTEXT_LENGTH = 2048
@@ -38,6 +38,7 @@ class ExportInfo:
     weights_bytes: int = 0
     graph_rewrites: tuple[str, ...] = ()  # exports/optimize.py's steps, from the manifest
     kv_bytes_per_value: int = 4  # float32 unless the manifest says otherwise
+    vision: Vision | None = None  # the image side of a vision-language export
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -80,6 +81,13 @@ def read_export(path: Path) -> ExportInfo:
         "weights_bytes": graph_bytes(onnx_path),
     }
     if manifest is not None:
+        if manifest.vision is not None:  # the vision encoder and the embedding table are loaded too
+            architecture["weights_bytes"] += sum(
+                file.stat().st_size
+                for name in (manifest.vision.encoder_file, manifest.vision.embed_file)
+                for file in path.glob(name + "*")
+                if file.is_file()
+            )
         return _from_manifest(path, onnx_path, manifest, architecture)
     return ExportInfo(
         path=path,
@@ -103,6 +111,7 @@ def _from_manifest(path: Path, onnx_path: Path, manifest: Manifest, architecture
         capabilities={"text": manifest.capabilities.text, "vision": manifest.capabilities.vision},
         graph_rewrites=tuple(manifest.graph_rewrites),
         kv_bytes_per_value=np.dtype(manifest.kv_cache_dtype).itemsize,
+        vision=manifest.vision,
         **architecture,
     )
 

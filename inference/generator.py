@@ -25,6 +25,7 @@ from inference.lookahead import PromptLookup, StepCosts
 from inference.model import OnnxCausalLM, SequenceState
 from inference.params import GenerationParams
 from inference.sampling import Sampler
+from inference.vision import ImageEmbeds
 
 FinishReason = Literal["stop", "length", "cancelled", "timeout"]
 
@@ -52,6 +53,14 @@ class Generator:
         drafts = params.lookahead_tokens if model.verifies_drafts else 0
         self.lookup = PromptLookup(drafts) if drafts else None
         self.accepted_tokens = 0  # drafted tokens kept
+        #: the prompt's image features by position (a vision-language export's prompt with images)
+        self.images: ImageEmbeds | None = None
+
+    @property
+    def reuses_prefix(self) -> bool:
+        """Whether saved prefixes may stand for this prompt: not with images, whose token ids do not tell
+        one image from another."""
+        return self.images is None
 
     def append_tokens(self, token_ids: Sequence[int]) -> None:
         """Queue prompt tokens; refuse them when they and `max_new_tokens` cannot fit the context."""
@@ -102,7 +111,7 @@ class Generator:
         state = self._state()
         if state is None or len(self._pending) <= max_tokens:
             return False
-        self.model.forward(state, self._pending[:max_tokens])
+        self.model.forward(state, self._pending[:max_tokens], **self._image_args())
         del self._pending[:max_tokens]
         return True
 
@@ -137,7 +146,7 @@ class Generator:
         fed = len(self._pending) + len(draft)
         timed = state.length > 0  # a prompt's step is not what a draft costs
         started = time.perf_counter()
-        logits = self.model.forward(state, self._pending + draft, logits_to_keep=len(draft) + 1)
+        logits = self.model.forward(state, self._pending + draft, logits_to_keep=len(draft) + 1, **self._image_args())
         if timed:
             self.step_costs.record(fed, time.perf_counter() - started)
         picked: list[int] = []
@@ -158,6 +167,10 @@ class Generator:
             if self.state is not None:
                 self.model.rewind(state, self._history_length - 1)  # the newest token is fed next step
         return picked
+
+    def _image_args(self) -> dict[str, ImageEmbeds]:
+        """`images` for `forward` when the prompt has some; a text prompt's steps are called as before."""
+        return {"images": self.images} if self.images is not None else {}
 
     def _draft(self) -> list[int]:
         """The tokens to check after the queued one: none while prefilling, or without a lookup."""

@@ -31,6 +31,39 @@ class Capabilities(msgspec.Struct, frozen=True):
     vision: bool = False
 
 
+class ImagePreprocessing(msgspec.Struct, frozen=True):
+    """How an image becomes the vision encoder's `pixel_values`, from the processor's config.
+
+    `longest_edge`: a first resize keeping the aspect ratio (Idefics3), or None; then a resize to the encoder's
+    square `size` (or, with `shortest_edge`, a resize of the shortest edge and a centre crop); then rescale and
+    normalize per channel. `resample` is Pillow's filter number.
+    """
+
+    size: int
+    resample: int
+    rescale_factor: float
+    mean: list[float]
+    std: list[float]
+    longest_edge: int | None = None
+    do_image_splitting: bool = False
+    # CLIP-style (LLaVA): the shortest edge resized to `shortest_edge` keeping the aspect ratio, then the
+    # centre `size` x `size` cropped, instead of a resize to the square
+    shortest_edge: int | None = None
+
+
+class Vision(msgspec.Struct, frozen=True):
+    """The image side of a vision-language export: graphs, the image's place in the prompt, preprocessing."""
+
+    encoder_file: str  # pixel_values [images, 3, size, size] -> image_features [images, tokens, hidden]
+    embed_file: str  # the decoder's token embedding table, float32 [vocab, hidden] (.npy)
+    image_token: str  # what the chat template writes for one image
+    image_token_id: int
+    tokens_per_image: int
+    image_prefix_ids: list[int]  # written before an image's tokens (Idefics3: <fake_token_around_image><global-img>)
+    image_suffix_ids: list[int]
+    preprocessing: ImagePreprocessing
+
+
 class FileEntry(msgspec.Struct, frozen=True):
     name: str
     size: int
@@ -95,6 +128,7 @@ class Manifest(msgspec.Struct, frozen=True):
     dtype: Dtype = "fp32"
     kv_cache_dtype: str = "float32"
     logits_dtype: str = "float32"
+    vision: Vision | None = None  # vision-language exports only
 
     @property
     def size_bytes(self) -> int:

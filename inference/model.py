@@ -50,6 +50,7 @@ from inference.execution import (
 from inference.export_folder import ExportInfo, read_export
 from inference.kv_slots import CacheLayout, SlotCache
 from inference.lookahead import MAX_LOOKAHEAD_TOKENS
+from inference.vision import ImageEmbeds, VisionEncoder
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,11 @@ class OnnxCausalLM:
         self.device = "cuda" if self.provider == CUDA else "cpu"
         self.cache_slots = _cache_slots(self.session)
         self.has_position_ids = any(i.name == "position_ids" for i in self.session.get_inputs())
+        #: a vision-language decoder reads embeddings (`inputs_embeds`), looked up here from token ids
+        self.takes_embeds = any(i.name == "inputs_embeds" for i in self.session.get_inputs())
+        self.vision = self._open_vision() if info.vision is not None else None
+        if self.takes_embeds and self.vision is None:
+            raise InferenceError(HF_MODEL_LOAD_FAILED, "the graph takes inputs_embeds but the export has no vision")
         #: whether several sequences share a step, each in a row of a `SlotCache`
         self.batches = GROUP_QUERY_ATTENTION in info.graph_rewrites and self.has_position_ids
         self.empty_cache = [] if self.batches else [self._empty(slot) for slot in self.cache_slots]
@@ -153,10 +159,22 @@ class OnnxCausalLM:
             slots = self.slot_cache(1)
         return SequenceState(self, slots, row)
 
-    def forward(self, state: SequenceState, token_ids: Sequence[int], logits_to_keep: int = 1) -> np.ndarray:
+    def _open_vision(self) -> VisionEncoder:
+        assert self.info.vision is not None
+        providers = provider_list(self.provider, self.options.device_id)
+        return VisionEncoder(self.info.path, self.info.vision, session_options(self.options), providers)
+
+    def forward(
+        self,
+        state: SequenceState,
+        token_ids: Sequence[int],
+        logits_to_keep: int = 1,
+        images: ImageEmbeds | None = None,
+    ) -> np.ndarray:
         """Feed `token_ids` after what `state` holds; return the last `logits_to_keep` positions' logits.
 
         The result is float32 [logits_to_keep, vocab]; more than one position needs `verifies_drafts`.
+        `images`: the features that replace the embeddings at the prompt's image positions.
         """
         count = len(token_ids)
         if count == 0 or state.length + count > self.context_length + 1:
@@ -168,10 +186,10 @@ class OnnxCausalLM:
             raise InferenceError(HF_INFERENCE_FAILED, f"cannot return {logits_to_keep} positions of {count}")
         if state.slots is not None:
             logits = self.forward_rows(
-                state.slots, state.row, [list(token_ids)], [state.length], logits_to_keep, state.run_options
+                state.slots, state.row, [list(token_ids)], [state.length], logits_to_keep, state.run_options, images
             )
         else:
-            logits = self._run_appending(state, token_ids)
+            logits = self._run_appending(state, token_ids, images)
         state.length += count
         return logits[0, -logits_to_keep:]
 
@@ -183,6 +201,7 @@ class OnnxCausalLM:
         lengths: Sequence[int],
         logits_to_keep: int = 1,
         run_options: ort.RunOptions | None = None,
+        images: ImageEmbeds | None = None,
     ) -> np.ndarray:
         """One step over rows `[first, first + len(lengths))` of `slots`: row i holds `lengths[i]` positions and
         takes `token_ids[i]`; returns float32 [rows, logits_to_keep, vocab]. Lengths are not advanced here.
@@ -204,7 +223,7 @@ class OnnxCausalLM:
         positions = np.asarray(lengths, dtype=np.int64).reshape(rows, 1) + np.arange(count, dtype=np.int64)
         binding = self.session.io_binding()
         binding.bind_output("logits", "cpu")  # first: `get_outputs` follows the binding order
-        binding.bind_cpu_input("input_ids", ids)
+        fed = self._bind_tokens(binding, ids, lengths[0], images)  # bound by address: kept alive until the run
         binding.bind_cpu_input("attention_mask", mask)
         binding.bind_cpu_input("position_ids", positions)
         slots.bind(binding, first, rows)
@@ -212,6 +231,7 @@ class OnnxCausalLM:
             self.session.run_with_iobinding(binding, run_options)
         except Exception as exc:
             raise _run_error(exc) from exc
+        del fed
         logits = binding.get_outputs()[0].numpy()
         return np.array(logits[:, -logits_to_keep:], dtype=np.float32)
 
@@ -221,12 +241,32 @@ class OnnxCausalLM:
             raise InferenceError(HF_INFERENCE_FAILED, f"cannot rewind a cache of {state.length} to {length}")
         state.length = length
 
-    def _run_appending(self, state: SequenceState, token_ids: Sequence[int]) -> np.ndarray:
+    def _bind_tokens(
+        self, binding: ort.IOBinding, ids: np.ndarray, first: int, images: ImageEmbeds | None
+    ) -> np.ndarray:
+        """Bind `input_ids`, or their embeddings with the images' features at their positions (one row with
+        images); return the bound array, which the caller keeps alive until the run."""
+        if not self.takes_embeds:
+            binding.bind_cpu_input("input_ids", ids)
+            return ids
+        assert self.vision is not None
+        embeds = self.vision.embed(ids.reshape(-1)).reshape(*ids.shape, -1)
+        if images is not None:
+            for offset, rows in images.overrides(first, ids.shape[1]):
+                embeds[0, offset : offset + len(rows)] = rows
+        embeds = np.ascontiguousarray(embeds)
+        binding.bind_cpu_input("inputs_embeds", embeds)
+        return embeds
+
+    def _run_appending(
+        self, state: SequenceState, token_ids: Sequence[int], images: ImageEmbeds | None = None
+    ) -> np.ndarray:
         """One step of a graph without slots: the past goes in, the longer present comes back."""
         count = len(token_ids)
         binding = self.session.io_binding()
         binding.bind_output("logits", "cpu")
-        binding.bind_cpu_input("input_ids", np.asarray(token_ids, dtype=np.int64).reshape(1, count))
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(1, count)
+        fed = self._bind_tokens(binding, ids, state.length, images)  # noqa: F841 - alive until the run
         binding.bind_cpu_input("attention_mask", np.ones((1, state.length + count), dtype=np.int64))
         if self.has_position_ids:
             positions = np.arange(state.length, state.length + count, dtype=np.int64).reshape(1, count)
@@ -273,8 +313,8 @@ def _open_session(
 def _cache_slots(session: ort.InferenceSession) -> list[CacheSlot]:
     """Pair every `past_key_values.N.key/value` input with its `present.N.key/value` output."""
     outputs = {o.name for o in session.get_outputs()}
-    if "logits" not in outputs or "input_ids" not in {i.name for i in session.get_inputs()}:
-        raise InferenceError(HF_MODEL_LOAD_FAILED, "the graph has no input_ids input or no logits output")
+    if "logits" not in outputs or not {"input_ids", "inputs_embeds"} & {i.name for i in session.get_inputs()}:
+        raise InferenceError(HF_MODEL_LOAD_FAILED, "the graph has no input_ids (or inputs_embeds) or no logits output")
     slots = []
     for node in session.get_inputs():
         match = _PAST.match(node.name)

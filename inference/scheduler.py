@@ -177,7 +177,9 @@ class Scheduler:
             self._slots = self.model.slot_cache(max(1, self.limits.max_batch_size))
         generator = active.run.generator
         state = self.model.new_sequence(self._slots, row)
-        saved, length = self.prefixes.lookup(generator.token_ids(generator.prompt_length))
+        saved, length = None, 0
+        if generator.reuses_prefix:
+            saved, length = self.prefixes.lookup(generator.token_ids(generator.prompt_length))
         if saved is not None:
             self._slots.write(row, saved.arrays, length)
             state.length = length
@@ -230,7 +232,7 @@ class Scheduler:
         if state.length < shared < state.length + generator.pending:
             chunk = min(chunk, shared - state.length)
         if generator.prefill_step(chunk):
-            if state.length == shared and self._slots is not None:
+            if state.length == shared and self._slots is not None and generator.reuses_prefix:
                 tokens = generator.token_ids(shared)
                 if not self.prefixes.holds(tokens):
                     self.prefixes.save(tokens, self._slots.read(state.row, shared), "system")
@@ -281,7 +283,8 @@ class Scheduler:
         """Save the run's prefix (`saved`) and free its row: the last row's run moves into it (its cache the
         only one copied)."""
         state, slots = active.state, self._slots
-        if saved and state is not None and slots is not None and state.length >= MIN_TOKENS:
+        reusable = active.run.generator.reuses_prefix
+        if saved and reusable and state is not None and slots is not None and state.length >= MIN_TOKENS:
             self.prefixes.save(
                 active.run.generator.token_ids(state.length), slots.read(state.row, state.length), "turn"
             )

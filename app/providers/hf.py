@@ -9,12 +9,15 @@ set (`inference.errors.GENERIC_CODE`), and the original code stays in `details.h
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from app.errors import ErrorCode, ServiceError
 from app.providers.base import ModelProvider
@@ -182,13 +185,12 @@ class HFProvider(ModelProvider):
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         """Text deltas from the model's worker thread; closing this iterator cancels the decode loop."""
         model = self.prefix + request.model
+        messages: list[dict[str, Any]] = [{"role": m.role, "content": m.content} for m in request.messages]
         if any(m.images for m in request.messages):
-            raise ServiceError(
-                ErrorCode.CAPABILITY_UNSUPPORTED,
-                f"{model} cannot see images",
-                details={"provider": self.name, "model": model, "capability": "vision"},
-            )
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+            await self._require_vision(request.model)
+            for message, source in zip(messages, request.messages, strict=True):
+                if source.images:
+                    message["images"] = [_image_bytes(image, model) for image in source.images]
         try:
             params = self._params(request.options)
             async with self.pool.lease(request.model) as chat_model:
@@ -202,6 +204,20 @@ class HFProvider(ModelProvider):
                             yield ChatChunk(done=True, usage=_usage(event), finish_reason=_finish(event))
         except InferenceError as exc:
             raise to_service_error(exc, model) from exc
+
+    async def _require_vision(self, native_name: str) -> None:
+        """CAPABILITY_UNSUPPORTED unless the export has a vision encoder (its manifest says so)."""
+        model = self.prefix + native_name
+        try:
+            info = await asyncio.to_thread(self.pool.info, native_name)
+        except InferenceError as exc:
+            raise to_service_error(exc, model) from exc
+        if not info.capabilities.get("vision"):
+            raise ServiceError(
+                ErrorCode.CAPABILITY_UNSUPPORTED,
+                f"{model} cannot see images",
+                details={"provider": self.name, "model": model, "capability": "vision"},
+            )
 
     def _params(self, options: GenerationOptions) -> GenerationParams:
         return GenerationParams(
@@ -227,6 +243,16 @@ def to_service_error(exc: InferenceError, model: str) -> ServiceError:
 
 def _plain(details: dict[str, object]) -> dict[str, object]:
     return {k: v if isinstance(v, str | int | float | bool | type(None) | list) else str(v) for k, v in details.items()}
+
+
+def _image_bytes(image: str, model: str) -> bytes:
+    """A message's image (base64, as the turn sends it) as bytes; INVALID_REQUEST when it is not base64."""
+    try:
+        return base64.b64decode(image, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST, "an image is not valid base64", details={"provider": "hf", "model": model}
+        ) from exc
 
 
 def _usage(result: GenerationResult) -> Usage:

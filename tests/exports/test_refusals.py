@@ -74,12 +74,23 @@ def test_unsupported_architecture_names_the_supported_ones(tmp_path: Path) -> No
     assert "llama" in error.message
 
 
-def test_vision_language_model_is_refused_for_now(tmp_path: Path) -> None:
+def test_vision_language_model_of_another_family_is_refused(tmp_path: Path) -> None:
     folder = tmp_path / "vlm"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "llava", "vision_config": {}}))
+    (folder / "config.json").write_text(json.dumps({"model_type": "qwen2_vl", "vision_config": {}}))
     (folder / "model.safetensors").write_bytes(b"\0" * 16)
-    assert _refuse(str(folder), tmp_path / "models").code == errors.UNSUPPORTED_ARCHITECTURE
+    error = _refuse(str(folder), tmp_path / "models")
+    assert error.code == errors.UNSUPPORTED_ARCHITECTURE
+    assert "idefics3, llava" in error.message
+
+
+def test_vision_language_model_cannot_be_quantized_yet(tmp_path: Path) -> None:
+    folder = tmp_path / "vlm"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "idefics3", "vision_config": {}}))
+    (folder / "model.safetensors").write_bytes(b"\0" * 16)
+    error = _refuse(str(folder), tmp_path / "models", quantize="int8")
+    assert error.code == errors.INVALID_OPTION
 
 
 def test_file_that_is_not_gguf_is_refused(tmp_path: Path) -> None:

@@ -1,0 +1,187 @@
+"""A vision-language export in the engine: numpy preprocessing, one encode per image, features at the image
+tokens, the same decode loop; checked against PyTorch's processor and model on real PNG bytes."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exports.vision import load_vision, synthetic_png
+from inference import ChatModel, GenerationParams
+from inference.errors import HF_CONTEXT_LENGTH_EXCEEDED, HF_INVALID_IMAGE, InferenceError
+from inference.manifest import read_manifest
+from inference.vision import ImageEmbeds, decode_image, preprocess
+from tests.inference.conftest import CPU_ONE_THREAD
+
+pytest_plugins = ["tests.fixtures.vision_models"]
+
+GREEDY = GenerationParams(max_new_tokens=10, temperature=0)
+QUESTION = "What is in the picture?"
+
+
+@pytest.fixture(scope="module", params=["idefics3", "llava"])
+def family(request: pytest.FixtureRequest) -> tuple[Path, Path]:
+    """(Hugging Face folder, export) of one tiny vision-language family."""
+    if request.param == "llava":
+        return request.getfixturevalue("tiny_llava_source"), request.getfixturevalue("tiny_llava_export")
+    return request.getfixturevalue("tiny_vlm_source"), request.getfixturevalue("tiny_vlm_export")
+
+
+@pytest.fixture(scope="module")
+def source(family: tuple[Path, Path]) -> Path:
+    return family[0]
+
+
+@pytest.fixture(scope="module")
+def vlm(family: tuple[Path, Path]) -> Iterator[ChatModel]:
+    model = ChatModel.load(family[1], CPU_ONE_THREAD)
+    yield model
+    model.close()
+
+
+def _messages(*images: bytes) -> list[dict]:
+    return [{"role": "user", "content": QUESTION, "images": list(images)}]
+
+
+def _torch_greedy(source: Path, image: bytes, steps: int) -> list[int]:
+    """PyTorch's greedy tokens for the question about `image`, through the Hugging Face processor."""
+    import torch
+    from PIL import Image
+
+    loaded = load_vision(source)
+    parts = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
+    text = loaded.processor.apply_chat_template(parts, add_generation_prompt=True)
+    inputs = dict(loaded.processor(text=text, images=[Image.open(io.BytesIO(image))], return_tensors="pt"))
+    inputs.pop("token_type_ids", None)
+    with torch.inference_mode():
+        output = loaded.model.generate(**inputs, max_new_tokens=steps, do_sample=False, eos_token_id=None)
+    return output[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+def test_manifest_records_the_vision_side(family: tuple[Path, Path]) -> None:
+    manifest = read_manifest(family[1])
+    assert manifest.capabilities.vision
+    assert manifest.vision is not None
+    assert manifest.vision.image_token == "<image>"
+    assert manifest.vision.tokens_per_image == (16 if manifest.model_type == "llava" else 4)
+    assert manifest.vision.preprocessing.size == 32
+    assert manifest.validation.passed
+    assert manifest.validation.top1_agreement == 1.0
+    assert "group-query-attention" in manifest.graph_rewrites
+    names = {entry.name for entry in manifest.files}
+    assert {"model.onnx", "vision_encoder.onnx", "embed_tokens.npy", "preprocessor_config.json"} <= names
+
+
+def test_preprocessing_matches_the_processor(source: Path, vlm: ChatModel) -> None:
+    from PIL import Image
+
+    processor = load_vision(source).processor
+    for image in (synthetic_png("gradient", 70, 30), synthetic_png("checkerboard", 20, 64)):
+        theirs = processor.image_processor(images=[Image.open(io.BytesIO(image))], return_tensors="np")
+        assert vlm.info.vision is not None
+        ours = preprocess(decode_image(image), vlm.info.vision.preprocessing)
+        pixels = theirs["pixel_values"]
+        np.testing.assert_allclose(ours, pixels[0, 0] if pixels.ndim == 5 else pixels[0], atol=1e-5)
+
+
+def test_greedy_tokens_match_pytorch_for_the_same_image(source: Path, vlm: ChatModel) -> None:
+    image = synthetic_png("gradient")
+    ours = vlm.generate_chat(_messages(image), GenerationParams(max_new_tokens=10, temperature=0, stop_token_ids=()))
+    assert ours.token_ids == _torch_greedy(source, image, 10)
+
+
+def test_two_images_give_different_logits(vlm: ChatModel) -> None:
+    logits = []
+    for kind in ("gradient", "checkerboard"):
+        prompt = vlm._prompt(_messages(synthetic_png(kind)), {})
+        assert vlm.model.vision is not None
+        features = vlm.model.vision.encode([synthetic_png(kind)])
+        state = vlm.model.new_sequence()
+        logits.append(vlm.model.forward(state, prompt.token_ids, images=ImageEmbeds(prompt.starts, features))[-1])
+        state.release()
+    assert np.abs(logits[0] - logits[1]).max() > 1e-3
+
+
+def test_image_tokens_count_against_the_context(vlm: ChatModel) -> None:
+    spec = vlm.info.vision
+    assert spec is not None
+    with_image = vlm.count_chat_tokens(_messages(synthetic_png("gradient")))
+    per_image = len(spec.image_prefix_ids) + spec.tokens_per_image + len(spec.image_suffix_ids)
+    assert with_image == vlm.count_chat_tokens(_messages()) + per_image  # the template's <image>, expanded
+    many = _messages(*[synthetic_png("gradient")] * (vlm.context_length // per_image + 1))
+    with pytest.raises(InferenceError) as caught:
+        vlm.start_chat(many, GREEDY)
+    assert caught.value.code == HF_CONTEXT_LENGTH_EXCEEDED
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\x89PNG\r\n\x1a\n" + b"\0" * 40, b"GIF89a not really", b""],
+    ids=["corrupt-png", "wrong-type", "empty"],
+)
+def test_unreadable_images_are_refused(vlm: ChatModel, data: bytes) -> None:
+    with pytest.raises(InferenceError) as caught:
+        vlm.generate_chat(_messages(data), GREEDY)
+    assert caught.value.code == HF_INVALID_IMAGE
+
+
+def test_an_image_with_too_many_pixels_is_refused_before_decoding() -> None:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (8000, 6000)).save(buffer, format="PNG")  # 48 Mpx of one colour: a small file
+    with pytest.raises(InferenceError) as caught:
+        decode_image(buffer.getvalue())
+    assert caught.value.code == HF_INVALID_IMAGE
+    assert "8000x6000" in caught.value.message
+
+
+def test_a_text_only_turn_on_a_vision_export_still_works(vlm: ChatModel) -> None:
+    result = vlm.generate_chat([{"role": "user", "content": QUESTION}], GREEDY)
+    assert result.usage.completion_tokens > 0
+
+
+@pytest.mark.anyio
+async def test_an_image_sequence_decodes_in_one_batch_with_a_text_sequence(
+    vlm: ChatModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import time
+    from typing import Any
+
+    from inference.events import GenerationResult
+
+    params = GenerationParams(max_new_tokens=12, temperature=0, stop_token_ids=())
+    with_image = _messages(synthetic_png("checkerboard"))
+    text_only = [{"role": "user", "content": "Hello world! How are you today?"}]
+    alone = [vlm.generate_chat(m, params).token_ids for m in (with_image, text_only)]
+
+    rows: list[int] = []
+    forward_rows = vlm.model.forward_rows
+
+    def counting(slots: Any, first: int, token_ids: Any, lengths: Any, *args: Any) -> np.ndarray:
+        # the first step waits until both requests are in: a tiny model could otherwise finish one before the
+        # other arrives
+        deadline = time.monotonic() + 10
+        while not rows and vlm.running + vlm.queued < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        rows.append(len(lengths))
+        return forward_rows(slots, first, token_ids, lengths, *args)
+
+    monkeypatch.setattr(vlm.model, "forward_rows", counting)
+    assert vlm.scheduler.limits.max_batch_size >= 2
+
+    async def tokens(messages: list[dict]) -> list[int]:
+        result = None
+        async for event in vlm.stream_chat(messages, params):
+            result = event
+        assert isinstance(result, GenerationResult)
+        return result.token_ids
+
+    together = await asyncio.gather(tokens(with_image), tokens(text_only))
+    assert list(together) == alone
+    assert max(rows) == 2  # decoding steps shared by both sequences
