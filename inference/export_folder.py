@@ -39,6 +39,9 @@ class ExportInfo:
     graph_rewrites: tuple[str, ...] = ()  # exports/optimize.py's steps, from the manifest
     kv_bytes_per_value: int = 4  # float32 unless the manifest says otherwise
     vision: Vision | None = None  # the image side of a vision-language export
+    #: the sampling values the model's authors set in `generation_config.json` (temperature, top_p, top_k,
+    #: repetition_penalty); what it leaves out is the serving side's choice
+    sampling_defaults: dict[str, float] = field(default_factory=dict)
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -65,6 +68,7 @@ def read_export(path: Path) -> ExportInfo:
         )
     manifest = read_manifest(path) if (path / MANIFEST_NAME).is_file() else None
     config = _read_json(path / "config.json")
+    generation_config = _read_json(path / "generation_config.json")
     onnx_path = path / (manifest.onnx_file if manifest is not None else DEFAULT_ONNX_FILE)
     if not onnx_path.is_file():
         raise InferenceError(
@@ -88,19 +92,26 @@ def read_export(path: Path) -> ExportInfo:
                 for file in path.glob(name + "*")
                 if file.is_file()
             )
-        return _from_manifest(path, onnx_path, manifest, architecture)
+        return _from_manifest(path, onnx_path, manifest, architecture, generation_config)
     return ExportInfo(
         path=path,
         alias=path.name,
         onnx_path=onnx_path,
         context_length=_context_length(config),
-        eos_token_ids=_eos_ids(_read_json(path / "generation_config.json"), config),
+        eos_token_ids=_eos_ids(generation_config, config),
         capabilities={"text": True},
+        sampling_defaults=sampling_defaults(generation_config),
         **architecture,
     )
 
 
-def _from_manifest(path: Path, onnx_path: Path, manifest: Manifest, architecture: dict[str, int]) -> ExportInfo:
+def _from_manifest(
+    path: Path,
+    onnx_path: Path,
+    manifest: Manifest,
+    architecture: dict[str, int],
+    generation_config: dict[str, Any],
+) -> ExportInfo:
     return ExportInfo(
         path=path,
         alias=manifest.alias,
@@ -112,8 +123,29 @@ def _from_manifest(path: Path, onnx_path: Path, manifest: Manifest, architecture
         graph_rewrites=tuple(manifest.graph_rewrites),
         kv_bytes_per_value=np.dtype(manifest.kv_cache_dtype).itemsize,
         vision=manifest.vision,
+        sampling_defaults=sampling_defaults(generation_config),
         **architecture,
     )
+
+
+#: the sampling keys of `generation_config.json` that serving takes, with the values each may have
+_SAMPLING_RANGES: dict[str, tuple[float, float]] = {
+    "temperature": (0.0, 10.0),
+    "top_p": (0.0, 1.0),
+    "top_k": (0.0, 100_000.0),
+    "repetition_penalty": (1e-6, 10.0),
+}
+
+
+def sampling_defaults(generation_config: dict[str, Any]) -> dict[str, float]:
+    """The sampling values a `generation_config.json` sets, leniently: a missing, non-numeric or out-of-range
+    value is left out, so a careless file cannot break serving."""
+    found: dict[str, float] = {}
+    for key, (low, high) in _SAMPLING_RANGES.items():
+        value = generation_config.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high:
+            found[key] = value
+    return found
 
 
 def _read_json(path: Path) -> dict[str, Any]:

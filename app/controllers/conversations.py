@@ -106,7 +106,13 @@ class ConversationController(Controller):
             row = await conversations.authorize(conversation_id, password)
             saved = await conversations.add_message(row, text=data.text, sender=data.sender)
             return Response(MessageOut.of(saved), status_code=201)
-        turn = TurnRequest(conversation_id=conversation_id, text=data.text, model=data.model, password=password)
+        turn = TurnRequest(
+            conversation_id=conversation_id,
+            text=data.text,
+            model=data.model,
+            password=password,
+            options=data.options.as_generation_options() if data.options else None,
+        )
         if data.stream:
             return Stream(
                 with_keepalive(typed_events(chat.turn(turn))),

@@ -14,7 +14,7 @@ import binascii
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,10 @@ from inference.params import GenerationParams
 from inference.pool import ModelPool
 from inference.pool_settings import PoolSettings
 from inference.tokenizer import ChatTokenizer
+
+#: sampling for an export whose `generation_config.json` sets none: in line with common local runtimes, so
+#: that small models end their replies instead of looping (a mild repetition penalty, a trimmed tail)
+SAMPLING_DEFAULTS: dict[str, float] = {"temperature": 0.7, "top_k": 40, "top_p": 0.9, "repetition_penalty": 1.1}
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +196,8 @@ class HFProvider(ModelProvider):
                 if source.images:
                     message["images"] = [_image_bytes(image, model) for image in source.images]
         try:
-            params = self._params(request.options)
             async with self.pool.lease(request.model) as chat_model:
+                params = self._params(request.options, chat_model.info.sampling_defaults)
                 events = chat_model.stream_chat(messages, params, timeout_s=request.timeout_s)
                 async with contextlib.aclosing(events):
                     async for event in events:
@@ -219,17 +223,28 @@ class HFProvider(ModelProvider):
                 details={"provider": self.name, "model": model, "capability": "vision"},
             )
 
-    def _params(self, options: GenerationOptions) -> GenerationParams:
+    def _params(self, options: GenerationOptions, model_defaults: Mapping[str, float]) -> GenerationParams:
+        sampling = sampling_for(options, model_defaults)
         return GenerationParams(
             max_new_tokens=options.max_tokens or self.default_max_tokens,
-            temperature=0.7 if options.temperature is None else options.temperature,
-            top_k=options.top_k or 0,
-            top_p=1.0 if options.top_p is None else options.top_p,
-            repetition_penalty=options.repetition_penalty or 1.0,
+            temperature=sampling["temperature"],
+            top_k=int(sampling["top_k"]),
+            top_p=sampling["top_p"],
+            repetition_penalty=sampling["repetition_penalty"],
             seed=options.seed,
             stop_strings=tuple(options.stop),
             lookahead_tokens=self.pool.settings.lookahead_tokens,
         )
+
+
+def sampling_for(options: GenerationOptions, model_defaults: Mapping[str, float]) -> dict[str, float]:
+    """Each sampling value from the options (the request's over the model's configuration), else the export's
+    own `generation_config`, else the service's defaults."""
+    chosen: dict[str, float] = {}
+    for name, default in SAMPLING_DEFAULTS.items():
+        value = getattr(options, name)
+        chosen[name] = value if value is not None else model_defaults.get(name, default)
+    return chosen
 
 
 def to_service_error(exc: InferenceError, model: str) -> ServiceError:

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from app.db.tables import Conversation, Message
+from app.providers.types import GenerationOptions
 from app.schemas.boundary import Identifier, MessageText, Name, PasswordText, RequiredName
 from app.schemas.common import ErrorDetail, epoch_ms
 
@@ -48,6 +49,22 @@ class ConversationPage(msgspec.Struct, rename="camel"):
     offset: int
 
 
+class ReplyOptions(msgspec.Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
+    """Generation options for one reply; each one left out falls back to the model's configured option,
+    then to the model's own `generation_config`, then to the service's defaults."""
+
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=10)] | None = None
+    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    top_k: Annotated[int, msgspec.Meta(ge=0, le=100_000)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    seed: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
+    stop: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=256)]], msgspec.Meta(max_length=16)] = []
+    repetition_penalty: Annotated[float, msgspec.Meta(gt=0, le=10)] | None = None
+
+    def as_generation_options(self) -> GenerationOptions:
+        return GenerationOptions(**msgspec.structs.asdict(self))
+
+
 class AddMessageRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     """A message to store. With `reply` (or `stream`) a user message also gets the model's answer:
     as JSON once complete, or with `stream` as server-sent events while it is generated."""
@@ -57,6 +74,7 @@ class AddMessageRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=Tr
     reply: bool = False
     stream: bool = False
     model: Name | None = None
+    options: ReplyOptions | None = None
 
 
 class MessageOut(msgspec.Struct, rename="camel"):

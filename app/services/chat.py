@@ -24,7 +24,7 @@ from app.db.text import storable
 from app.errors import ErrorCode, ServiceError
 from app.providers.registry import Candidate
 from app.providers.routed import RoutedStream
-from app.providers.types import ChatMessage
+from app.providers.types import ChatMessage, GenerationOptions
 from app.services.chat_events import (
     FINAL_EVENTS,
     Completed,
@@ -55,6 +55,8 @@ class TurnRequest:
     model: str | None = None
     password: str | None = None
     uploads: tuple[Upload, ...] = ()
+    #: this request's own generation options, over the model's configured ones
+    options: GenerationOptions | None = None
 
 
 class ChatService:
@@ -113,7 +115,7 @@ class ChatService:
         history = await self.conversations.list_messages(conversation.id)
         current = ChatMessage(role="user", content=request.text, images=images_b64)
         # Built before the message is saved: a message too long for the model is refused with nothing stored.
-        candidates = self.requests.for_candidates(routed, history, current)
+        candidates = self.requests.for_candidates(routed, history, current, request.options)
         first = candidates[0]
         model_name, provider = first.asked, first.info.provider if first.info else ""
 

@@ -1,14 +1,8 @@
-"""The default system prompt, in the spirit of the old service's."""
+"""The built-in system prompt: short, so that small models spend their context and attention on the
+conversation, and asking for answers that end once the question is answered. The old web client renders
+Markdown and LaTeX, so the prompt still asks for them."""
 
-DEFAULT_SYSTEM_PROMPT = """You are a helpful, knowledgeable assistant.
-
-- Organise your answers so they are easy to scan, and adapt the formatting to the content: use Markdown
-  only where it helps clarity.
-- Use `##` and `###` headings for longer answers, numbered lists for steps, bullet points for groups of
-  ideas, checklists for tasks, tables for comparisons, block quotes for tips or citations, and code
-  blocks or inline code for code, commands and file names.
-- Use emojis sparingly and only with a purpose (a section header, a key step, a warning, a success, a
-  tip), never on every line.
-- Prefer complete, detailed answers over decoration, and avoid filler.
-- Write mathematics in LaTeX notation (inline `$...$`, display `$$...$$`) and keep worked solutions
-  minimal and easy to follow."""
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant. Answer clearly and concisely, using Markdown where it helps and LaTeX "
+    "($...$) for mathematics, and stop once the question is answered."
+)

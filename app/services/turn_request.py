@@ -23,24 +23,34 @@ class TurnRequests:
         self.config = config
 
     def for_candidates(
-        self, candidates: Sequence[Candidate], history: list[Message], current: ChatMessage
+        self,
+        candidates: Sequence[Candidate],
+        history: list[Message],
+        current: ChatMessage,
+        requested: GenerationOptions | None = None,
     ) -> list[Candidate]:
         """Every candidate with its request. The requested model's refusal is raised (nothing is saved yet);
         a fallback's is kept on it, so the registry counts it as that fallback failing to start. A name that
         did not route keeps its routing error."""
         first, *fallbacks = candidates
-        built = [first if first.error is not None else first.sending(self.build(first, history, current))]
+        built = [first if first.error is not None else first.sending(self.build(first, history, current, requested))]
         for candidate in fallbacks:
             if candidate.error is not None:
                 built.append(candidate)
                 continue
             try:
-                built.append(candidate.sending(self.build(candidate, history, current)))
+                built.append(candidate.sending(self.build(candidate, history, current, requested)))
             except ServiceError as exc:
                 built.append(candidate.failing(exc))
         return built
 
-    def build(self, candidate: Candidate, history: list[Message], current: ChatMessage) -> ChatRequest:
+    def build(
+        self,
+        candidate: Candidate,
+        history: list[Message],
+        current: ChatMessage,
+        requested: GenerationOptions | None = None,
+    ) -> ChatRequest:
         """Raises MODEL_NOT_FOUND when the model is disabled in the configuration and CONTEXT_LENGTH_EXCEEDED
         when the system prompt and the current message alone do not fit."""
         name, info = candidate.asked, candidate.info
@@ -52,7 +62,7 @@ class TurnRequests:
                 f"Model {name} is disabled in the configuration",
                 details={"model": name, "reason": "disabled"},
             )
-        options = configured.options or GenerationOptions()
+        options = over(requested, configured.options or GenerationOptions())
         context_length = (info.context_length if info else None) or settings.chat_context_length
         if configured.context_budget:
             context_length = min(context_length, configured.context_budget)
@@ -72,3 +82,16 @@ class TurnRequests:
             options=msgspec.structs.replace(options, max_tokens=max_tokens, context_length=context_length),
             keep_alive_s=configured.keep_alive_s,
         )
+
+
+def over(requested: GenerationOptions | None, configured: GenerationOptions) -> GenerationOptions:
+    """The request's options over the model's configured ones, option by option; what neither sets stays
+    None, so the provider falls back to the model's own defaults and then to the service's."""
+    if requested is None:
+        return configured
+    chosen = {
+        field: value
+        for field in requested.__struct_fields__
+        if (value := getattr(requested, field)) is not None and value != []
+    }
+    return msgspec.structs.replace(configured, **chosen)

@@ -10,7 +10,7 @@ from app.config.settings import Settings
 from app.config.snapshot import ConfigSource
 from app.errors import ErrorCode, ServiceError
 from app.providers.registry import ProviderRegistry, ResolvedModel
-from app.providers.types import ChatMessage, ModelInfo
+from app.providers.types import ChatMessage, GenerationOptions, ModelInfo
 from app.services.turn_request import TurnRequests
 from tests.fixtures.providers import ScriptedProvider
 
@@ -62,3 +62,26 @@ async def test_a_disabled_requested_model_is_refused_and_a_disabled_fallback_is_
     with pytest.raises(ServiceError) as caught:
         requests.for_candidates(await registry.candidates("hf/tiny"), [], current)
     assert caught.value.details["reason"] == "disabled"
+
+
+async def test_the_request_options_go_over_the_model_configuration_one_by_one() -> None:
+    registry = await routed([], {"hf/tiny": 2048})
+    configured = {"options": {"temperature": 0.2, "top_k": 5, "max_tokens": 10, "stop": ["END"]}}
+    requests = TurnRequests(ConfigSource(build(Settings(), {"models": {"hf/tiny": configured}}, {})))
+    current = ChatMessage(role="user", content="hi")
+    asked = GenerationOptions(temperature=1.0, seed=3)
+    [built] = requests.for_candidates(await registry.candidates("hf/tiny"), [], current, asked)
+    assert built.request is not None
+    options = built.request.options
+    assert (options.temperature, options.seed, options.top_k, options.max_tokens, options.stop) == (
+        1.0,
+        3,
+        5,
+        10,
+        ["END"],
+    )
+    assert options.top_p is None  # left to the model's own defaults, then the service's
+    stops = GenerationOptions(stop=["\n\n"], max_tokens=4)
+    [built] = requests.for_candidates(await registry.candidates("hf/tiny"), [], current, stops)
+    assert built.request is not None
+    assert (built.request.options.stop, built.request.options.max_tokens) == (["\n\n"], 4)
