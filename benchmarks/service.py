@@ -52,13 +52,15 @@ class Reply:
 
 @contextmanager
 def running_service(
-    workdir: Path, models: Path, max_tokens: int, extra_env: dict[str, str] | None = None
+    workdir: Path, models: Path, max_tokens: int, extra_env: dict[str, str] | None = None, greedy: bool = True
 ) -> Iterator[ServerProcess]:
-    """Serve the exports in `models` (greedy, `max_tokens` per reply) until the block ends."""
+    """Serve the exports in `models` (`max_tokens` per reply; greedy, or with `greedy=False` the service's own
+    sampling defaults) until the block ends."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "beth.toml"
+    temperature = "temperature = 0\n" if greedy else ""
     tables = [
-        f'[models."hf/{folder.name}".options]\ntemperature = 0\nmax_tokens = {max_tokens}\n'
+        f'[models."hf/{folder.name}".options]\n{temperature}max_tokens = {max_tokens}\n'
         for folder in sorted(models.iterdir())
         if (folder / "manifest.json").is_file()
     ]
