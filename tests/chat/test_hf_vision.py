@@ -42,9 +42,10 @@ def vision_server(
     for export in (tiny_export, tiny_vlm_export, tiny_llava_export):
         (models / export.name).symlink_to(export, target_is_directory=True)
     config = workdir / "beth.toml"
+    # plain greedy decoding, as PyTorch's generate does it: no repetition penalty (the service default is 1.1)
     greedy = "".join(
         f'[models."{name}"]\nsystem_prompt = "{SYSTEM}"\n'
-        f'[models."{name}".options]\ntemperature = 0\nmax_tokens = {MAX_TOKENS}\n'
+        f'[models."{name}".options]\ntemperature = 0\nrepetition_penalty = 1.0\nmax_tokens = {MAX_TOKENS}\n'
         for name in (VLM, LLAVA)
     )
     config.write_text(
