@@ -50,13 +50,16 @@ class ConversationPage(msgspec.Struct, rename="camel"):
 
 class AddMessageRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     """A message to store. With `reply` (or `stream`) a user message also gets the model's answer:
-    as JSON once complete, or with `stream` as server-sent events while it is generated."""
+    as JSON once complete, or with `stream` as server-sent events while it is generated. `images` go
+    with such a turn only."""
 
     text: MessageText
     sender: Literal["user", "llm"] = "user"
     reply: bool = False
     stream: bool = False
     model: Name | None = None
+    # base64 or `data:image/...;base64,` URLs; checked like multipart uploads (count, size, real type)
+    images: list[str] | None = None
 
 
 class MessageOut(msgspec.Struct, rename="camel"):

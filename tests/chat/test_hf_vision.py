@@ -4,7 +4,9 @@ the user's message is kept. Text-only hf models keep the warning."""
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import httpx
 import pytest
 
 from exports.vision import load_vision, synthetic_png
-from tests.api.test_graphql_web_client import GET_MESSAGES, create_conversation
+from tests.api.test_graphql_web_client import GET_MESSAGES, SEND_MESSAGE, create_conversation
 from tests.chat.conftest import chat_env
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.server import ServerProcess, graphql
@@ -176,3 +178,125 @@ def test_an_image_with_too_many_pixels_is_a_clear_error_and_the_message_is_kept(
     messages = graphql(client, GET_MESSAGES, {"conversationId": conversation_id})["data"]["messages"]
     assert messages[0]["text"] == "a huge one"
     assert messages[0]["hasImages"] is True
+
+
+def _rest_stream(client: httpx.Client, conversation_id: str, text: str, images: list[str]) -> dict[str, list[dict]]:
+    """The typed REST stream's events by name, each name's payloads in order."""
+    body = {"text": text, "stream": True, "images": images}
+    with client.stream("POST", f"/api/v1/conversations/{conversation_id}/messages", json=body) as response:
+        assert response.status_code == 200
+        raw = response.read().decode()
+    events: dict[str, list[dict]] = {}
+    for block in raw.split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.split("\n") if ": " in line)
+        if "event" in lines:
+            events.setdefault(lines["event"], []).append(json.loads(lines["data"]))
+    return events
+
+
+def _graphql_turn(client: httpx.Client, conversation_id: str, text: str, images: list[str]) -> dict:
+    variables = {"input": {"conversationId": conversation_id, "text": text, "sender": "user", "images": images}}
+    return graphql(client, SEND_MESSAGE, variables)
+
+
+def _data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+@pytest.mark.parametrize("model", [VLM, LLAVA])
+def test_rest_and_graphql_images_answer_as_the_multipart_route_does(client: httpx.Client, model: str) -> None:
+    image = synthetic_png("checkerboard")
+    legacy_id = create_conversation(client, model=model)
+    legacy = stream_message(
+        client, model=model, message=QUESTION, conversation_id=legacy_id, files=[("c.png", image, "image/png")]
+    )
+    assert legacy.error is None, legacy.error_payload
+    assert legacy.text  # the greedy reply PyTorch gives (checked against PyTorch above)
+
+    rest_id = create_conversation(client, model=model)
+    events = _rest_stream(client, rest_id, QUESTION, [base64.b64encode(image).decode()])
+    assert "error" not in events, events
+    assert events["images"] == [{**events["images"][0], "processed": 1, "warnings": []}]
+    assert events["end"][0]["text"] == legacy.text
+
+    graphql_id = create_conversation(client, model=model)
+    answered = _graphql_turn(client, graphql_id, QUESTION, [_data_url(image)])
+    assert "errors" not in answered, answered
+    reply = answered["data"]["addMessage"]
+    assert reply["error"] is None
+    assert reply["userMessage"]["hasImages"] is True
+    assert reply["userMessage"]["images"][0]["mimeType"] == "image/png"
+    assert reply["llmMessage"]["text"] == legacy.text
+
+
+def test_an_old_addmessage_without_images_still_works(client: httpx.Client) -> None:
+    conversation_id = create_conversation(client, model=VLM)
+    answered = graphql(
+        client, SEND_MESSAGE, {"input": {"conversationId": conversation_id, "text": QUESTION, "sender": "user"}}
+    )
+    assert "errors" not in answered, answered
+    assert answered["data"]["addMessage"]["userMessage"]["hasImages"] is False
+    assert answered["data"]["addMessage"]["llmMessage"]["text"]
+
+
+def _huge_png() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8000, 6000)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "clue"),
+    [("corrupt", b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "image"), ("huge", None, "8000x6000")],
+)
+def test_unreadable_images_through_rest_and_graphql_are_clear_errors_and_the_message_is_kept(
+    client: httpx.Client, name: str, data: bytes | None, clue: str
+) -> None:
+    encoded = base64.b64encode(data if data is not None else _huge_png()).decode()
+    rest_id = create_conversation(client, model=VLM)
+    events = _rest_stream(client, rest_id, f"rest {name}", [encoded])
+    assert events["error"][0]["code"] == "INVALID_REQUEST"
+    assert clue in str(events["error"][0])
+    messages = graphql(client, GET_MESSAGES, {"conversationId": rest_id})["data"]["messages"]
+    assert messages[0]["text"] == f"rest {name}"
+    assert messages[0]["hasImages"] is True
+
+    graphql_id = create_conversation(client, model=VLM)
+    answered = _graphql_turn(client, graphql_id, f"graphql {name}", [_data_url(base64.b64decode(encoded))])
+    assert "errors" not in answered, answered
+    assert clue in answered["data"]["addMessage"]["error"]
+    assert answered["data"]["addMessage"]["userMessage"]["text"] == f"graphql {name}"
+    messages = graphql(client, GET_MESSAGES, {"conversationId": graphql_id})["data"]["messages"]
+    assert messages[0]["text"] == f"graphql {name}"
+
+
+@pytest.mark.parametrize(
+    ("image", "code", "clue"),
+    [
+        ("R0lGODlhAQABAAAAACw=", "INVALID_REQUEST", "PNG, JPEG or WebP"),  # a GIF
+        ("not base64!", "INVALID_REQUEST", "base64"),
+        ("data:image/png;base64," + base64.b64encode(b"GIF89a" + b"\0" * 32).decode(), "INVALID_REQUEST", "image"),
+    ],
+)
+def test_images_of_the_wrong_type_or_size_are_refused_through_rest_and_graphql(
+    client: httpx.Client, image: str, code: str, clue: str
+) -> None:
+    """Refused as the multipart route refuses them: before anything is stored, with a stable code."""
+    conversation_id = create_conversation(client, model=VLM)
+    body = {"text": "look", "reply": True, "images": [image]}
+    refused = client.post(f"/api/v1/conversations/{conversation_id}/messages", json=body)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["code"] == code, refused.json()
+    assert clue in refused.json()["error"]["message"]
+    answered = _graphql_turn(client, conversation_id, "look", [image])
+    assert answered["errors"][0]["extensions"]["code"] == code, answered
+    assert clue in answered["errors"][0]["message"]
+    assert graphql(client, GET_MESSAGES, {"conversationId": conversation_id})["data"]["messages"] == []
+    too_many = [base64.b64encode(synthetic_png("gradient")).decode()] * 6
+    refused = client.post(
+        f"/api/v1/conversations/{conversation_id}/messages", json={"text": "six", "reply": True, "images": too_many}
+    )
+    assert refused.status_code == 400
+    assert "Too many files" in refused.json()["error"]["message"]
