@@ -215,6 +215,24 @@ class ImageStore:
     def as_base64(images: Sequence[ValidatedImage]) -> list[str]:
         return [base64.b64encode(image.upload.data).decode() for image in images]
 
+    async def history_base64(self, messages: Sequence[Message]) -> dict[int, list[str]]:
+        """Earlier messages' live images as base64, by message id, for a vision model; a file that is gone
+        or expired is left out (its message is still sent as text)."""
+        rows = await images_by_message([m.id for m in messages if m.has_images])
+        now = datetime.now(UTC)
+
+        def read() -> dict[int, list[str]]:
+            loaded: dict[int, list[str]] = {}
+            for message_id, images in rows.items():
+                for row in images:
+                    path = Path(row.file_path)
+                    if row.expires_at < now or not path.is_file():
+                        continue
+                    loaded.setdefault(message_id, []).append(base64.b64encode(path.read_bytes()).decode())
+            return loaded
+
+        return await asyncio.to_thread(read)
+
     @staticmethod
     def describe(row: Image) -> dict[str, Any]:
         """The `images` SSE event's entry (the old contract's shape)."""

@@ -65,16 +65,20 @@ def client(vision_server: ServerProcess) -> Iterator[httpx.Client]:
         yield http
 
 
-def _pytorch_reply(source: Path, image: bytes) -> str:
-    """PyTorch's greedy reply (stop tokens end it) to the same system prompt, image and question."""
+def _pytorch_reply(source: Path, image: bytes, earlier: tuple[str, str] | None = None) -> str:
+    """PyTorch's greedy reply (stop tokens end it) to the same system prompt, image and question; with
+    `earlier` (a question and its reply), the image belongs to that earlier turn and the question follows."""
     import torch
     from PIL import Image
 
     loaded = load_vision(source)
-    messages = [
-        {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]},
-    ]
+    with_image = [{"type": "image"}, {"type": "text", "text": earlier[0] if earlier else QUESTION}]
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": with_image}]
+    if earlier:
+        messages += [
+            {"role": "assistant", "content": [{"type": "text", "text": earlier[1]}]},
+            {"role": "user", "content": [{"type": "text", "text": QUESTION}]},
+        ]
     text = loaded.processor.apply_chat_template(messages, add_generation_prompt=True)
     inputs = dict(loaded.processor(text=text, images=[Image.open(io.BytesIO(image))], return_tensors="pt"))
     inputs.pop("token_type_ids", None)
@@ -300,3 +304,18 @@ def test_images_of_the_wrong_type_or_size_are_refused_through_rest_and_graphql(
     )
     assert refused.status_code == 400
     assert "Too many files" in refused.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("model", [VLM, LLAVA])
+def test_a_second_turn_still_sees_the_first_turns_image(
+    client: httpx.Client, model: str, request: pytest.FixtureRequest
+) -> None:
+    source = request.getfixturevalue("tiny_llava_source" if model == LLAVA else "tiny_vlm_source")
+    image = synthetic_png("gradient")
+    conversation_id = create_conversation(client, model=model)
+    first = _rest_stream(client, conversation_id, "Look at this.", [base64.b64encode(image).decode()])
+    assert "error" not in first, first
+    second = _rest_stream(client, conversation_id, QUESTION, [])
+    assert "error" not in second, second
+    assert "images" not in second
+    assert second["end"][0]["text"] == _pytorch_reply(source, image, ("Look at this.", first["end"][0]["text"]))
