@@ -65,14 +65,15 @@ def client(vision_server: ServerProcess) -> Iterator[httpx.Client]:
         yield http
 
 
-def _pytorch_reply(source: Path, image: bytes, earlier: tuple[str, str] | None = None) -> str:
+def _pytorch_reply(source: Path, image: bytes | None, earlier: tuple[str, str] | None = None) -> str:
     """PyTorch's greedy reply (stop tokens end it) to the same system prompt, image and question; with
     `earlier` (a question and its reply), the image belongs to that earlier turn and the question follows."""
     import torch
     from PIL import Image
 
     loaded = load_vision(source)
-    with_image = [{"type": "image"}, {"type": "text", "text": earlier[0] if earlier else QUESTION}]
+    with_image = [{"type": "image"}] if image else []
+    with_image.append({"type": "text", "text": earlier[0] if earlier else QUESTION})
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": with_image}]
     if earlier:
         messages += [
@@ -80,7 +81,8 @@ def _pytorch_reply(source: Path, image: bytes, earlier: tuple[str, str] | None =
             {"role": "user", "content": [{"type": "text", "text": QUESTION}]},
         ]
     text = loaded.processor.apply_chat_template(messages, add_generation_prompt=True)
-    inputs = dict(loaded.processor(text=text, images=[Image.open(io.BytesIO(image))], return_tensors="pt"))
+    images = [Image.open(io.BytesIO(image))] if image else None
+    inputs = dict(loaded.processor(text=text, images=images, return_tensors="pt"))
     inputs.pop("token_type_ids", None)
     stops = list(loaded.model.generation_config.eos_token_id)
     with torch.inference_mode():
@@ -319,3 +321,45 @@ def test_a_second_turn_still_sees_the_first_turns_image(
     assert "error" not in second, second
     assert "images" not in second
     assert second["end"][0]["text"] == _pytorch_reply(source, image, ("Look at this.", first["end"][0]["text"]))
+
+
+TIGHT_BUDGET = 100  # the first turn with its image fits; the second's texts leave less room than an image takes
+
+
+@pytest.fixture(scope="module")
+def tight_client(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, chat_ollama: FakeOllama, tiny_llava_export: Path
+) -> Iterator[httpx.Client]:
+    workdir = tmp_path_factory.mktemp("vision-tight")
+    models = workdir / "models"
+    models.mkdir()
+    (models / tiny_llava_export.name).symlink_to(tiny_llava_export, target_is_directory=True)
+    config = workdir / "beth.toml"
+    config.write_text(
+        f'[models."{LLAVA}"]\nsystem_prompt = "{SYSTEM}"\ncontext_budget = {TIGHT_BUDGET}\n'
+        f'[models."{LLAVA}".options]\ntemperature = 0\nmax_tokens = {MAX_TOKENS}\n'
+    )
+    process = ServerProcess(workdir, database_url, chat_env(chat_ollama, models, BETH_CONFIG=str(config)))
+    process.start()
+    with httpx.Client(base_url=process.url, timeout=60) as http:
+        yield http
+    process.stop()
+
+
+def test_an_earlier_image_that_no_longer_fits_is_dropped_and_its_text_kept(
+    tight_client: httpx.Client, tiny_llava_source: Path, tiny_llava_export: Path
+) -> None:
+    from inference.tokenizer import ChatTokenizer
+
+    image = synthetic_png("gradient")
+    conversation_id = create_conversation(tight_client, model=LLAVA)
+    first = _rest_stream(tight_client, conversation_id, "Look at this.", [base64.b64encode(image).decode()])
+    assert "error" not in first, first
+    reply = first["end"][0]["text"]
+    # the premise: the texts fit the tight budget, the earlier image (16 tokens) does not
+    tokenizer = ChatTokenizer(tiny_llava_export)
+    texts = sum(len(tokenizer.encode(t)) + 8 for t in (SYSTEM, "Look at this.", reply, QUESTION))
+    assert 0 <= TIGHT_BUDGET - MAX_TOKENS - texts < 16, texts
+    second = _rest_stream(tight_client, conversation_id, QUESTION, [])
+    assert "error" not in second, second
+    assert second["end"][0]["text"] == _pytorch_reply(tiny_llava_source, None, ("Look at this.", reply))
