@@ -59,7 +59,7 @@ class AddMessageRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=Tr
     stream: bool = False
     model: Name | None = None
     # base64 or `data:image/...;base64,` URLs; checked like multipart uploads (count, size, real type)
-    images: list[str] | None = None
+    images: list[str] = msgspec.field(default_factory=list)
 
 
 class MessageOut(msgspec.Struct, rename="camel"):

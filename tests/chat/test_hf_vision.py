@@ -363,3 +363,12 @@ def test_an_earlier_image_that_no_longer_fits_is_dropped_and_its_text_kept(
     second = _rest_stream(tight_client, conversation_id, QUESTION, [])
     assert "error" not in second, second
     assert second["end"][0]["text"] == _pytorch_reply(tiny_llava_source, None, ("Look at this.", reply))
+
+
+def test_images_that_are_not_a_list_of_strings_are_a_clear_400(client: httpx.Client) -> None:
+    conversation_id = create_conversation(client, model=VLM)
+    for images in (-5, [5], "abc"):
+        body = {"text": "look", "stream": True, "images": images}
+        refused = client.post(f"/api/v1/conversations/{conversation_id}/messages", json=body)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["details"]["problems"][0]["key"] == "images"
