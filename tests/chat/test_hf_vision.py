@@ -371,4 +371,4 @@ def test_images_that_are_not_a_list_of_strings_are_a_clear_400(client: httpx.Cli
         body = {"text": "look", "stream": True, "images": images}
         refused = client.post(f"/api/v1/conversations/{conversation_id}/messages", json=body)
         assert refused.status_code == 400, refused.text
-        assert refused.json()["error"]["details"]["problems"][0]["key"] == "images"
+        assert refused.json()["error"]["details"]["problems"][0]["key"].startswith("images")
