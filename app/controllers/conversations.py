@@ -13,6 +13,7 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from app.controllers.sse import SSE_HEADERS, typed_events, with_keepalive
+from app.errors import ErrorCode, ServiceError
 from app.openapi import body, errors, event_stream
 from app.schemas.common import ErrorDetail
 from app.schemas.conversations import (
@@ -29,6 +30,7 @@ from app.schemas.conversations import (
 )
 from app.services.chat import ChatService, TurnRequest, run_to_completion, saved_messages
 from app.services.conversations import ConversationService
+from app.services.images import encoded_upload
 
 Password = Annotated[str | None, Parameter(header="X-Conversation-Password", required=False)]
 
@@ -102,16 +104,25 @@ class ConversationController(Controller):
         chat: ChatService,
         password: Password,
     ) -> Response[Any]:
-        if data.sender == "llm" or not (data.reply or data.stream):
+        is_turn = data.sender == "user" and (data.reply or data.stream)
+        if data.images and not is_turn:
+            raise ServiceError(
+                ErrorCode.INVALID_REQUEST,
+                "images are sent with a user message that runs the turn (`reply` or `stream`)",
+                details={"field": "images"},
+            )
+        if not is_turn:
             row = await conversations.authorize(conversation_id, password)
             saved = await conversations.add_message(row, text=data.text, sender=data.sender)
             return Response(MessageOut.of(saved), status_code=201)
+        uploads = tuple(encoded_upload(value, index) for index, value in enumerate(data.images or ()))
         turn = TurnRequest(
             conversation_id=conversation_id,
             text=data.text,
             model=data.model,
             password=password,
             options=data.options.as_generation_options() if data.options else None,
+            uploads=uploads,
         )
         if data.stream:
             return Stream(

@@ -66,9 +66,9 @@ class ImageController(Controller):
         responses=errors(400, 401, 403, 404, 429),
     )
     async def for_conversation(
-        self, conversation_id: str, images: ImageStore, password: Password
+        self, conversation_id: str, image_store: ImageStore, password: Password
     ) -> ConversationImages:
-        rows = await images.list_for_conversation(conversation_id, password)
+        rows = await image_store.list_for_conversation(conversation_id, password)
         return ConversationImages(
             conversation_id=conversation_id, images=[ImageInfo.of(r) for r in rows], total=len(rows)
         )
@@ -82,8 +82,10 @@ class ImageController(Controller):
             **errors(400, 401, 403, 404, 410, 429),
         },
     )
-    async def serve(self, image_id: str, request: Request, images: ImageStore, password: Password) -> Response[bytes]:
-        row, path = await images.open(image_id, password)
+    async def serve(
+        self, image_id: str, request: Request, image_store: ImageStore, password: Password
+    ) -> Response[bytes]:
+        row, path = await image_store.open(image_id, password)
         etag = f'"{row.content_hash}"'
         headers = {
             "ETag": etag,
@@ -97,10 +99,10 @@ class ImageController(Controller):
         return Response(data, media_type=row.mime_type, headers=headers)
 
     @get("/{image_id:str}/info", summary="The image's metadata", responses=errors(400, 401, 403, 404, 410, 429))
-    async def info(self, image_id: str, images: ImageStore, password: Password) -> ImageInfo:
-        row, _ = await images.open(image_id, password)
+    async def info(self, image_id: str, image_store: ImageStore, password: Password) -> ImageInfo:
+        row, _ = await image_store.open(image_id, password)
         return ImageInfo.of(row)
 
     @delete("/{image_id:str}", summary="Delete the image and its file", responses=errors(400, 401, 403, 404, 410, 429))
-    async def remove(self, image_id: str, images: ImageStore, password: Password) -> None:
-        await images.delete(image_id, password)
+    async def remove(self, image_id: str, image_store: ImageStore, password: Password) -> None:
+        await image_store.delete(image_id, password)

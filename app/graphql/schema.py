@@ -38,6 +38,7 @@ from app.legacy_errors import GRAPHQL_NOT_TERMINABLE, GRAPHQL_TERMINATE_FAILURES
 from app.schemas.boundary import Identifier, MessageText, Name, PasswordText, RequiredName, check
 from app.services.chat import TurnRequest, run_to_completion, saved_messages
 from app.services.conversations import parse_message_id
+from app.services.images import encoded_upload
 from app.services.termination import terminate_stream
 from app.services.warmup import warm_up
 
@@ -99,6 +100,7 @@ class Mutation:
         _require(input.sender in ("user", "llm"), 'Sender must be either "user" or "llm"')
         check("text", input.text, MessageText)
         check("llmModel", input.llm_model, Name)
+        _require(not (input.images and input.sender == "llm"), "Images go with user messages only")
         service = info.context.conversations
         if input.sender == "llm":
             conversation = await service.authorize(input.conversation_id, input.password)
@@ -112,7 +114,11 @@ class Mutation:
         outcome = await run_to_completion(
             info.context.chat,
             TurnRequest(
-                conversation_id=input.conversation_id, text=input.text, model=input.llm_model, password=input.password
+                conversation_id=input.conversation_id,
+                text=input.text,
+                model=input.llm_model,
+                password=input.password,
+                uploads=tuple(encoded_upload(value, index) for index, value in enumerate(input.images or ())),
             ),
         )
         user_message, reply = await saved_messages(outcome)

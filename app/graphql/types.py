@@ -185,6 +185,9 @@ class AddMessageInput:
     sender: str
     password: str | None = None
     llm_model: str | None = None
+    images: list[str] | None = strawberry.field(
+        default=None, description="Images as base64 or data: URLs, checked like uploads (user messages only)"
+    )
 
 
 @strawberry.input

@@ -168,6 +168,7 @@ class HFProvider(ModelProvider):
                 "source": manifest.source.kind,
                 "validated": manifest.validation.passed,
                 "createdAt": manifest.created_at,
+                **_image_tokens(manifest),
             },
         )
 
@@ -293,3 +294,11 @@ def _parameter_size(count: int) -> str | None:
         if count >= scale:
             return f"{count / scale:.3g}{unit}"
     return str(count)
+
+
+def _image_tokens(manifest: Manifest) -> dict[str, object]:
+    """What one image costs a vision export's context (its tokens with the markers around them)."""
+    vision = manifest.vision
+    if vision is None:
+        return {}
+    return {"imageTokens": len(vision.image_prefix_ids) + vision.tokens_per_image + len(vision.image_suffix_ids)}

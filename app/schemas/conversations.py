@@ -67,7 +67,8 @@ class ReplyOptions(msgspec.Struct, rename="camel", forbid_unknown_fields=True, o
 
 class AddMessageRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     """A message to store. With `reply` (or `stream`) a user message also gets the model's answer:
-    as JSON once complete, or with `stream` as server-sent events while it is generated."""
+    as JSON once complete, or with `stream` as server-sent events while it is generated. `images` go
+    with such a turn only."""
 
     text: MessageText
     sender: Literal["user", "llm"] = "user"
@@ -75,6 +76,8 @@ class AddMessageRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=Tr
     stream: bool = False
     model: Name | None = None
     options: ReplyOptions | None = None
+    # base64 or `data:image/...;base64,` URLs; checked like multipart uploads (count, size, real type)
+    images: list[str] = msgspec.field(default_factory=list)
 
 
 class MessageOut(msgspec.Struct, rename="camel"):

@@ -114,8 +114,11 @@ class ChatService:
                 images_b64 = self.images.as_base64(validated)
         history = await self.conversations.list_messages(conversation.id)
         current = ChatMessage(role="user", content=request.text, images=images_b64)
+        # earlier turns' images, for the vision models among the candidates (each keeps what fits its context)
+        seeing = any(c.info is not None and c.info.capabilities.vision for c in routed)
+        history_images = await self.images.history_base64(history) if seeing else None
         # Built before the message is saved: a message too long for the model is refused with nothing stored.
-        candidates = self.requests.for_candidates(routed, history, current, request.options)
+        candidates = self.requests.for_candidates(routed, history, current, request.options, history_images)
         first = candidates[0]
         model_name, provider = first.asked, first.info.provider if first.info else ""
 

@@ -7,8 +7,10 @@ Oldest turns are dropped first; the current turn is never dropped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+
+import msgspec
 
 from app.db.tables import Message
 from app.errors import ErrorCode, ServiceError
@@ -43,10 +45,15 @@ def build_context(
     context_length: int,
     max_new_tokens: int,
     count_text: Callable[[str], int] | None = None,
+    history_images: Mapping[int, list[str]] | None = None,
+    image_tokens: int | None = None,
 ) -> TurnContext:
     """System prompt + as much recent history as fits + the current turn, within `context_length`.
 
     `count_text` counts a text's tokens exactly (the hf models' tokenizers); without it they are estimated.
+    With `image_tokens` (a vision model: what one image costs), the kept history's images (`history_images`,
+    by message id) go too while they fit after the texts and the current images, newest first, so the
+    oldest are dropped first; without it earlier images are never sent.
     Raises CONTEXT_LENGTH_EXCEEDED when the system prompt and the current turn alone do not fit.
     """
     count = count_text or estimate_text_tokens
@@ -66,6 +73,28 @@ def build_context(
             break
         kept.append(ChatMessage(role="user" if message.sender == "user" else "assistant", content=message.text))
         used += cost
+    if image_tokens is not None and history_images:
+        room = budget - used - len(current.images) * image_tokens
+        _attach_images(kept, history[len(history) - len(kept) :], history_images, image_tokens, room)
     kept.reverse()
     messages = [ChatMessage(role="system", content=system_prompt), *kept, current]
     return TurnContext(messages=messages)
+
+
+def _attach_images(
+    kept_newest_first: list[ChatMessage],
+    kept_messages: Sequence[Message],
+    history_images: Mapping[int, list[str]],
+    image_tokens: int,
+    room: int,
+) -> None:
+    """Give the kept messages their images, newest first, until the next message's images do not fit."""
+    for index, message in enumerate(reversed(kept_messages)):
+        images = history_images.get(message.id)
+        if not images:
+            continue
+        cost = len(images) * image_tokens
+        if cost > room:
+            return
+        kept_newest_first[index] = msgspec.structs.replace(kept_newest_first[index], images=list(images))
+        room -= cost

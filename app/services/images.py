@@ -60,6 +60,32 @@ class ValidatedImage:
     sha256: str
 
 
+def encoded_upload(value: str, index: int) -> Upload:
+    """An image sent as base64 or a `data:` URL in JSON or GraphQL, as the upload the multipart form gives;
+    the same validation (count, size, real type) follows in `ImageStore.validate`."""
+    name = f"image-{index + 1}"
+    declared = ""
+    payload = value.strip()
+    if payload.startswith("data:"):
+        header, comma, payload = payload.partition(",")
+        if not comma or not header.endswith(";base64"):
+            raise ServiceError(
+                ErrorCode.INVALID_REQUEST,
+                f"{name} is not a base64 data: URL",
+                details={"field": "images", "index": index},
+            )
+        declared = header[len("data:") : -len(";base64")]
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except ValueError:
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST,
+            f"{name} is not valid base64 image data",
+            details={"field": "images", "index": index},
+        ) from None
+    return Upload(filename=name, content_type=declared, data=data)
+
+
 def _new_image_id() -> str:
     suffix = "".join(secrets.choice("0123456789abcdefghijklmnopqrstuvwxyz") for _ in range(9))
     return f"img_{int(time.time() * 1000)}_{suffix}"
@@ -188,6 +214,24 @@ class ImageStore:
     @staticmethod
     def as_base64(images: Sequence[ValidatedImage]) -> list[str]:
         return [base64.b64encode(image.upload.data).decode() for image in images]
+
+    async def history_base64(self, messages: Sequence[Message]) -> dict[int, list[str]]:
+        """Earlier messages' live images as base64, by message id, for a vision model; a file that is gone
+        or expired is left out (its message is still sent as text)."""
+        rows = await images_by_message([m.id for m in messages if m.has_images])
+        now = datetime.now(UTC)
+
+        def read() -> dict[int, list[str]]:
+            loaded: dict[int, list[str]] = {}
+            for message_id, images in rows.items():
+                for row in images:
+                    path = Path(row.file_path)
+                    if row.expires_at < now or not path.is_file():
+                        continue
+                    loaded.setdefault(message_id, []).append(base64.b64encode(path.read_bytes()).decode())
+            return loaded
+
+        return await asyncio.to_thread(read)
 
     @staticmethod
     def describe(row: Image) -> dict[str, Any]:

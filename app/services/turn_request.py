@@ -3,7 +3,7 @@ context window, and the reply budget that is left. Built once per candidate, bef
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import msgspec
 
@@ -11,7 +11,7 @@ from app.config.snapshot import ConfigSource
 from app.db.tables import Message
 from app.errors import ErrorCode, ServiceError
 from app.providers.registry import Candidate
-from app.providers.types import ChatMessage, ChatRequest, GenerationOptions
+from app.providers.types import ChatMessage, ChatRequest, GenerationOptions, ModelInfo
 from app.services.context import build_context
 from app.services.prompts import DEFAULT_SYSTEM_PROMPT
 
@@ -28,18 +28,23 @@ class TurnRequests:
         history: list[Message],
         current: ChatMessage,
         requested: GenerationOptions | None = None,
+        history_images: Mapping[int, list[str]] | None = None,
     ) -> list[Candidate]:
         """Every candidate with its request. The requested model's refusal is raised (nothing is saved yet);
         a fallback's is kept on it, so the registry counts it as that fallback failing to start. A name that
         did not route keeps its routing error."""
         first, *fallbacks = candidates
-        built = [first if first.error is not None else first.sending(self.build(first, history, current, requested))]
+        built = [
+            first
+            if first.error is not None
+            else first.sending(self.build(first, history, current, requested, history_images))
+        ]
         for candidate in fallbacks:
             if candidate.error is not None:
                 built.append(candidate)
                 continue
             try:
-                built.append(candidate.sending(self.build(candidate, history, current, requested)))
+                built.append(candidate.sending(self.build(candidate, history, current, requested, history_images)))
             except ServiceError as exc:
                 built.append(candidate.failing(exc))
         return built
@@ -50,6 +55,7 @@ class TurnRequests:
         history: list[Message],
         current: ChatMessage,
         requested: GenerationOptions | None = None,
+        history_images: Mapping[int, list[str]] | None = None,
     ) -> ChatRequest:
         """Raises MODEL_NOT_FOUND when the model is disabled in the configuration and CONTEXT_LENGTH_EXCEEDED
         when the system prompt and the current message alone do not fit."""
@@ -74,6 +80,8 @@ class TurnRequests:
             context_length=context_length,
             max_new_tokens=max_tokens,
             count_text=candidate.counter,
+            history_images=history_images,
+            image_tokens=image_tokens(info),
         )
         assert candidate.resolved is not None
         return ChatRequest(
@@ -95,3 +103,15 @@ def over(requested: GenerationOptions | None, configured: GenerationOptions) -> 
         if (value := getattr(requested, field)) is not None and value != []
     }
     return msgspec.structs.replace(configured, **chosen)
+
+
+# what one image costs a vision model that does not say (LLaVA's 336-pixel CLIP tower: 576, plus margin)
+DEFAULT_IMAGE_TOKENS = 768
+
+
+def image_tokens(info: ModelInfo | None) -> int | None:
+    """What one image costs this model's context, or None when it cannot see images (they are not sent)."""
+    if info is None or not info.capabilities.vision:
+        return None
+    declared = info.metadata.get("imageTokens")
+    return declared if isinstance(declared, int) and declared > 0 else DEFAULT_IMAGE_TOKENS

@@ -4,7 +4,9 @@ the user's message is kept. Text-only hf models keep the warning."""
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import httpx
 import pytest
 
 from exports.vision import load_vision, synthetic_png
-from tests.api.test_graphql_web_client import GET_MESSAGES, create_conversation
+from tests.api.test_graphql_web_client import GET_MESSAGES, SEND_MESSAGE, create_conversation
 from tests.chat.conftest import chat_env
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.server import ServerProcess, graphql
@@ -64,18 +66,24 @@ def client(vision_server: ServerProcess) -> Iterator[httpx.Client]:
         yield http
 
 
-def _pytorch_reply(source: Path, image: bytes) -> str:
-    """PyTorch's greedy reply (stop tokens end it) to the same system prompt, image and question."""
+def _pytorch_reply(source: Path, image: bytes | None, earlier: tuple[str, str] | None = None) -> str:
+    """PyTorch's greedy reply (stop tokens end it) to the same system prompt, image and question; with
+    `earlier` (a question and its reply), the image belongs to that earlier turn and the question follows."""
     import torch
     from PIL import Image
 
     loaded = load_vision(source)
-    messages = [
-        {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]},
-    ]
+    with_image = [{"type": "image"}] if image else []
+    with_image.append({"type": "text", "text": earlier[0] if earlier else QUESTION})
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": with_image}]
+    if earlier:
+        messages += [
+            {"role": "assistant", "content": [{"type": "text", "text": earlier[1]}]},
+            {"role": "user", "content": [{"type": "text", "text": QUESTION}]},
+        ]
     text = loaded.processor.apply_chat_template(messages, add_generation_prompt=True)
-    inputs = dict(loaded.processor(text=text, images=[Image.open(io.BytesIO(image))], return_tensors="pt"))
+    images = [Image.open(io.BytesIO(image))] if image else None
+    inputs = dict(loaded.processor(text=text, images=images, return_tensors="pt"))
     inputs.pop("token_type_ids", None)
     stops = list(loaded.model.generation_config.eos_token_id)
     with torch.inference_mode():
@@ -177,3 +185,191 @@ def test_an_image_with_too_many_pixels_is_a_clear_error_and_the_message_is_kept(
     messages = graphql(client, GET_MESSAGES, {"conversationId": conversation_id})["data"]["messages"]
     assert messages[0]["text"] == "a huge one"
     assert messages[0]["hasImages"] is True
+
+
+def _rest_stream(client: httpx.Client, conversation_id: str, text: str, images: list[str]) -> dict[str, list[dict]]:
+    """The typed REST stream's events by name, each name's payloads in order."""
+    body = {"text": text, "stream": True, "images": images}
+    with client.stream("POST", f"/api/v1/conversations/{conversation_id}/messages", json=body) as response:
+        assert response.status_code == 200
+        raw = response.read().decode()
+    events: dict[str, list[dict]] = {}
+    for block in raw.split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.split("\n") if ": " in line)
+        if "event" in lines:
+            events.setdefault(lines["event"], []).append(json.loads(lines["data"]))
+    return events
+
+
+def _graphql_turn(client: httpx.Client, conversation_id: str, text: str, images: list[str]) -> dict:
+    variables = {"input": {"conversationId": conversation_id, "text": text, "sender": "user", "images": images}}
+    return graphql(client, SEND_MESSAGE, variables)
+
+
+def _data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+@pytest.mark.parametrize("model", [VLM, LLAVA])
+def test_rest_and_graphql_images_answer_as_the_multipart_route_does(client: httpx.Client, model: str) -> None:
+    image = synthetic_png("checkerboard")
+    legacy_id = create_conversation(client, model=model)
+    legacy = stream_message(
+        client, model=model, message=QUESTION, conversation_id=legacy_id, files=[("c.png", image, "image/png")]
+    )
+    assert legacy.error is None, legacy.error_payload
+    assert legacy.text  # the greedy reply PyTorch gives (checked against PyTorch above)
+
+    rest_id = create_conversation(client, model=model)
+    events = _rest_stream(client, rest_id, QUESTION, [base64.b64encode(image).decode()])
+    assert "error" not in events, events
+    assert events["images"] == [{**events["images"][0], "processed": 1, "warnings": []}]
+    assert events["end"][0]["text"] == legacy.text
+
+    graphql_id = create_conversation(client, model=model)
+    answered = _graphql_turn(client, graphql_id, QUESTION, [_data_url(image)])
+    assert "errors" not in answered, answered
+    reply = answered["data"]["addMessage"]
+    assert reply["error"] is None
+    assert reply["userMessage"]["hasImages"] is True
+    assert reply["userMessage"]["images"][0]["mimeType"] == "image/png"
+    assert reply["llmMessage"]["text"] == legacy.text
+
+
+def test_an_old_addmessage_without_images_still_works(client: httpx.Client) -> None:
+    conversation_id = create_conversation(client, model=VLM)
+    answered = graphql(
+        client, SEND_MESSAGE, {"input": {"conversationId": conversation_id, "text": QUESTION, "sender": "user"}}
+    )
+    assert "errors" not in answered, answered
+    assert answered["data"]["addMessage"]["userMessage"]["hasImages"] is False
+    assert answered["data"]["addMessage"]["llmMessage"]["text"]
+
+
+def _huge_png() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8000, 6000)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "clue"),
+    [("corrupt", b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "image"), ("huge", None, "8000x6000")],
+)
+def test_unreadable_images_through_rest_and_graphql_are_clear_errors_and_the_message_is_kept(
+    client: httpx.Client, name: str, data: bytes | None, clue: str
+) -> None:
+    encoded = base64.b64encode(data if data is not None else _huge_png()).decode()
+    rest_id = create_conversation(client, model=VLM)
+    events = _rest_stream(client, rest_id, f"rest {name}", [encoded])
+    assert events["error"][0]["code"] == "INVALID_REQUEST"
+    assert clue in str(events["error"][0])
+    messages = graphql(client, GET_MESSAGES, {"conversationId": rest_id})["data"]["messages"]
+    assert messages[0]["text"] == f"rest {name}"
+    assert messages[0]["hasImages"] is True
+
+    graphql_id = create_conversation(client, model=VLM)
+    answered = _graphql_turn(client, graphql_id, f"graphql {name}", [_data_url(base64.b64decode(encoded))])
+    assert "errors" not in answered, answered
+    assert clue in answered["data"]["addMessage"]["error"]
+    assert answered["data"]["addMessage"]["userMessage"]["text"] == f"graphql {name}"
+    messages = graphql(client, GET_MESSAGES, {"conversationId": graphql_id})["data"]["messages"]
+    assert messages[0]["text"] == f"graphql {name}"
+
+
+@pytest.mark.parametrize(
+    ("image", "code", "clue"),
+    [
+        ("R0lGODlhAQABAAAAACw=", "INVALID_REQUEST", "PNG, JPEG or WebP"),  # a GIF
+        ("not base64!", "INVALID_REQUEST", "base64"),
+        ("data:image/png;base64," + base64.b64encode(b"GIF89a" + b"\0" * 32).decode(), "INVALID_REQUEST", "image"),
+    ],
+)
+def test_images_of_the_wrong_type_or_size_are_refused_through_rest_and_graphql(
+    client: httpx.Client, image: str, code: str, clue: str
+) -> None:
+    """Refused as the multipart route refuses them: before anything is stored, with a stable code."""
+    conversation_id = create_conversation(client, model=VLM)
+    body = {"text": "look", "reply": True, "images": [image]}
+    refused = client.post(f"/api/v1/conversations/{conversation_id}/messages", json=body)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["code"] == code, refused.json()
+    assert clue in refused.json()["error"]["message"]
+    answered = _graphql_turn(client, conversation_id, "look", [image])
+    assert answered["errors"][0]["extensions"]["code"] == code, answered
+    assert clue in answered["errors"][0]["message"]
+    assert graphql(client, GET_MESSAGES, {"conversationId": conversation_id})["data"]["messages"] == []
+    too_many = [base64.b64encode(synthetic_png("gradient")).decode()] * 6
+    refused = client.post(
+        f"/api/v1/conversations/{conversation_id}/messages", json={"text": "six", "reply": True, "images": too_many}
+    )
+    assert refused.status_code == 400
+    assert "Too many files" in refused.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("model", [VLM, LLAVA])
+def test_a_second_turn_still_sees_the_first_turns_image(
+    client: httpx.Client, model: str, request: pytest.FixtureRequest
+) -> None:
+    source = request.getfixturevalue("tiny_llava_source" if model == LLAVA else "tiny_vlm_source")
+    image = synthetic_png("gradient")
+    conversation_id = create_conversation(client, model=model)
+    first = _rest_stream(client, conversation_id, "Look at this.", [base64.b64encode(image).decode()])
+    assert "error" not in first, first
+    second = _rest_stream(client, conversation_id, QUESTION, [])
+    assert "error" not in second, second
+    assert "images" not in second
+    assert second["end"][0]["text"] == _pytorch_reply(source, image, ("Look at this.", first["end"][0]["text"]))
+
+
+TIGHT_BUDGET = 100  # the first turn with its image fits; the second's texts leave less room than an image takes
+
+
+@pytest.fixture(scope="module")
+def tight_client(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, chat_ollama: FakeOllama, tiny_llava_export: Path
+) -> Iterator[httpx.Client]:
+    workdir = tmp_path_factory.mktemp("vision-tight")
+    models = workdir / "models"
+    models.mkdir()
+    (models / tiny_llava_export.name).symlink_to(tiny_llava_export, target_is_directory=True)
+    config = workdir / "beth.toml"
+    config.write_text(
+        f'[models."{LLAVA}"]\nsystem_prompt = "{SYSTEM}"\ncontext_budget = {TIGHT_BUDGET}\n'
+        f'[models."{LLAVA}".options]\ntemperature = 0\nmax_tokens = {MAX_TOKENS}\n'
+    )
+    process = ServerProcess(workdir, database_url, chat_env(chat_ollama, models, BETH_CONFIG=str(config)))
+    process.start()
+    with httpx.Client(base_url=process.url, timeout=60) as http:
+        yield http
+    process.stop()
+
+
+def test_an_earlier_image_that_no_longer_fits_is_dropped_and_its_text_kept(
+    tight_client: httpx.Client, tiny_llava_source: Path, tiny_llava_export: Path
+) -> None:
+    from inference.tokenizer import ChatTokenizer
+
+    image = synthetic_png("gradient")
+    conversation_id = create_conversation(tight_client, model=LLAVA)
+    first = _rest_stream(tight_client, conversation_id, "Look at this.", [base64.b64encode(image).decode()])
+    assert "error" not in first, first
+    reply = first["end"][0]["text"]
+    # the premise: the texts fit the tight budget, the earlier image (16 tokens) does not
+    tokenizer = ChatTokenizer(tiny_llava_export)
+    texts = sum(len(tokenizer.encode(t)) + 8 for t in (SYSTEM, "Look at this.", reply, QUESTION))
+    assert 0 <= TIGHT_BUDGET - MAX_TOKENS - texts < 16, texts
+    second = _rest_stream(tight_client, conversation_id, QUESTION, [])
+    assert "error" not in second, second
+    assert second["end"][0]["text"] == _pytorch_reply(tiny_llava_source, None, ("Look at this.", reply))
+
+
+def test_images_that_are_not_a_list_of_strings_are_a_clear_400(client: httpx.Client) -> None:
+    conversation_id = create_conversation(client, model=VLM)
+    for images in (-5, [5], "abc"):
+        body = {"text": "look", "stream": True, "images": images}
+        refused = client.post(f"/api/v1/conversations/{conversation_id}/messages", json=body)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["details"]["problems"][0]["key"].startswith("images")
