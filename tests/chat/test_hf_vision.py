@@ -338,7 +338,7 @@ def tight_client(
     config = workdir / "beth.toml"
     config.write_text(
         f'[models."{LLAVA}"]\nsystem_prompt = "{SYSTEM}"\ncontext_budget = {TIGHT_BUDGET}\n'
-        f'[models."{LLAVA}".options]\ntemperature = 0\nmax_tokens = {MAX_TOKENS}\n'
+        f'[models."{LLAVA}".options]\ntemperature = 0\nrepetition_penalty = 1.0\nmax_tokens = {MAX_TOKENS}\n'
     )
     process = ServerProcess(workdir, database_url, chat_env(chat_ollama, models, BETH_CONFIG=str(config)))
     process.start()
