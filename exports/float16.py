@@ -32,6 +32,7 @@ from typing import Any
 
 from exports import errors, graph_nodes
 from exports.errors import ExportError
+from exports.staging import replace_graph
 
 log = logging.getLogger(__name__)
 
@@ -176,25 +177,15 @@ def _refuse_unfused_squares(model: Any) -> None:
 
 
 def _save(graph: Path, model: Any, large: bool) -> None:
-    """Save beside `graph`, then let the new file (and its external data) take the graph's place."""
     import onnx
 
-    converted = graph.with_name(graph.name + ".float16")
-    for stale in graph.parent.glob(converted.name + "*"):  # onnx appends to an existing external data file
-        stale.unlink()
-    previous = list(graph.parent.glob(graph.name + "*"))
-    try:
+    def save(path: Path) -> None:
         if large:
-            onnx.save(model, str(converted), save_as_external_data=True, location=converted.name + ".data")
+            onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data")
         else:
-            onnx.save(model, str(converted))
-    except BaseException:
-        for partial in graph.parent.glob(converted.name + "*"):
-            partial.unlink()
-        raise
-    for old in previous:
-        old.unlink()
-    converted.rename(graph)
+            onnx.save(model, str(path))
+
+    replace_graph(graph, ".float16", save)
 
 
 def _drop_unused_constants(graph: Any) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 from exports.attention import use_group_query_attention
 from exports.last_logits import keep_last_position_logits
 from exports.packing import pack_projections
+from exports.staging import replace_graph
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +88,7 @@ def _fused_model(graph: Path, config: Any) -> tuple[Any, list[str]]:
 
 
 def _replace(graph: Path, model: Any, large: bool) -> None:
-    """Save beside `graph`, then let the new file (and its external data) take the graph's place."""
-    rewritten = graph.with_name(graph.name + ".optimized")
-    previous = list(graph.parent.glob(graph.name + "*"))  # the graph and its external data, if any
-    try:
-        model.save_model_to_file(str(rewritten), use_external_data_format=large)
-    except BaseException:
-        for partial in graph.parent.glob(rewritten.name + "*"):
-            partial.unlink()
-        raise
-    for old in previous:
-        old.unlink()
-    rewritten.rename(graph)
+    replace_graph(graph, ".optimized", lambda path: model.save_model_to_file(str(path), use_external_data_format=large))
 
 
 def _indexed_model_class() -> type:

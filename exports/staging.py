@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -70,3 +70,21 @@ def publish(staging: Path, destination: Path, *, force: bool) -> None:
         retired.rename(destination)
         raise
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def replace_graph(graph: Path, suffix: str, save: Callable[[Path], None]) -> None:
+    """Have `save` write a new graph beside `graph` (named with `suffix`), then let it and its external data
+    take the graph's place; a failed save leaves the old graph as it was and nothing half-written beside it."""
+    rewritten = graph.with_name(graph.name + suffix)
+    for stale in graph.parent.glob(rewritten.name + "*"):  # onnx appends to an existing external data file
+        stale.unlink()
+    previous = list(graph.parent.glob(graph.name + "*"))  # the graph and its external data, if any
+    try:
+        save(rewritten)
+    except BaseException:
+        for partial in graph.parent.glob(rewritten.name + "*"):
+            partial.unlink()
+        raise
+    for old in previous:
+        old.unlink()
+    rewritten.rename(graph)
