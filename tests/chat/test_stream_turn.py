@@ -399,13 +399,19 @@ def test_images_to_a_text_model_are_saved_and_the_client_warned(chat: httpx.Clie
 
 @pytest.mark.slow
 def test_the_default_hf_model_end_to_end(chat: httpx.Client) -> None:
+    # greedy, so the answer does not depend on a draw (the service samples at temperature 0.7 by default)
+    greedy = {"models": {"hf/SmolLM2-135M-Instruct": {"options": {"temperature": 0}}}}
+    assert chat.patch("/api/v1/config", json=greedy).status_code == 200
     conversation_id = create_conversation(chat, model="hf/SmolLM2-135M-Instruct")
-    seen = stream_message(
-        chat,
-        model="hf/SmolLM2-135M-Instruct",
-        message="What is the capital of France?",
-        conversation_id=conversation_id,
-    )
+    try:
+        seen = stream_message(
+            chat,
+            model="hf/SmolLM2-135M-Instruct",
+            message="What is the capital of France?",
+            conversation_id=conversation_id,
+        )
+    finally:
+        chat.patch("/api/v1/config", json={"models": {"hf/SmolLM2-135M-Instruct": None}})
     assert seen.ended, seen.raw
     assert seen.text.strip()
     assert "Paris" in seen.text
