@@ -28,7 +28,9 @@ from exports.progress import ExportProgress
 from exports.quantize import graph_bytes, is_large
 from exports.sources import ResolvedSource
 from exports.validation import NEW_TOKENS, VALIDATION_THREADS
-from inference.manifest import ImagePreprocessing, Vision
+from inference.image_preprocess import max_tiles_per_side
+from inference.manifest import ImagePreprocessing, ImageTiling, Vision
+from inference.vision import image_layout
 
 DECODER_FILE = "model.onnx"
 ENCODER_FILE = "vision_encoder.onnx"
@@ -103,19 +105,24 @@ def _llava_spec(loaded: LoadedVision) -> Vision:
 
 
 def _idefics3_spec(loaded: LoadedVision) -> Vision:
-    """Idefics3 / SmolVLM's no-split path: the image's tokens between <fake_token_around_image><global-img>
-    and <fake_token_around_image>."""
+    """Idefics3 / SmolVLM: the whole image's tokens between <fake_token_around_image><global-img> and
+    <fake_token_around_image>; with image splitting, each tile's tokens before them, after its own
+    <fake_token_around_image><row_r_col_c>, each row ended by a newline."""
     processor, image_processor = loaded.processor, loaded.processor.image_processor
-    if getattr(image_processor, "do_image_splitting", False):
-        raise ExportError(
-            errors.UNSUPPORTED_ARCHITECTURE,
-            "the processor splits images into tiles (do_image_splitting), which the engine cannot do yet; "
-            'set "do_image_splitting": false in preprocessor_config.json to export the single-image path.',
-        )
     tokenizer = processor.tokenizer
+    splitting = bool(getattr(image_processor, "do_image_splitting", False))
     size = int(image_processor.max_image_size["longest_edge"])
     config = loaded.model.config
-    return Vision(
+    preprocessing = ImagePreprocessing(
+        size=size,
+        resample=int(image_processor.resample),
+        rescale_factor=float(image_processor.rescale_factor),
+        mean=[float(v) for v in image_processor.image_mean],
+        std=[float(v) for v in image_processor.image_std],
+        longest_edge=int(image_processor.size["longest_edge"]),
+        do_image_splitting=splitting,
+    )
+    spec = Vision(
         encoder_file=ENCODER_FILE,
         embed_file=EMBED_FILE,
         image_token=processor.image_token,
@@ -126,15 +133,49 @@ def _idefics3_spec(loaded: LoadedVision) -> Vision:
             tokenizer.convert_tokens_to_ids(processor.global_image_tag),
         ],
         image_suffix_ids=[tokenizer.convert_tokens_to_ids(processor.fake_image_token)],
-        preprocessing=ImagePreprocessing(
-            size=size,
-            resample=int(image_processor.resample),
-            rescale_factor=float(image_processor.rescale_factor),
-            mean=[float(v) for v in image_processor.image_mean],
-            std=[float(v) for v in image_processor.image_std],
-            longest_edge=int(image_processor.size["longest_edge"]),
-        ),
+        preprocessing=preprocessing,
+        tiling=_idefics3_tiling(processor, max_tiles_per_side(preprocessing)) if splitting else None,
     )
+    _check_idefics3_layout(processor, spec)
+    return spec
+
+
+def _idefics3_tiling(processor: Any, side: int) -> ImageTiling:
+    """The ids of the processor's text around the tiles, for grids up to `side` x `side`."""
+
+    def ids(text: str) -> list[int]:
+        return list(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    fake = processor.fake_image_token
+    return ImageTiling(
+        tile_prefix_ids=[[ids(f"{fake}<row_{r + 1}_col_{c + 1}>") for c in range(side)] for r in range(side)],
+        row_end_ids=ids("\n"),
+        last_row_end_ids=ids("\n\n"),
+    )
+
+
+def _check_idefics3_layout(processor: Any, spec: Vision) -> None:
+    """Every grid the engine can lay out gives the ids of the processor's own text for it: the tokenizer
+    splits that text at its special tokens, which the recorded pieces assume."""
+    from transformers.models.idefics3.processing_idefics3 import get_image_prompt_string
+
+    side = max_tiles_per_side(spec.preprocessing) if spec.tiling is not None else 0
+    grids = [(0, 0)] + [(rows, cols) for rows in range(1, side + 1) for cols in range(1, side + 1)]
+    for rows, cols in grids:
+        text = get_image_prompt_string(
+            rows,
+            cols,
+            spec.tokens_per_image,
+            fake_token_around_image=processor.fake_image_token,
+            image_token=processor.image_token,
+            global_img_token=processor.global_image_tag,
+        )
+        if processor.tokenizer(text, add_special_tokens=False)["input_ids"] != image_layout(spec, (rows, cols))[0]:
+            raise ExportError(
+                errors.UNSUPPORTED_ARCHITECTURE,
+                f"the tokenizer does not split the processor's image text ({rows}x{cols} tiles) at its image "
+                "tokens, so the engine cannot lay out the image as the processor does",
+            )
 
 
 def export_vision(

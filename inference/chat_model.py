@@ -24,7 +24,7 @@ from inference.prefix_cache import PrefixCache
 from inference.run import CancelSignal, GenerationRun
 from inference.scheduler import BatchLimits, Scheduler
 from inference.tokenizer import ChatTokenizer, Message
-from inference.vision import ImageEmbeds, PromptImages, expand_images
+from inference.vision import ImageEmbeds, PromptImages, expand_images, image_grids
 
 
 class ChatModel:
@@ -106,8 +106,8 @@ class ChatModel:
             plain = [{k: v for k, v in m.items() if k != "images"} for m in messages]
             return PromptImages(self.tokenizer.encode_chat(plain, **template_args), [])
         parts = [_with_image_parts(m) for m in messages]
-        images = sum(len(m.get("images") or ()) for m in messages)
-        return expand_images(self.tokenizer.encode_chat(parts, **template_args), vision, images)
+        grids = image_grids([data for m in messages for data in (m.get("images") or ())], vision)
+        return expand_images(self.tokenizer.encode_chat(parts, **template_args), vision, grids)
 
     def start_chat(
         self,

@@ -35,8 +35,9 @@ class ImagePreprocessing(msgspec.Struct, frozen=True):
     """How an image becomes the vision encoder's `pixel_values`, from the processor's config.
 
     `longest_edge`: a first resize keeping the aspect ratio (Idefics3), or None; then a resize to the encoder's
-    square `size` (or, with `shortest_edge`, a resize of the shortest edge and a centre crop); then rescale and
-    normalize per channel. `resample` is Pillow's filter number.
+    square `size` (or, with `shortest_edge`, a resize of the shortest edge and a centre crop; or, with
+    `do_image_splitting`, a resize to whole `size` tiles, the tiles, and the whole image as one square); then
+    rescale and normalize per channel. `resample` is Pillow's filter number.
     """
 
     size: int
@@ -51,6 +52,16 @@ class ImagePreprocessing(msgspec.Struct, frozen=True):
     shortest_edge: int | None = None
 
 
+class ImageTiling(msgspec.Struct, frozen=True):
+    """How a split image is laid out in the prompt (Idefics3): each tile's image tokens after its own marker,
+    row by row, each row ended, then the whole image's tokens between `Vision.image_prefix_ids` and
+    `image_suffix_ids`. The ids are the tokenizer's for the processor's text, so they match it exactly."""
+
+    tile_prefix_ids: list[list[list[int]]]  # [row][column]: <fake_token_around_image><row_r_col_c>
+    row_end_ids: list[int]  # after each row of tiles but the last ("\n")
+    last_row_end_ids: list[int]  # after the last row, before the whole image ("\n\n")
+
+
 class Vision(msgspec.Struct, frozen=True):
     """The image side of a vision-language export: graphs, the image's place in the prompt, preprocessing."""
 
@@ -62,6 +73,7 @@ class Vision(msgspec.Struct, frozen=True):
     image_prefix_ids: list[int]  # written before an image's tokens (Idefics3: <fake_token_around_image><global-img>)
     image_suffix_ids: list[int]
     preprocessing: ImagePreprocessing
+    tiling: ImageTiling | None = None  # exports whose processor splits images into tiles
 
 
 class FileEntry(msgspec.Struct, frozen=True):

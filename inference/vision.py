@@ -1,15 +1,14 @@
-"""The image side of a vision-language export: decode, preprocess (Pillow and numpy), encode, place in the prompt.
+"""The image side of a vision-language export: an image's place in the prompt, its encoding, its embeddings.
 
-Preprocessing follows the processor config the export recorded (`ImagePreprocessing`), without torch: the
-same Pillow resizes the Hugging Face processor makes, then rescale and per-channel normalization. Only the
-no-split path is supported: an export whose processor splits images into tiles is refused at export time.
-Each image is encoded once; its features replace the embeddings of its image-token positions.
+Preprocessing (`inference/image_preprocess.py`) follows the processor config the export recorded, without
+torch. An image is one frame, or, when the export splits images (Idefics3), its tiles row by row and then
+the whole image: each frame's image tokens sit after their own markers, laid out as the processor lays them
+out (`ImageTiling`). Each image is encoded once, all its frames in one run; each frame's features replace the
+embeddings of its image-token positions.
 """
 
 from __future__ import annotations
 
-import io
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,102 +17,73 @@ import numpy as np
 import onnxruntime as ort
 
 from inference.errors import HF_INVALID_IMAGE, HF_MODEL_LOAD_FAILED, InferenceError
-from inference.manifest import ImagePreprocessing, Vision
+from inference.image_preprocess import decode_image, max_tiles_per_side, open_image, preprocess, tile_grid
+from inference.manifest import Vision
 
-MAX_IMAGE_PIXELS = 40_000_000  # bigger images are refused before they are decoded (memory)
+Grid = tuple[int, int]  # (rows, columns) of tiles; (0, 0) for an image that is not split
 
 
 @dataclass(frozen=True)
 class PromptImages:
-    """A prompt with its images expanded: the token ids, and each image's first image-token position."""
+    """A prompt with its images expanded: the token ids, and each frame's first image-token position (an
+    image's tiles row by row, then the whole image; one frame for an image that is not split)."""
 
     token_ids: list[int]
     starts: list[int]
 
 
-def decode_image(data: bytes):  # -> PIL.Image.Image
-    """The image in `data` as RGB; HF_INVALID_IMAGE for bytes that are not a readable picture or are too large."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise InferenceError(
-                    HF_INVALID_IMAGE,
-                    f"the image is {width}x{height} pixels; at most {MAX_IMAGE_PIXELS:,} pixels are accepted",
-                    {"width": width, "height": height},
-                )
-            image.load()
-    except InferenceError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as exc:
-        raise InferenceError(HF_INVALID_IMAGE, f"the image cannot be read ({exc})") from exc
-    except Image.DecompressionBombError as exc:
-        raise InferenceError(HF_INVALID_IMAGE, f"the image is too large ({exc})") from exc
-    return image.convert("RGB")
+def image_grids(images: Sequence[bytes], spec: Vision) -> list[Grid]:
+    """Each image's tile grid, from its size alone (the pixels are not decoded)."""
+    if not spec.preprocessing.do_image_splitting:
+        return [(0, 0)] * len(images)
+    return [tile_grid(*open_image(data).size, spec.preprocessing) for data in images]
 
 
-def preprocess(image, spec: ImagePreprocessing) -> np.ndarray:  # image: PIL.Image.Image
-    """float32 [3, size, size], as the processor computes `pixel_values` for one image without splitting."""
-    if spec.do_image_splitting:
-        raise InferenceError(HF_INVALID_IMAGE, "this export splits images into tiles, which the engine cannot do yet")
-    if spec.longest_edge is not None:
-        image = image.resize(_keep_aspect(image.height, image.width, spec.longest_edge)[::-1], resample=spec.resample)
-    if spec.shortest_edge is not None:
-        image = _centre_crop(image.resize(_short_side(image, spec.shortest_edge), resample=spec.resample), spec.size)
-    else:
-        image = image.resize((spec.size, spec.size), resample=spec.resample)
-    pixels = np.asarray(image, dtype=np.float32) * np.float32(spec.rescale_factor)
-    pixels = (pixels - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)
+def image_layout(spec: Vision, grid: Grid) -> tuple[list[int], list[int]]:
+    """One image's ids in the prompt, and the offset of each frame's image tokens among them."""
+    ids: list[int] = []
+    offsets: list[int] = []
+    rows, cols = grid
+    if rows or cols:
+        tiling = spec.tiling
+        if tiling is None or rows > len(tiling.tile_prefix_ids) or cols > len(tiling.tile_prefix_ids[0]):
+            raise InferenceError(HF_INVALID_IMAGE, f"this export cannot lay out {rows}x{cols} tiles of an image")
+        for row in range(rows):
+            for col in range(cols):
+                ids.extend(tiling.tile_prefix_ids[row][col])
+                offsets.append(len(ids))
+                ids.extend([spec.image_token_id] * spec.tokens_per_image)
+            ids.extend(tiling.row_end_ids if row + 1 < rows else tiling.last_row_end_ids)
+    ids.extend(spec.image_prefix_ids)
+    offsets.append(len(ids))
+    ids.extend([spec.image_token_id] * spec.tokens_per_image)
+    ids.extend(spec.image_suffix_ids)
+    return ids, offsets
 
 
-def _short_side(image, shortest: int) -> tuple[int, int]:  # image: PIL.Image.Image
-    """(width, height) with the shortest edge at `shortest` and the other in proportion (CLIP's resize)."""
-    width, height = image.size
-    short, long = (width, height) if width <= height else (height, width)
-    other = int(shortest * long / short)
-    return (shortest, other) if width <= height else (other, shortest)
+def max_image_tokens(spec: Vision) -> int:
+    """What the largest image costs the context: its tokens with the markers around them."""
+    side = max_tiles_per_side(spec.preprocessing) if spec.tiling is not None else 0
+    return len(image_layout(spec, (side, side))[0])
 
 
-def _centre_crop(image, size: int):  # PIL.Image.Image -> PIL.Image.Image
-    """The centre `size` x `size` pixels (the image is at least that large after `_short_side`)."""
-    top, left = (image.height - size) // 2, (image.width - size) // 2
-    return image.crop((left, top, left + size, top + size))
-
-
-def _keep_aspect(height: int, width: int, longest: int) -> tuple[int, int]:
-    """Idefics3's first resize: the longest edge to `longest`, the other in proportion and rounded up to even."""
-    aspect = width / height
-    if width >= height:
-        width, height = longest, int(longest / aspect)
-        height += height % 2
-    else:
-        height, width = longest, int(longest * aspect)
-        width += width % 2
-    return max(height, 1), max(width, 1)
-
-
-def expand_images(prompt_ids: Sequence[int], spec: Vision, images: int) -> PromptImages:
-    """Replace each image token the template wrote by the image's prefix, its tokens, and its suffix."""
+def expand_images(prompt_ids: Sequence[int], spec: Vision, grids: Sequence[Grid]) -> PromptImages:
+    """Replace each image token the template wrote by the image's layout for its grid (`image_grids`)."""
     found = sum(1 for token in prompt_ids if token == spec.image_token_id)
-    if found != images:
+    if found != len(grids):
         raise InferenceError(
-            HF_INVALID_IMAGE, f"the prompt has {found} image places for {images} images", {"images": images}
+            HF_INVALID_IMAGE, f"the prompt has {found} image places for {len(grids)} images", {"images": len(grids)}
         )
     ids: list[int] = []
     starts: list[int] = []
+    images = iter(grids)
     for token in prompt_ids:
         if token != spec.image_token_id:
             ids.append(token)
             continue
-        ids.extend(spec.image_prefix_ids)
-        starts.append(len(ids))
-        ids.extend([spec.image_token_id] * spec.tokens_per_image)
-        ids.extend(spec.image_suffix_ids)
+        layout, offsets = image_layout(spec, next(images))
+        starts.extend(len(ids) + offset for offset in offsets)
+        ids.extend(layout)
     return PromptImages(ids, starts)
 
 
@@ -130,18 +100,20 @@ class VisionEncoder:
                 HF_MODEL_LOAD_FAILED, f"cannot load the vision side of {folder}: {exc}", {"path": str(folder)}
             ) from exc
         self.input_name = self.session.get_inputs()[0].name
+        self.input_type = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
 
     def embed(self, token_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """float32 [len(token_ids), hidden]: the decoder's embeddings of these tokens."""
         return np.asarray(self.table[np.asarray(token_ids, dtype=np.int64)], dtype=np.float32)
 
     def encode(self, images: Sequence[bytes]) -> list[np.ndarray]:
-        """Each image's features, float32 [tokens_per_image, hidden]; one encoder run per image."""
-        features = []
+        """Each frame's features, float32 [tokens_per_image, hidden], in prompt order (`PromptImages.starts`);
+        one encoder run per image, its frames batched."""
+        features: list[np.ndarray] = []
         for data in images:
-            pixels = preprocess(decode_image(data), self.spec.preprocessing)[None]
+            pixels = preprocess(decode_image(data), self.spec.preprocessing).astype(self.input_type, copy=False)
             output = self.session.run(None, {self.input_name: pixels})[0]
-            features.append(np.asarray(output[0], dtype=np.float32))
+            features.extend(np.asarray(frame, dtype=np.float32) for frame in output)
         return features
 
 

@@ -40,6 +40,7 @@ from inference.params import GenerationParams
 from inference.pool import ModelPool
 from inference.pool_settings import PoolSettings
 from inference.tokenizer import ChatTokenizer
+from inference.vision import max_image_tokens
 
 #: sampling for an export whose `generation_config.json` sets none: in line with common local runtimes, so
 #: that small models end their replies instead of looping (a mild repetition penalty, a trimmed tail)
@@ -297,8 +298,8 @@ def _parameter_size(count: int) -> str | None:
 
 
 def _image_tokens(manifest: Manifest) -> dict[str, object]:
-    """What one image costs a vision export's context (its tokens with the markers around them)."""
-    vision = manifest.vision
-    if vision is None:
+    """What one image costs a vision export's context at most (its tokens with the markers around them; the
+    largest tile grid for an export that splits images)."""
+    if manifest.vision is None:
         return {}
-    return {"imageTokens": len(vision.image_prefix_ids) + vision.tokens_per_image + len(vision.image_suffix_ids)}
+    return {"imageTokens": max_image_tokens(manifest.vision)}

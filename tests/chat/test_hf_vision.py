@@ -23,6 +23,7 @@ from tests.fixtures.web_client import stream_message
 pytest_plugins = ["tests.fixtures.vision_models"]
 
 VLM = "hf/tiny-vlm"  # Idefics3
+VLM_SPLIT = "hf/tiny-vlm-split"  # Idefics3 whose processor splits images into tiles (SmolVLM's default)
 LLAVA = "hf/tiny-llava"
 SYSTEM = "You look at pictures."
 QUESTION = "What is in the picture?"
@@ -37,18 +38,19 @@ def vision_server(
     tiny_export: Path,
     tiny_vlm_export: Path,
     tiny_llava_export: Path,
+    tiny_vlm_split_export: Path,
 ) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp("vision-chat")
     models = workdir / "models"
     models.mkdir()
-    for export in (tiny_export, tiny_vlm_export, tiny_llava_export):
+    for export in (tiny_export, tiny_vlm_export, tiny_llava_export, tiny_vlm_split_export):
         (models / export.name).symlink_to(export, target_is_directory=True)
     config = workdir / "beth.toml"
     # plain greedy decoding, as PyTorch's generate does it: no repetition penalty (the service default is 1.1)
     greedy = "".join(
         f'[models."{name}"]\nsystem_prompt = "{SYSTEM}"\n'
         f'[models."{name}".options]\ntemperature = 0\nrepetition_penalty = 1.0\nmax_tokens = {MAX_TOKENS}\n'
-        for name in (VLM, LLAVA)
+        for name in (VLM, LLAVA, VLM_SPLIT)
     )
     config.write_text(
         # the tiny tokenizer spends a token on nearly every character: the default prompt would not fit
@@ -102,13 +104,25 @@ def test_the_vision_export_is_listed_as_vision_capable(client: httpx.Client) -> 
     listed = graphql(client, query, {"c": "VISION"})["data"]["models"]
     assert {"name": VLM, "capabilities": {"vision": True}} in listed
     assert {"name": LLAVA, "capabilities": {"vision": True}} in listed
+    assert {"name": VLM_SPLIT, "capabilities": {"vision": True}} in listed
 
 
-@pytest.mark.parametrize("model", [VLM, LLAVA])
+def test_a_splitting_export_states_what_its_largest_image_costs(client: httpx.Client) -> None:
+    models = {m["name"]: m for m in client.get("/api/v1/models", params={"capability": "vision"}).json()["models"]}
+    # one image: <fake><global-img>, 4 image tokens, <fake>; split, up to 3x3 tiles of <fake><row_r_col_c> and
+    # 4 image tokens, a newline after each row (the last one doubled), then the whole image
+    assert models[VLM]["metadata"]["imageTokens"] == 7
+    assert models[VLM_SPLIT]["metadata"]["imageTokens"] == 9 * 6 + 2 + 2 + 7
+
+
+SOURCES = {VLM: "tiny_vlm_source", LLAVA: "tiny_llava_source", VLM_SPLIT: "tiny_vlm_split_source"}
+
+
+@pytest.mark.parametrize("model", [VLM, LLAVA, VLM_SPLIT])
 def test_the_model_sees_the_png_and_answers_as_pytorch_does(
     client: httpx.Client, model: str, request: pytest.FixtureRequest
 ) -> None:
-    source = request.getfixturevalue("tiny_llava_source" if model == LLAVA else "tiny_vlm_source")
+    source = request.getfixturevalue(SOURCES[model])
     answers = {}
     for kind in ("gradient", "checkerboard"):
         image = synthetic_png(kind)
@@ -210,7 +224,7 @@ def _data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
-@pytest.mark.parametrize("model", [VLM, LLAVA])
+@pytest.mark.parametrize("model", [VLM, LLAVA, VLM_SPLIT])
 def test_rest_and_graphql_images_answer_as_the_multipart_route_does(client: httpx.Client, model: str) -> None:
     image = synthetic_png("checkerboard")
     legacy_id = create_conversation(client, model=model)

@@ -4,6 +4,7 @@ tokens, the same decode loop; checked against PyTorch's processor and model on r
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,12 +24,14 @@ GREEDY = GenerationParams(max_new_tokens=10, temperature=0)
 QUESTION = "What is in the picture?"
 
 
-@pytest.fixture(scope="module", params=["idefics3", "llava"])
+FAMILIES = {"idefics3": "tiny_vlm", "idefics3-split": "tiny_vlm_split", "llava": "tiny_llava"}
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
 def family(request: pytest.FixtureRequest) -> tuple[Path, Path]:
-    """(Hugging Face folder, export) of one tiny vision-language family."""
-    if request.param == "llava":
-        return request.getfixturevalue("tiny_llava_source"), request.getfixturevalue("tiny_llava_export")
-    return request.getfixturevalue("tiny_vlm_source"), request.getfixturevalue("tiny_vlm_export")
+    """(Hugging Face folder, export) of one tiny vision-language family (Idefics3 with and without splitting)."""
+    name = FAMILIES[request.param]
+    return request.getfixturevalue(f"{name}_source"), request.getfixturevalue(f"{name}_export")
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +72,10 @@ def test_manifest_records_the_vision_side(family: tuple[Path, Path]) -> None:
     assert manifest.vision.image_token == "<image>"
     assert manifest.vision.tokens_per_image == (16 if manifest.model_type == "llava" else 4)
     assert manifest.vision.preprocessing.size == 32
+    splits = manifest.vision.preprocessing.do_image_splitting
+    assert (manifest.vision.tiling is not None) == splits
+    if splits:  # 96-pixel images in 32-pixel tiles: up to 3x3 tiles, each after <fake_token_around_image><row_r_col_c>
+        assert [len(row) for row in manifest.vision.tiling.tile_prefix_ids] == [3, 3, 3]
     assert manifest.validation.passed
     assert manifest.validation.top1_agreement == 1.0
     assert "group-query-attention" in manifest.graph_rewrites
@@ -76,16 +83,55 @@ def test_manifest_records_the_vision_side(family: tuple[Path, Path]) -> None:
     assert {"model.onnx", "vision_encoder.onnx", "embed_tokens.npy", "preprocessor_config.json"} <= names
 
 
+# a wide and a tall image, a square one, a small one, and a sliver (one row of tiles when split)
+SIZES = [(70, 30), (20, 64), (100, 100), (16, 16), (200, 9)]
+
+
 def test_preprocessing_matches_the_processor(source: Path, vlm: ChatModel) -> None:
     from PIL import Image
 
     processor = load_vision(source).processor
-    for image in (synthetic_png("gradient", 70, 30), synthetic_png("checkerboard", 20, 64)):
+    assert vlm.info.vision is not None
+    for index, (width, height) in enumerate(SIZES):
+        image = synthetic_png("gradient" if index % 2 else "checkerboard", width, height)
         theirs = processor.image_processor(images=[Image.open(io.BytesIO(image))], return_tensors="np")
-        assert vlm.info.vision is not None
         ours = preprocess(decode_image(image), vlm.info.vision.preprocessing)
         pixels = theirs["pixel_values"]
-        np.testing.assert_allclose(ours, pixels[0, 0] if pixels.ndim == 5 else pixels[0], atol=1e-5)
+        pixels = pixels[0] if pixels.ndim == 5 else pixels  # Idefics3: [batch, frames, 3, S, S]
+        assert ours.shape == pixels.shape
+        np.testing.assert_allclose(ours, pixels, atol=1e-5)
+
+
+def test_the_prompt_lays_out_images_as_the_processor_does(source: Path, vlm: ChatModel) -> None:
+    """The engine's prompt ids, two images of different sizes in one message, are the processor's; for a
+    splitting export, their text is the processor's layout of each image's tiles."""
+    from PIL import Image
+
+    loaded = load_vision(source)
+    processor = loaded.processor
+    assert vlm.info.vision is not None
+    for first, second in itertools.pairwise(SIZES):
+        images = [synthetic_png("gradient", *first), synthetic_png("checkerboard", *second)]
+        parts = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": QUESTION}]
+        text = processor.apply_chat_template([{"role": "user", "content": parts}], add_generation_prompt=True)
+        pictures = [Image.open(io.BytesIO(data)) for data in images]
+        theirs = processor(text=text, images=pictures)["input_ids"][0]
+        prompt = vlm._prompt(_messages(*images), {})
+        assert prompt.token_ids == theirs
+        if not vlm.info.vision.preprocessing.do_image_splitting:
+            continue
+        from transformers.models.idefics3.processing_idefics3 import get_image_prompt_string
+
+        grids = processor.image_processor(images=pictures, return_row_col_info=True)
+        expected = text
+        for rows, cols in zip(grids["rows"][0], grids["cols"][0], strict=True):
+            layout = get_image_prompt_string(
+                rows, cols, processor.image_seq_len, "<fake_token_around_image>", "<image>", "<global-img>"
+            )
+            expected = expected.replace("<image>", layout.replace("<image>", "<IMAGE>"), 1)
+        decoded = processor.tokenizer.decode(prompt.token_ids, skip_special_tokens=False)
+        assert decoded == expected.replace("<IMAGE>", "<image>")
+        assert len(prompt.starts) == sum(r * c + 1 for r, c in zip(grids["rows"][0], grids["cols"][0], strict=True))
 
 
 def test_greedy_tokens_match_pytorch_for_the_same_image(source: Path, vlm: ChatModel) -> None:
@@ -109,13 +155,40 @@ def test_two_images_give_different_logits(vlm: ChatModel) -> None:
 def test_image_tokens_count_against_the_context(vlm: ChatModel) -> None:
     spec = vlm.info.vision
     assert spec is not None
-    with_image = vlm.count_chat_tokens(_messages(synthetic_png("gradient")))
-    per_image = len(spec.image_prefix_ids) + spec.tokens_per_image + len(spec.image_suffix_ids)
-    assert with_image == vlm.count_chat_tokens(_messages()) + per_image  # the template's <image>, expanded
-    many = _messages(*[synthetic_png("gradient")] * (vlm.context_length // per_image + 1))
+    image = synthetic_png("gradient")
+    with_image = vlm.count_chat_tokens(_messages(image))
+    per_image = with_image - vlm.count_chat_tokens(_messages())  # the template's <image>, expanded
+    whole = len(spec.image_prefix_ids) + spec.tokens_per_image + len(spec.image_suffix_ids)
+    assert per_image > whole if spec.preprocessing.do_image_splitting else per_image == whole
+    many = _messages(*[image] * (vlm.context_length // per_image + 1))
     with pytest.raises(InferenceError) as caught:
         vlm.start_chat(many, GREEDY)
     assert caught.value.code == HF_CONTEXT_LENGTH_EXCEEDED
+
+
+def test_a_split_image_counts_its_tiles_against_the_context(tiny_vlm_split_export: Path) -> None:
+    """A square image splits into 3x3 tiles, a sliver into 1x3: with room for the sliver's prompt only, the
+    square one is refused before any work."""
+    model = ChatModel.load(tiny_vlm_split_export, CPU_ONE_THREAD)
+    try:
+        spec = model.info.vision
+        assert spec is not None
+        assert spec.tiling is not None
+        square, sliver = synthetic_png("gradient", 60, 60), synthetic_png("gradient", 200, 9)
+        text = model.count_chat_tokens(_messages())
+        tile = len(spec.tiling.tile_prefix_ids[0][0]) + spec.tokens_per_image
+        whole = len(spec.image_prefix_ids) + spec.tokens_per_image + len(spec.image_suffix_ids)
+        rows = len(spec.tiling.row_end_ids), len(spec.tiling.last_row_end_ids)
+        assert model.count_chat_tokens(_messages(sliver)) == text + 3 * tile + rows[1] + whole
+        assert model.count_chat_tokens(_messages(square)) == text + 9 * tile + 2 * rows[0] + rows[1] + whole
+        room = GenerationParams(max_new_tokens=model.context_length - model.count_chat_tokens(_messages(sliver)))
+        model.start_chat(_messages(sliver), room)  # fits: the run is built, its image encoded
+        with pytest.raises(InferenceError) as caught:
+            model.start_chat(_messages(square), room)
+        assert caught.value.code == HF_CONTEXT_LENGTH_EXCEEDED
+        assert caught.value.details["prompt_tokens"] == model.count_chat_tokens(_messages(square))
+    finally:
+        model.close()
 
 
 @pytest.mark.parametrize(
