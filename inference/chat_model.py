@@ -102,12 +102,18 @@ class ChatModel:
     def _prompt(self, messages: Sequence[Message], template_args: Any) -> PromptImages:
         """The rendered prompt's ids, each image of a message (`images`: raw bytes) expanded to its tokens."""
         vision = self.model.info.vision
-        if vision is None or not any(m.get("images") for m in messages):
-            plain = [{k: v for k, v in m.items() if k != "images"} for m in messages]
-            return PromptImages(self.tokenizer.encode_chat(plain, **template_args), [])
-        parts = [_with_image_parts(m) for m in messages]
-        grids = image_grids([data for m in messages for data in (m.get("images") or ())], vision)
-        return expand_images(self.tokenizer.encode_chat(parts, **template_args), vision, grids)
+        ids = self.tokenizer.encode_chat(self._template_messages(messages), **template_args)
+        images = [data for m in messages for data in (m.get("images") or ())]
+        if vision is None or not images:
+            return PromptImages(ids, [])
+        return expand_images(ids, vision, image_grids(images, vision))
+
+    def _template_messages(self, messages: Sequence[Message]) -> list[Message]:
+        """The messages as the chat template reads them: a vision export's template reads content parts
+        (SmolVLM's renders nothing of a plain string), so every message is given as parts there."""
+        if self.model.info.vision is None:
+            return [{k: v for k, v in m.items() if k != "images"} for m in messages]
+        return [_as_parts(m) for m in messages]
 
     def start_chat(
         self,
@@ -147,7 +153,9 @@ class ChatModel:
         """How many leading prompt tokens are the system prompt's (shared by the conversations that use it)."""
         if len(messages) < 2 or messages[0].get("role") != "system":
             return 0
-        system = self.tokenizer.encode_chat(messages[:1], add_generation_prompt=False, **template_args)
+        system = self.tokenizer.encode_chat(
+            self._template_messages(messages[:1]), add_generation_prompt=False, **template_args
+        )
         fits = 0 < len(system) < len(prompt_ids) and list(prompt_ids[: len(system)]) == list(system)
         return len(system) if fits else 0
 
@@ -215,13 +223,10 @@ class ChatModel:
         self.model.close()
 
 
-def _with_image_parts(message: Message) -> Message:
-    """A message with images as the content parts a vision chat template reads: the images, then the text."""
-    images = message.get("images") or ()
+def _as_parts(message: Message) -> Message:
+    """A message as the content parts a vision chat template reads: its images, then its text."""
     rest = {k: v for k, v in message.items() if k != "images"}
-    if not images:
-        return rest
-    parts: list[dict[str, str]] = [{"type": "image"} for _ in images]
+    parts: list[dict[str, str]] = [{"type": "image"} for _ in message.get("images") or ()]
     parts.append({"type": "text", "text": str(message.get("content") or "")})
     return {**rest, "content": parts}
 

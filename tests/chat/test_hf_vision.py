@@ -77,7 +77,10 @@ def _pytorch_reply(source: Path, image: bytes | None, earlier: tuple[str, str] |
     loaded = load_vision(source)
     with_image = [{"type": "image"}] if image else []
     with_image.append({"type": "text", "text": earlier[0] if earlier else QUESTION})
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": with_image}]
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM}]},
+        {"role": "user", "content": with_image},
+    ]
     if earlier:
         messages += [
             {"role": "assistant", "content": [{"type": "text", "text": earlier[1]}]},
@@ -88,6 +91,9 @@ def _pytorch_reply(source: Path, image: bytes | None, earlier: tuple[str, str] |
     inputs = dict(loaded.processor(text=text, images=images, return_tensors="pt"))
     inputs.pop("token_type_ids", None)
     stops = list(loaded.model.generation_config.eos_token_id)
+    end = loaded.processor.tokenizer.convert_tokens_to_ids("<end_of_utterance>")
+    if isinstance(end, int) and end != loaded.processor.tokenizer.unk_token_id:
+        stops.append(end)  # SmolVLM's turns end with it: the export stops there too
     with torch.inference_mode():
         output = loaded.model.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False, eos_token_id=stops)
     tokens = [t for t in output[0, inputs["input_ids"].shape[1] :].tolist() if t not in stops]
