@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import gc
 import re
-import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from exports import errors
@@ -23,12 +21,12 @@ from exports.facts import (
     parameter_count,
     tool_versions,
 )
-from exports.float16 import KV_CACHE_DTYPE, LOGITS_DTYPE, convert_to_float16
+from exports.float16 import KV_CACHE_DTYPE, LOGITS_DTYPE, to_float16_in_place
 from exports.loading import TorchSourceModel, eos_token_ids, load_source, require_torch
 from exports.manifest import Dtype, Manifest, Source, Validation, write_manifest
 from exports.optimize import optimize_for_decoding
 from exports.progress import ExportProgress, NullProgress
-from exports.quantize import QuantizeMode, check_mode, graph_bytes, is_large, quantize_graph
+from exports.quantize import QuantizeMode, check_mode, graph_bytes, is_large, quantize_in_place
 from exports.sources import ResolvedSource, resolve_source
 from exports.staging import check_alias, check_destination, publish, staging_folder
 from exports.validation import (
@@ -38,6 +36,7 @@ from exports.validation import (
     DEFAULT_MIN_FLOAT16_AGREEMENT,
     PROMPTS,
     Comparison,
+    Thresholds,
     compare,
     require_agreement,
     require_logit_diff,
@@ -79,13 +78,10 @@ def export_model(
     require_torch()
     progress.finish("check", f"{resolved.kind}, {resolved.model_type or 'from the hub'} -> {alias}")
     if is_vision_model_type(resolved.model_type):
-        if mode != "none" or precision != "fp32":
-            raise ExportError(
-                errors.INVALID_OPTION,
-                "vision-language models are exported in float32 only for now (no --quantize, no --dtype fp16).",
-            )
         with staging_folder(destination) as staging:
-            manifest = export_vision(resolved, alias, staging, progress, started, thresholds.max_logit_diff)
+            manifest = export_vision(
+                resolved, alias, staging, progress, started, mode=mode, precision=precision, thresholds=thresholds
+            )
             progress.start("publish", f"Moving the export into {destination}")
             publish(staging, destination, force=force)
             progress.finish("publish", str(destination))
@@ -105,13 +101,6 @@ def export_model(
         del loaded
         gc.collect()
     return manifest
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    max_logit_diff: float  # the float32 graph's
-    min_agreement: float  # the quantized or float16 graph's
-    max_float16_logit_diff: float = DEFAULT_MAX_FLOAT16_LOGIT_DIFF  # the float16 graph's (--dtype fp16)
 
 
 def check_dtype(dtype: str, mode: QuantizeMode) -> Dtype:
@@ -162,11 +151,11 @@ def _build(
     require_logit_diff(base, thresholds.max_logit_diff)
     final = base
     if mode != "none":
-        graph = _quantize_in_place(graph, mode, progress)
+        graph = quantize_in_place(graph, mode, progress)
         final = compare(graph, references, progress, "validate-quantized", f"Validating {mode} against PyTorch")
         require_agreement(final, mode, thresholds.min_agreement)
     if precision == "fp16":
-        graph, rewrites = _to_float16(graph, rewrites, progress)
+        graph, rewrites = to_float16_in_place(graph, rewrites, progress)
         final = compare(graph, references, progress, "validate-fp16", "Validating float16 against PyTorch")
         require_logit_diff(final, thresholds.max_float16_logit_diff, "float16 ")
         require_agreement(final, "float16", thresholds.min_agreement)
@@ -231,30 +220,6 @@ def _validation(
         float16_max_abs_logit_diff=final.max_abs_logit_diff if half else None,
         float16_max_logit_diff_threshold=thresholds.max_float16_logit_diff if half else None,
     )
-
-
-def _to_float16(graph: Path, rewrites: tuple[str, ...], progress: ExportProgress) -> tuple[Path, tuple[str, ...]]:
-    """Convert the validated float32 graph in place; the fused norms join the rewrites the manifest lists."""
-    progress.start("float16", "Converting to float16 (norms fused, cache and weights in float16)")
-    half = convert_to_float16(graph, large=is_large(graph))
-    steps = (*rewrites, "simplified-layer-norm") if half.fused_norms else rewrites
-    progress.finish("float16", f"{half.fused_norms} norms fused, {_size(graph)}")
-    return graph, (*steps, "float16")
-
-
-def _quantize_in_place(graph: Path, mode: QuantizeMode, progress: ExportProgress) -> Path:
-    """Quantize beside the float graph, then let the quantized files take the float graph's name."""
-    progress.start("quantize", f"Quantizing to {mode} with ONNX Runtime")
-    work = graph.parent / f".quantize-{mode}"
-    work.mkdir()
-    quantized = quantize_graph(graph, work / graph.name, mode)
-    for old in graph.parent.glob(graph.name + "*"):
-        old.unlink()
-    for new in work.iterdir():
-        new.rename(graph.parent / new.name)
-    shutil.rmtree(work)
-    progress.finish("quantize", _size(graph.parent / quantized.name))
-    return graph.parent / quantized.name
 
 
 def default_alias(resolved: ResolvedSource, mode: QuantizeMode, precision: Dtype = "fp32") -> str:

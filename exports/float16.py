@@ -10,7 +10,8 @@ What stays in float32, and how:
   with a square left outside a fused norm is refused (EXPORT_UNSUPPORTED_ARCHITECTURE) rather than converted;
 - softmax inside GroupQueryAttention (the kernel accumulates in float32 by itself);
 - the `logits` output: one Cast at the end, so sampling reads float32 as with every other export (a decode step's
-  logits are one row of the vocabulary; the cost is nothing next to the projection);
+  logits are one row of the vocabulary; the cost is nothing next to the projection); a vision-language decoder's
+  `inputs_embeds` input likewise, one Cast at the start, so the engine feeds every export the same embeddings;
 - ONNX Runtime's converter keeps its default list of operators without float16 kernels in float32.
 The key-value cache inputs (`past_key_values.*`) and outputs (`present.*`) are float16: the CUDA kernel reads
 and appends them in place, and the cache is half the size.
@@ -32,11 +33,15 @@ from typing import Any
 
 from exports import errors, graph_nodes
 from exports.errors import ExportError
+from exports.progress import ExportProgress
+from exports.quantize import is_large
 from exports.staging import replace_graph
+from inference.export_folder import graph_bytes
 
 log = logging.getLogger(__name__)
 
 LOGITS = "logits"
+EMBEDS = "inputs_embeds"  # a vision-language decoder's input: float32 too, one Cast at the start
 FLOAT32 = 1  # onnx.TensorProto.FLOAT
 FLOAT16 = 10  # onnx.TensorProto.FLOAT16
 # Element types the manifest records for the cache and the logits, as numpy names.
@@ -59,14 +64,26 @@ def convert_to_float16(graph: Path, *, large: bool) -> HalfPrecision:
     model = onnx.load(str(graph))
     fused = fuse_rms_norms(model)
     _refuse_unfused_squares(model)
+    kept = [LOGITS] + [item.name for item in model.graph.input if item.name == EMBEDS]
     try:
-        converted = convert_float_to_float16(model, keep_io_types=[LOGITS], disable_shape_infer=True)
+        converted = convert_float_to_float16(model, keep_io_types=kept, disable_shape_infer=True)
     except Exception as exc:
         raise ExportError(
             errors.CONVERSION_FAILED, f"the graph could not be converted to float16 ({type(exc).__name__}: {exc})."
         ) from exc
     _save(graph, converted, large)
     return HalfPrecision(fused)
+
+
+def to_float16_in_place(
+    graph: Path, rewrites: tuple[str, ...], progress: ExportProgress
+) -> tuple[Path, tuple[str, ...]]:
+    """Convert the validated float32 graph in place; the fused norms join the rewrites the manifest lists."""
+    progress.start("float16", "Converting to float16 (norms fused, cache and weights in float16)")
+    half = convert_to_float16(graph, large=is_large(graph))
+    steps = (*rewrites, "simplified-layer-norm") if half.fused_norms else rewrites
+    progress.finish("float16", f"{half.fused_norms} norms fused, {graph.name}, {graph_bytes(graph) / 1e6:.1f} MB")
+    return graph, (*steps, "float16")
 
 
 def fuse_rms_norms(model: Any) -> int:

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 PAST_PREFIX = "past_key_values."
+EMBED_TABLE = "embed_tokens.npy"  # beside a vision-language decoder, which takes `inputs_embeds`
 PRESENT_PREFIX = "present."
 FLOAT16 = "tensor(float16)"  # the cache's type in --dtype fp16 exports
 
@@ -31,6 +32,8 @@ class OrtDecoder:
         self.inputs = {item.name: item for item in self.session.get_inputs()}
         self.past_names = [name for name in self.inputs if name.startswith(PAST_PREFIX)]
         self.output_names = [item.name for item in self.session.get_outputs()]
+        # a vision-language decoder reads embeddings: looked up from the table its export writes beside it
+        self.embeddings = np.load(graph.parent / EMBED_TABLE, mmap_mode="r") if "inputs_embeds" in self.inputs else None
 
     def empty_past(self) -> dict[str, npt.NDArray[Any]]:
         past = {}
@@ -43,11 +46,11 @@ class OrtDecoder:
     def feed(self, ids: list[int], start: int, past: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         """The inputs of one run over `ids` after `start` cached positions (`past`; `empty_past()` for none)."""
         total = start + len(ids)
-        feed: dict[str, npt.NDArray[Any]] = {
-            "input_ids": np.array([ids], dtype=np.int64),
-            "attention_mask": np.ones((1, total), dtype=np.int64),
-            **past,
-        }
+        feed: dict[str, npt.NDArray[Any]] = {"attention_mask": np.ones((1, total), dtype=np.int64), **past}
+        if self.embeddings is not None:
+            feed["inputs_embeds"] = np.asarray(self.embeddings[np.asarray(ids, dtype=np.int64)], np.float32)[None]
+        else:
+            feed["input_ids"] = np.array([ids], dtype=np.int64)
         if "position_ids" in self.inputs:
             feed["position_ids"] = np.arange(start, total, dtype=np.int64)[None, :]
         return feed

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 
 from exports import errors
 from exports.errors import ExportError
+from exports.progress import ExportProgress
 from inference.export_folder import graph_bytes
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,22 @@ def quantize_graph(graph: Path, output: Path, mode: QuantizeMode) -> Path:
             errors.CONVERSION_FAILED, f"{mode} quantization failed ({type(exc).__name__}: {exc})."
         ) from exc
     return output
+
+
+def quantize_in_place(graph: Path, mode: QuantizeMode, progress: ExportProgress) -> Path:
+    """Quantize beside the float graph, then let the quantized files take the float graph's name."""
+    progress.start("quantize", f"Quantizing to {mode} with ONNX Runtime")
+    work = graph.parent / f".quantize-{mode}"
+    work.mkdir()
+    quantized = quantize_graph(graph, work / graph.name, mode)
+    for old in graph.parent.glob(graph.name + "*"):
+        old.unlink()
+    for new in work.iterdir():
+        new.rename(graph.parent / new.name)
+    shutil.rmtree(work)
+    result = graph.parent / quantized.name
+    progress.finish("quantize", f"{result.name}, {graph_bytes(result) / 1e6:.1f} MB")
+    return result
 
 
 @contextmanager

@@ -54,6 +54,16 @@ DEFAULT_MIN_AGREEMENT = {"none": 0.0, "int8": 0.75, "int4": 0.7}
 
 
 @dataclass(frozen=True)
+class Thresholds:
+    """What an export is held to: the float32 graph's logit difference, the quantized or float16 graph's greedy
+    agreement, and the float16 graph's logit difference."""
+
+    max_logit_diff: float  # the float32 graph's
+    min_agreement: float  # the quantized or float16 graph's
+    max_float16_logit_diff: float = DEFAULT_MAX_FLOAT16_LOGIT_DIFF  # the float16 graph's (--dtype fp16)
+
+
+@dataclass(frozen=True)
 class Reference:
     """PyTorch's view of one prompt: ids (prompt + greedy continuation) and logits at every position."""
 

@@ -1,41 +1,43 @@
 """Vision-language exports: the vision encoder with its connector, the embedding table, and the text decoder.
 
 The decoder goes through Optimum's export API with a custom config that feeds `inputs_embeds` with the KV
-cache (exports/vision_configs.py), then the same decoding rewrites as text models (exports/optimize.py).
-Optimum has no config for the vision towers of these families in this version, so the tower and its
-connector are traced with torch.onnx. The export is validated the way serving runs it: the engine's own
-preprocessing, encoder and decoder on fixed synthetic images, against PyTorch's processor and model.
+cache (exports/vision_configs.py), then the same decoding rewrites, quantization or float16 conversion as
+text models. The vision encoder is exported by exports/vision_encoder.py. The export is validated the way
+serving runs it (exports/vision_validation.py): the engine's own preprocessing, encoder and decoder on fixed
+synthetic images, against PyTorch's processor and model.
 """
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from msgspec import structs
 
 from exports import errors
 from exports.architectures import VISION_MODEL_TYPES
 from exports.conversion import _quiet
 from exports.errors import ExportError
 from exports.facts import file_entries, has_chat_template, now_iso, tool_versions
-from exports.manifest import Capabilities, Manifest, Source, Validation, write_manifest
+from exports.float16 import KV_CACHE_DTYPE, to_float16_in_place
+from exports.manifest import MANIFEST_NAME, Capabilities, Dtype, Manifest, Source, Validation, write_manifest
 from exports.optimize import optimize_for_decoding
+from exports.ort_runner import EMBED_TABLE
 from exports.progress import ExportProgress
-from exports.quantize import graph_bytes, is_large
+from exports.quantize import QuantizeMode, graph_bytes, is_large, quantize_in_place
 from exports.sources import ResolvedSource
-from exports.validation import NEW_TOKENS, VALIDATION_THREADS
+from exports.validation import NEW_TOKENS, Comparison, Thresholds, require_agreement, require_logit_diff
+from exports.vision_encoder import ENCODER_FILE, encoder_target, export_encoder, try_converted_encoder
+from exports.vision_validation import SYNTHETIC_IMAGES, compare_vision, torch_references
 from inference.image_preprocess import max_tiles_per_side
 from inference.manifest import ImagePreprocessing, ImageTiling, Vision
 from inference.vision import image_layout
 
 DECODER_FILE = "model.onnx"
-ENCODER_FILE = "vision_encoder.onnx"
-EMBED_FILE = "embed_tokens.npy"
-VALIDATION_PROMPT = "Describe the image."
+EMBED_FILE = EMBED_TABLE
 
 
 def is_vision_model_type(model_type: str | None) -> bool:
@@ -179,9 +181,23 @@ def _check_idefics3_layout(processor: Any, spec: Vision) -> None:
 
 
 def export_vision(
-    resolved: ResolvedSource, alias: str, staging: Path, progress: ExportProgress, started: float, max_logit_diff: float
+    resolved: ResolvedSource,
+    alias: str,
+    staging: Path,
+    progress: ExportProgress,
+    started: float,
+    *,
+    mode: QuantizeMode = "none",
+    precision: Dtype = "fp32",
+    thresholds: Thresholds,
 ) -> Manifest:
-    """Load, convert, validate and describe the vision-language model at `resolved` inside `staging`."""
+    """Load, convert, validate and describe the vision-language model at `resolved` inside `staging`.
+
+    A quantized or float16 export converts the decoder as a text export does and validates it; it then tries
+    the vision encoder converted too (int8, or float16) and keeps it only if the whole image path agrees with
+    PyTorch on at least as many greedy tokens as with the float32 encoder (and, for float16, stays within
+    the float16 logit bound); the manifest records which encoder was kept and the figures of the try.
+    """
     assert resolved.path is not None
     progress.start("load", "Loading the PyTorch vision-language model and its processor")
     loaded = load_vision(resolved.path)
@@ -192,11 +208,11 @@ def export_vision(
 
     progress.start("convert", "Exporting the decoder (inputs_embeds, past key values) with Optimum")
     decoder = _export_decoder(loaded, staging, eos_ids)
-    steps = optimize_for_decoding(decoder, text_config, large=is_large(decoder), pack=True)
+    steps = optimize_for_decoding(decoder, text_config, large=is_large(decoder), pack=mode != "int8")
     progress.finish("convert", f"{decoder.name}, {graph_bytes(decoder) / 1e6:.1f} MB; {', '.join(steps)}")
 
     progress.start("convert-vision", "Exporting the vision encoder and connector, and the embedding table")
-    _export_encoder(loaded, staging / ENCODER_FILE, spec.preprocessing.size)
+    export_encoder(loaded, staging / ENCODER_FILE, spec.preprocessing.size)
     np.save(staging / EMBED_FILE, _text_model(loaded).get_input_embeddings().weight.detach().float().numpy())
     progress.finish("convert-vision", ENCODER_FILE)
 
@@ -213,44 +229,94 @@ def export_vision(
         quantization="none",
         onnx_file=DECODER_FILE,
         files=[],
-        validation=Validation(prompts=0, max_abs_logit_diff=0.0, max_logit_diff_threshold=max_logit_diff, passed=False),
+        validation=Validation(
+            prompts=0, max_abs_logit_diff=0.0, max_logit_diff_threshold=thresholds.max_logit_diff, passed=False
+        ),
         versions=tool_versions(),
         created_at=now_iso(),
         graph_rewrites=list(steps),
         vision=spec,
     )
-    write_manifest(staging, manifest)  # the engine reads it to validate; rewritten with the figures below
+    references = torch_references(loaded, progress)
+    del loaded  # PyTorch is done: its answers are the references
 
-    progress.start("validate", "Validating the engine against PyTorch on synthetic images")
-    diff, agreement, compared = validate_vision(loaded, staging)
-    if diff > max_logit_diff:
-        raise ExportError(
-            errors.VALIDATION_FAILED,
-            f"the ONNX logits differ from PyTorch's by up to {diff:.3g} on the synthetic images "
-            f"(allowed {max_logit_diff:g}).",
+    def check(step: str, description: str, manifest: Manifest) -> Comparison:
+        write_manifest(staging, manifest)  # the engine reads it; rewritten with the figures at the end
+        progress.start(step, description)
+        result = compare_vision(staging, references)
+        progress.finish(
+            step, f"max |logit diff| {result.max_abs_logit_diff:.2e}, greedy agreement {result.top1_agreement:.0%}"
         )
-    progress.finish("validate", f"max |logit diff| {diff:.2e}, greedy agreement {agreement:.0%}")
+        return result
 
-    from msgspec import structs
+    base = check("validate", "Validating the engine against PyTorch on synthetic images", manifest)
+    require_logit_diff(base, thresholds.max_logit_diff)
+    final = base
+    if mode != "none":
+        decoder = quantize_in_place(decoder, mode, progress)
+        manifest = structs.replace(manifest, quantization=mode, onnx_file=decoder.name)
+        final = check("validate-quantized", f"Validating the {mode} decoder against PyTorch", manifest)
+        require_agreement(final, mode, thresholds.min_agreement)
+    if precision == "fp16":
+        decoder, steps = to_float16_in_place(decoder, steps, progress)
+        manifest = structs.replace(manifest, dtype="fp16", kv_cache_dtype=KV_CACHE_DTYPE, graph_rewrites=list(steps))
+        final = check("validate-fp16", "Validating the float16 decoder against PyTorch", manifest)
+        require_logit_diff(final, thresholds.max_float16_logit_diff, "float16 ")
+        require_agreement(final, "float16", thresholds.min_agreement)
+
+    tried: list[Comparison] = []
+    float_encoder = final
+    target = encoder_target(mode, precision)
+    if target != "fp32":
+        converted = structs.replace(manifest, vision=structs.replace(spec, encoder_precision=target))
+
+        def holds() -> bool:
+            tried.append(check("validate-encoder", f"Validating with a {target} vision encoder", converted))
+            bound = thresholds.max_float16_logit_diff if precision == "fp16" else float("inf")
+            return tried[-1].top1_agreement >= final.top1_agreement and tried[-1].max_abs_logit_diff <= bound
+
+        if try_converted_encoder(staging / ENCODER_FILE, target, holds):
+            manifest, final = converted, tried[-1]
 
     manifest = structs.replace(
         manifest,
-        files=[],
-        validation=Validation(
-            prompts=len(SYNTHETIC_IMAGES),
-            max_abs_logit_diff=diff,
-            max_logit_diff_threshold=max_logit_diff,
-            passed=True,
-            decode_steps=NEW_TOKENS,
-            top1_agreement=agreement,
-            compared_tokens=compared,
-        ),
+        validation=_validation(base, final, (float_encoder, tried[-1]) if tried else None, mode, precision, thresholds),
         export_seconds=round(time.monotonic() - started, 1),
     )
-    (staging / "manifest.json").unlink()
+    (staging / MANIFEST_NAME).unlink()
     manifest = structs.replace(manifest, files=file_entries(staging))
     write_manifest(staging, manifest)
     return manifest
+
+
+def _validation(
+    base: Comparison,
+    final: Comparison,
+    encoders: tuple[Comparison, Comparison] | None,
+    mode: QuantizeMode,
+    precision: Dtype,
+    thresholds: Thresholds,
+) -> Validation:
+    """The figures of the float32 export (`base`), of the export as kept (`final`), and of the converted
+    decoder with the float32 encoder and with the converted one (`encoders`), whichever was kept."""
+    quantized, half = mode != "none", precision == "fp16"
+    return Validation(
+        prompts=len(SYNTHETIC_IMAGES),
+        max_abs_logit_diff=base.max_abs_logit_diff,
+        max_logit_diff_threshold=thresholds.max_logit_diff,
+        passed=True,
+        decode_steps=NEW_TOKENS,
+        top1_agreement=final.top1_agreement,
+        min_agreement_threshold=thresholds.min_agreement if quantized or half else None,
+        compared_tokens=final.compared_tokens,
+        quantized_max_abs_logit_diff=final.max_abs_logit_diff if quantized else None,
+        float16_max_abs_logit_diff=final.max_abs_logit_diff if half else None,
+        float16_max_logit_diff_threshold=thresholds.max_float16_logit_diff if half else None,
+        float_encoder_top1_agreement=encoders[0].top1_agreement if encoders else None,
+        float_encoder_max_abs_logit_diff=encoders[0].max_abs_logit_diff if encoders else None,
+        converted_encoder_top1_agreement=encoders[1].top1_agreement if encoders else None,
+        converted_encoder_max_abs_logit_diff=encoders[1].max_abs_logit_diff if encoders else None,
+    )
 
 
 def _text_model(loaded: LoadedVision) -> Any:
@@ -307,144 +373,3 @@ def _export_decoder(loaded: LoadedVision, output: Path, eos_ids: list[int]) -> P
             errors.CONVERSION_FAILED, f"Optimum could not export the decoder ({type(exc).__name__}: {exc})."
         ) from exc
     return output / DECODER_FILE
-
-
-def _export_encoder(loaded: LoadedVision, path: Path, size: int) -> None:
-    """pixel_values [images, 3, size, size] -> image_features [images, tokens_per_image, hidden]."""
-    import torch
-
-    pixels = torch.zeros(1, 3, size, size)
-    encoder = _llava_encoder(loaded) if loaded.model_type == "llava" else _idefics3_encoder(loaded, pixels)
-    try:
-        with _quiet(), torch.inference_mode():
-            torch.onnx.export(
-                encoder,
-                (pixels,),
-                str(path),
-                input_names=["pixel_values"],
-                output_names=["image_features"],
-                dynamic_axes={"pixel_values": {0: "images"}, "image_features": {0: "images"}},
-                opset_version=17,
-                dynamo=False,
-            )
-    except Exception as exc:
-        raise ExportError(
-            errors.CONVERSION_FAILED, f"the vision encoder could not be exported ({type(exc).__name__}: {exc})."
-        ) from exc
-
-
-def _llava_encoder(loaded: LoadedVision) -> Any:
-    """The CLIP/SigLIP tower's chosen layer (class token dropped or kept as configured) and the projector."""
-    import torch
-
-    config = loaded.model.config
-
-    class Encoder(torch.nn.Module):
-        def __init__(self, model: Any) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-            outputs = self.model.model.vision_tower(pixel_values, output_hidden_states=True)
-            hidden = outputs.hidden_states[config.vision_feature_layer]
-            if config.vision_feature_select_strategy == "default":
-                hidden = hidden[:, 1:]
-            return self.model.model.multi_modal_projector(hidden)
-
-    return Encoder(loaded.model)
-
-
-def _idefics3_encoder(loaded: LoadedVision, pixels: Any) -> Any:
-    """The SigLIP tower with the connector (pixel shuffle, projection), for one whole image."""
-    import torch
-
-    class Encoder(torch.nn.Module):
-        def __init__(self, model: Any, positions: torch.Tensor) -> None:
-            super().__init__()
-            self.model = model
-            self.positions = positions
-
-        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-            # every patch of a whole (unsplit, unpadded) image is real, so the patch positions are those of a
-            # full image (taken from an eager run) and no attention mask is needed; the tower's own position
-            # bucketing does not trace
-            tower = self.model.model.vision_model
-            patches = tower.embeddings.patch_embedding(pixel_values).flatten(2).transpose(1, 2)
-            hidden = patches + tower.embeddings.position_embedding(self.positions)
-            hidden = tower.encoder(inputs_embeds=hidden, attention_mask=None).last_hidden_state
-            return self.model.model.connector(tower.post_layernorm(hidden))
-
-    seen: list[torch.Tensor] = []
-    embedding = loaded.model.model.vision_model.embeddings.position_embedding
-    hook = embedding.register_forward_hook(lambda _module, inputs, _output: seen.append(inputs[0]))
-    with torch.inference_mode():
-        loaded.model.model.vision_model(pixel_values=pixels)
-    hook.remove()
-    return Encoder(loaded.model, seen[0][:1].clone())
-
-
-def synthetic_png(kind: str, width: int = 48, height: int = 40) -> bytes:
-    """A fixed image for validation and tests: a colour gradient or a checkerboard, as PNG bytes."""
-    from PIL import Image
-
-    y, x = np.mgrid[0:height, 0:width]
-    if kind == "gradient":
-        pixels = np.stack([x * 255 // width, y * 255 // height, (x + y) * 127 // (width + height)], axis=-1)
-    else:
-        pixels = np.where(((x // 8 + y // 8) % 2)[..., None] == 0, [250, 30, 30], [20, 20, 230])
-    buffer = io.BytesIO()
-    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-SYNTHETIC_IMAGES = ("gradient", "checkerboard")
-
-
-def validate_vision(loaded: LoadedVision, folder: Path) -> tuple[float, float, int]:
-    """The engine (numpy preprocessing, vision graph, decoder) vs PyTorch (processor, model) on the synthetic
-    images: the largest logit difference over the prompt's last position and NEW_TOKENS greedy steps, the
-    share of steps whose greedy token agrees, and the steps compared."""
-    import torch
-    from PIL import Image
-
-    from inference.chat_model import ChatModel
-    from inference.vision import ImageEmbeds
-
-    engine = ChatModel.load(folder)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(VALIDATION_THREADS)
-    worst, agreed, compared = 0.0, 0, 0
-    try:
-        for kind in SYNTHETIC_IMAGES:
-            data = synthetic_png(kind)
-            messages = [{"role": "user", "content": VALIDATION_PROMPT, "images": [data]}]
-            prompt = engine._prompt(messages, {})
-            parts = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": VALIDATION_PROMPT}]}]
-            text = loaded.processor.apply_chat_template(parts, add_generation_prompt=True)
-            image = Image.open(io.BytesIO(data)).convert("RGB")
-            inputs = dict(loaded.processor(text=text, images=[image], return_tensors="pt"))
-            inputs.pop("token_type_ids", None)
-            if inputs["input_ids"][0].tolist() != prompt.token_ids:
-                raise ExportError(
-                    errors.VALIDATION_FAILED, "the engine's prompt with an image differs from the processor's"
-                )
-            images = ImageEmbeds(prompt.starts, engine.model.vision.encode([data]))  # type: ignore[union-attr]
-            state = engine.model.new_sequence()
-            ours = engine.model.forward(state, prompt.token_ids, images=images)[-1]
-            ids = inputs["input_ids"]
-            with torch.inference_mode():
-                for step in range(NEW_TOKENS):
-                    feed = {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
-                    theirs = loaded.model(**feed).logits[0, -1].numpy()
-                    worst = max(worst, float(np.max(np.abs(theirs - ours))))
-                    token = int(theirs.argmax())
-                    agreed += int(ours.argmax()) == token
-                    compared += 1
-                    if step + 1 < NEW_TOKENS:
-                        ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
-                        ours = engine.model.forward(state, [token])[-1]
-            state.release()
-    finally:
-        torch.set_num_threads(threads)
-        engine.close()
-    return worst, agreed / max(compared, 1), compared

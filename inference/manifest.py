@@ -22,6 +22,7 @@ FORMAT_VERSION = 1
 Quantization = Literal["none", "int8", "int4"]
 Dtype = Literal["fp32", "fp16"]
 SourceKind = Literal["folder", "gguf", "hub", "default"]
+EncoderPrecision = Literal["fp32", "fp16", "int8"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,9 @@ class Vision(msgspec.Struct, frozen=True):
     image_suffix_ids: list[int]
     preprocessing: ImagePreprocessing
     tiling: ImageTiling | None = None  # exports whose processor splits images into tiles
+    # the encoder graph's weights: float32 unless a quantized or float16 export converted it too and the whole
+    # image path still agreed with PyTorch (`Validation.converted_encoder_*`); its input and output stay float32
+    encoder_precision: EncoderPrecision = "fp32"
 
 
 class FileEntry(msgspec.Struct, frozen=True):
@@ -98,6 +102,13 @@ class Validation(msgspec.Struct, frozen=True):
     # graph's; max_abs_logit_diff stays the float32 graph's, checked before the conversion)
     float16_max_abs_logit_diff: float | None = None
     float16_max_logit_diff_threshold: float | None = None
+    # a quantized or float16 vision-language export: the image path's figures with the float32 vision encoder and
+    # with the encoder converted too (int8, or float16); the converted one is kept (`Vision.encoder_precision`)
+    # only when its greedy agreement is no lower (and, for float16, its logit difference within the bound)
+    float_encoder_top1_agreement: float | None = None
+    float_encoder_max_abs_logit_diff: float | None = None
+    converted_encoder_top1_agreement: float | None = None
+    converted_encoder_max_abs_logit_diff: float | None = None
 
 
 class Versions(msgspec.Struct, frozen=True):

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exports.vision import load_vision, synthetic_png
+from exports.vision import load_vision
+from exports.vision_validation import synthetic_png
 from tests.api.test_graphql_web_client import GET_MESSAGES, SEND_MESSAGE, create_conversation
 from tests.chat.conftest import chat_env
 from tests.fixtures.ollama import FakeOllama

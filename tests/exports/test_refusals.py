@@ -84,13 +84,14 @@ def test_vision_language_model_of_another_family_is_refused(tmp_path: Path) -> N
     assert "idefics3, llava" in error.message
 
 
-def test_vision_language_model_cannot_be_quantized_yet(tmp_path: Path) -> None:
+def test_vision_language_model_cannot_be_both_quantized_and_float16(tmp_path: Path) -> None:
     folder = tmp_path / "vlm"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "idefics3", "vision_config": {}}))
     (folder / "model.safetensors").write_bytes(b"\0" * 16)
-    error = _refuse(str(folder), tmp_path / "models", quantize="int8")
+    error = _refuse(str(folder), tmp_path / "models", quantize="int8", dtype="fp16")
     assert error.code == errors.INVALID_OPTION
+    assert "--dtype fp16 cannot be combined with --quantize int8" in error.message
 
 
 def test_file_that_is_not_gguf_is_refused(tmp_path: Path) -> None:

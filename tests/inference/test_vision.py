@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exports.vision import load_vision, synthetic_png
+from exports.vision import load_vision
+from exports.vision_validation import synthetic_png
 from inference import ChatModel, GenerationParams
 from inference.errors import HF_CONTEXT_LENGTH_EXCEEDED, HF_INVALID_IMAGE, InferenceError
 from inference.manifest import read_manifest
