@@ -100,7 +100,6 @@ class VisionEncoder:
                 HF_MODEL_LOAD_FAILED, f"cannot load the vision side of {folder}: {exc}", {"path": str(folder)}
             ) from exc
         self.input_name = self.session.get_inputs()[0].name
-        self.input_type = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
 
     def embed(self, token_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """float32 [len(token_ids), hidden]: the decoder's embeddings of these tokens."""
@@ -111,7 +110,7 @@ class VisionEncoder:
         one encoder run per image, its frames batched."""
         features: list[np.ndarray] = []
         for data in images:
-            pixels = preprocess(decode_image(data), self.spec.preprocessing).astype(self.input_type, copy=False)
+            pixels = preprocess(decode_image(data), self.spec.preprocessing)
             output = self.session.run(None, {self.input_name: pixels})[0]
             features.extend(np.asarray(frame, dtype=np.float32) for frame in output)
         return features
