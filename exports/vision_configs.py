@@ -59,3 +59,33 @@ def embeds_decoder_config(text_config: Any) -> Any:
             return dummy
 
     return EmbedsDecoderOnnxConfig(text_config, task="text-generation", use_past=True, use_past_in_inputs=True)
+
+
+def vision_encoder_config(model_type: str, vision_config: Any) -> Any:
+    """An OnnxConfig for the vision tower with its connector: Optimum's config of the tower's family (SigLIP for
+    Idefics3, whose tower is SigLIP's under its own model type; the registered CLIP or SigLIP vision config for
+    LLaVA), with the connector's output, `image_features [images, tokens, hidden]`, in place of the tower's."""
+    from optimum.exporters.onnx.model_configs import SiglipVisionModelOnnxConfig
+    from optimum.exporters.tasks import TasksManager
+
+    if model_type == "idefics3":
+        base = SiglipVisionModelOnnxConfig
+    else:
+        constructor = TasksManager.get_exporter_config_constructor(
+            exporter="onnx",
+            model_type=vision_config.model_type,
+            task="feature-extraction",
+            library_name="transformers",
+        )
+        base = getattr(constructor, "func", constructor)
+
+    class VisionEncoderOnnxConfig(base):  # type: ignore[misc, valid-type]
+        @property
+        def inputs(self) -> dict[str, dict[int, str]]:
+            return {"pixel_values": {0: "images"}}  # frames of the encoder's one square size
+
+        @property
+        def outputs(self) -> dict[str, dict[int, str]]:
+            return {"image_features": {0: "images"}}
+
+    return VisionEncoderOnnxConfig(vision_config, task="feature-extraction")

@@ -1,6 +1,7 @@
 """The vision encoder of a vision-language export: the tower with its connector as one ONNX graph
-(`pixel_values [frames, 3, S, S] -> image_features [frames, tokens, hidden]`), and its conversion to int8 or
-float16 for quantized and float16 exports.
+(`pixel_values [frames, 3, S, S] -> image_features [frames, tokens, hidden]`), exported through Optimum's
+export API with a config built on Optimum's own for the tower's family, and its conversion to int8 or float16
+for quantized and float16 exports.
 
 The conversion keeps the graph's input and output float32, so the engine feeds and reads every encoder the
 same way; the export keeps a converted encoder only when the whole image path still agrees with PyTorch
@@ -25,26 +26,23 @@ if TYPE_CHECKING:
     from exports.vision import LoadedVision
 
 ENCODER_FILE = "vision_encoder.onnx"
+OPSET = 17  # LayerNormalization as one operator
 
 
 def export_encoder(loaded: LoadedVision, path: Path, size: int) -> None:
-    """pixel_values [frames, 3, size, size] -> image_features [frames, tokens_per_image, hidden]."""
+    """pixel_values [frames, 3, size, size] -> image_features [frames, tokens_per_image, hidden], through
+    Optimum's export API with the tower family's ONNX config (exports/vision_configs.py)."""
     import torch
+    from optimum.exporters.onnx.convert import export
 
+    from exports.vision_configs import vision_encoder_config
+
+    vision_config = loaded.model.config.vision_config
     pixels = torch.zeros(1, 3, size, size)
     encoder = _llava_encoder(loaded) if loaded.model_type == "llava" else _idefics3_encoder(loaded, pixels)
     try:
-        with _quiet(), torch.inference_mode():
-            torch.onnx.export(
-                encoder,
-                (pixels,),
-                str(path),
-                input_names=["pixel_values"],
-                output_names=["image_features"],
-                dynamic_axes={"pixel_values": {0: "images"}, "image_features": {0: "images"}},
-                opset_version=17,
-                dynamo=False,
-            )
+        with _quiet():
+            export(encoder, vision_encoder_config(loaded.model_type, vision_config), path, opset=OPSET)
     except Exception as exc:
         raise ExportError(
             errors.CONVERSION_FAILED, f"the vision encoder could not be exported ({type(exc).__name__}: {exc})."
@@ -61,13 +59,14 @@ def _llava_encoder(loaded: LoadedVision) -> Any:
         def __init__(self, model: Any) -> None:
             super().__init__()
             self.model = model
+            self.config = config.vision_config  # what Optimum's export reads and sets
 
-        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        def forward(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
             outputs = self.model.model.vision_tower(pixel_values, output_hidden_states=True)
             hidden = outputs.hidden_states[config.vision_feature_layer]
             if config.vision_feature_select_strategy == "default":
                 hidden = hidden[:, 1:]
-            return self.model.model.multi_modal_projector(hidden)
+            return {"image_features": self.model.model.multi_modal_projector(hidden)}
 
     return Encoder(loaded.model)
 
@@ -81,8 +80,9 @@ def _idefics3_encoder(loaded: LoadedVision, pixels: Any) -> Any:
             super().__init__()
             self.model = model
             self.positions = positions
+            self.config = model.config.vision_config  # what Optimum's export reads and sets
 
-        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        def forward(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
             # every patch of a whole (unpadded) frame is real, so the patch positions are those of a full
             # frame (taken from an eager run) and no attention mask is needed; the tower's own position
             # bucketing does not trace
@@ -90,7 +90,7 @@ def _idefics3_encoder(loaded: LoadedVision, pixels: Any) -> Any:
             patches = tower.embeddings.patch_embedding(pixel_values).flatten(2).transpose(1, 2)
             hidden = patches + tower.embeddings.position_embedding(self.positions)
             hidden = tower.encoder(inputs_embeds=hidden, attention_mask=None).last_hidden_state
-            return self.model.model.connector(tower.post_layernorm(hidden))
+            return {"image_features": self.model.model.connector(tower.post_layernorm(hidden))}
 
     seen: list[torch.Tensor] = []
     embedding = loaded.model.model.vision_model.embeddings.position_embedding
