@@ -1,8 +1,10 @@
-"""Optimum ONNX configs for the text decoder of a vision-language model: `inputs_embeds` with the KV cache.
+"""Optimum ONNX configs for the two graphs of a vision-language model.
 
-Optimum has no export config for Idefics3 or LLaVA in this version, so the decoder goes through its export
-API with a custom config: the text model's own config (rotary, GQA cache layout), with `inputs_embeds`
-in place of `input_ids`, so image features can take the place of the image tokens' embeddings.
+Optimum has no export config for Idefics3 or LLaVA in this version, so both go through its export API with a
+custom config built on one of its own:
+- the text decoder: the text model's own config (rotary, GQA cache layout), with `inputs_embeds` in place of
+  `input_ids`, so image features can take the place of the image tokens' embeddings;
+- the vision encoder: the tower family's vision config, with the connector's `image_features` as the output.
 """
 
 from __future__ import annotations
