@@ -46,7 +46,8 @@ def open_image(data: bytes):  # -> PIL.Image.Image
 
 
 def decode_image(data: bytes):  # -> PIL.Image.Image
-    """The image in `data` as RGB; HF_INVALID_IMAGE for bytes that are not a readable picture or are too large."""
+    """The image in `data` as RGB, or RGBA when it has transparency (which each family's processor treats in its
+    own way, see `preprocess`); HF_INVALID_IMAGE for bytes that are not a readable picture or are too large."""
     from PIL import Image
 
     image = open_image(data)
@@ -58,7 +59,8 @@ def decode_image(data: bytes):  # -> PIL.Image.Image
         raise InferenceError(HF_INVALID_IMAGE, f"the image cannot be read ({exc})") from exc
     except Image.DecompressionBombError as exc:
         raise InferenceError(HF_INVALID_IMAGE, f"the image is too large ({exc})") from exc
-    return image.convert("RGB")
+    transparent = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    return image.convert("RGBA" if transparent else "RGB")
 
 
 def tile_grid(width: int, height: int, spec: ImagePreprocessing) -> tuple[int, int]:
@@ -82,8 +84,12 @@ def max_tiles_per_side(spec: ImagePreprocessing) -> int:
 
 def preprocess(image, spec: ImagePreprocessing) -> np.ndarray:  # image: PIL.Image.Image
     """float32 [frames, 3, size, size]: the processor's `pixel_values` for one image. One frame unless the
-    export splits images: then its tiles, row by row, then the whole image."""
+    export splits images: then its tiles, row by row, then the whole image.
+
+    Transparency as each processor treats it: CLIP's (LLaVA) drops the alpha channel before anything else;
+    Idefics3's resizes and cuts the image with its alpha channel, then lays each frame on white."""
     if spec.shortest_edge is not None:
+        image = image.convert("RGB")
         frames = [_centre_crop(image.resize(_short_side(image, spec.shortest_edge), resample=spec.resample), spec.size)]
     else:
         if spec.longest_edge is not None:
@@ -113,7 +119,11 @@ def _square(image, spec: ImagePreprocessing):  # PIL.Image.Image -> PIL.Image.Im
 
 
 def _normalize(image, spec: ImagePreprocessing) -> np.ndarray:  # image: PIL.Image.Image
-    """float32 [3, H, W]: rescaled, then normalized per channel."""
+    """float32 [3, H, W]: laid on white if it has an alpha channel, rescaled, then normalized per channel."""
+    if image.mode == "RGBA":
+        from PIL import Image
+
+        image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255)), image).convert("RGB")
     pixels = np.asarray(image, dtype=np.float32) * np.float32(spec.rescale_factor)
     pixels = (pixels - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)

@@ -15,8 +15,9 @@ from exports.vision import load_vision
 from exports.vision_validation import synthetic_png
 from inference import ChatModel, GenerationParams
 from inference.errors import HF_CONTEXT_LENGTH_EXCEEDED, HF_INVALID_IMAGE, InferenceError
+from inference.image_preprocess import decode_image, preprocess
 from inference.manifest import read_manifest
-from inference.vision import ImageEmbeds, decode_image, preprocess
+from inference.vision import ImageEmbeds
 from tests.inference.conftest import CPU_ONE_THREAD
 
 pytest_plugins = ["tests.fixtures.vision_models"]
@@ -88,13 +89,24 @@ def test_manifest_records_the_vision_side(family: tuple[Path, Path]) -> None:
 SIZES = [(70, 30), (20, 64), (100, 100), (16, 16), (200, 9)]
 
 
+def _transparent_png(width: int, height: int) -> bytes:
+    """A gradient whose left half fades out to fully transparent (a logo on no background)."""
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(synthetic_png("gradient", width, height))).convert("RGBA")).copy()
+    pixels[:, : width // 2, 3] = np.linspace(0, 255, width // 2, dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGBA").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def test_preprocessing_matches_the_processor(source: Path, vlm: ChatModel) -> None:
     from PIL import Image
 
     processor = load_vision(source).processor
     assert vlm.info.vision is not None
-    for index, (width, height) in enumerate(SIZES):
-        image = synthetic_png("gradient" if index % 2 else "checkerboard", width, height)
+    images = [synthetic_png("gradient" if index % 2 else "checkerboard", w, h) for index, (w, h) in enumerate(SIZES)]
+    for image in [*images, _transparent_png(70, 30)]:
         theirs = processor.image_processor(images=[Image.open(io.BytesIO(image))], return_tensors="np")
         ours = preprocess(decode_image(image), vlm.info.vision.preprocessing)
         pixels = theirs["pixel_values"]
