@@ -9,6 +9,9 @@ embeddings of its image-token positions.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,11 +90,21 @@ def expand_images(prompt_ids: Sequence[int], spec: Vision, grids: Sequence[Grid]
     return PromptImages(ids, starts)
 
 
+FEATURE_CACHE_BYTES = 64 << 20  # the newest images' features kept per export (SmolVLM's split image: 2 MB)
+
+
 class VisionEncoder:
-    """The vision graph and the embedding table of one export, opened beside its decoder."""
+    """The vision graph and the embedding table of one export, opened beside its decoder.
+
+    The features of the images encoded last are kept (least recently used out, FEATURE_CACHE_BYTES), because a
+    conversation sends its earlier turns' images again on every turn and encoding dominates an image's cost.
+    """
 
     def __init__(self, folder: Path, spec: Vision, session_options: ort.SessionOptions, providers: list) -> None:
         self.spec = spec
+        self._cache: OrderedDict[bytes, list[np.ndarray]] = OrderedDict()
+        self._cached_bytes = 0
+        self._lock = threading.Lock()
         try:
             self.session = ort.InferenceSession(str(folder / spec.encoder_file), session_options, providers=providers)
             self.table = np.load(folder / spec.embed_file, mmap_mode="r")
@@ -106,14 +119,33 @@ class VisionEncoder:
         return np.asarray(self.table[np.asarray(token_ids, dtype=np.int64)], dtype=np.float32)
 
     def encode(self, images: Sequence[bytes]) -> list[np.ndarray]:
-        """Each frame's features, float32 [tokens_per_image, hidden], in prompt order (`PromptImages.starts`);
-        one encoder run per image, its frames batched."""
+        """Each frame's features, float32 [tokens_per_image, hidden] (read-only), in prompt order
+        (`PromptImages.starts`); one encoder run per image not encoded lately, its frames batched."""
         features: list[np.ndarray] = []
         for data in images:
-            pixels = preprocess(decode_image(data), self.spec.preprocessing)
-            output = self.session.run(None, {self.input_name: pixels})[0]
-            features.extend(np.asarray(frame, dtype=np.float32) for frame in output)
+            features.extend(self._image_features(data))
         return features
+
+    def _image_features(self, data: bytes) -> list[np.ndarray]:
+        key = hashlib.sha256(data).digest()
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        pixels = preprocess(decode_image(data), self.spec.preprocessing)
+        output = self.session.run(None, {self.input_name: pixels})[0]
+        frames = [np.asarray(frame, dtype=np.float32) for frame in output]
+        for frame in frames:
+            frame.setflags(write=False)
+        size = sum(frame.nbytes for frame in frames)
+        with self._lock:
+            if key not in self._cache and size <= FEATURE_CACHE_BYTES:
+                self._cache[key] = frames
+                self._cached_bytes += size
+                while self._cached_bytes > FEATURE_CACHE_BYTES:
+                    _, dropped = self._cache.popitem(last=False)
+                    self._cached_bytes -= sum(frame.nbytes for frame in dropped)
+        return frames
 
 
 @dataclass

@@ -165,6 +165,25 @@ def test_two_images_give_different_logits(vlm: ChatModel) -> None:
     assert np.abs(logits[0] - logits[1]).max() > 1e-3
 
 
+def test_an_image_sent_again_is_not_encoded_again(vlm: ChatModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Earlier turns' images come back on every turn: their features are kept, newest first, within a budget."""
+    from inference import vision
+
+    encoder = vlm.model.vision
+    assert encoder is not None
+    first = encoder.encode([synthetic_png("gradient", 33, 31)])
+    again = encoder.encode([synthetic_png("gradient", 33, 31)])
+    assert all(a is b for a, b in zip(first, again, strict=True))  # the same features, not a second run
+    assert not first[0].flags.writeable
+    other = encoder.encode([synthetic_png("checkerboard", 33, 31)])
+    assert np.abs(other[0] - first[0]).max() > 1e-4
+    # a budget of one image's features: the next image pushes the first one out
+    monkeypatch.setattr(vision, "FEATURE_CACHE_BYTES", sum(frame.nbytes for frame in first))
+    encoder.encode([synthetic_png("gradient", 35, 31)])
+    assert encoder.encode([synthetic_png("gradient", 33, 31)])[0] is not first[0]
+    assert encoder._cached_bytes <= vision.FEATURE_CACHE_BYTES
+
+
 def test_image_tokens_count_against_the_context(vlm: ChatModel) -> None:
     spec = vlm.info.vision
     assert spec is not None
