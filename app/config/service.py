@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import msgspec
 
 from app.config import effective as cm
+from app.config.convert import env_reference
 from app.config.effective import EffectiveConfig
 from app.config.settings import RESTART_KEYS, Settings, SettingsError
 from app.config.snapshot import ConfigSource
@@ -30,6 +31,7 @@ from app.config.toml import TABLES, Document, merge, parse_toml, plain, snake_ca
 from app.db.tables import ConfigRevision
 from app.db.text import without_nul
 from app.errors import ErrorCode, ServiceError
+from app.logging_setup import mask_secrets_in_text
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +124,7 @@ class ConfigurationService:
         try:
             document = parse_toml(text)
         except SettingsError as exc:
-            return await self._refuse("file", {"text": text}, exc)
+            return await self._refuse("file", {"text": mask_secrets_in_text(text)}, exc)
         return await self._change("file", document, document, self.current.api)
 
     async def patch(self, changes: Mapping[str, Any]) -> Revision:
@@ -135,6 +137,14 @@ class ConfigurationService:
                 f"{', '.join(at_start)} cannot be changed through the API: "
                 "set it in the config file or the environment (it takes effect at the next start)",
                 details={"keys": at_start},
+            )
+        literal_keys = _literal_api_keys(normalized)
+        if literal_keys:
+            raise ServiceError(
+                ErrorCode.INVALID_REQUEST,
+                f"{', '.join(literal_keys)} cannot be given as a value through the API (it would be stored in the "
+                "revision history): set it in the config file, or give an environment reference, env:NAME",
+                details={"keys": literal_keys},
             )
         env_keys = sorted(k for k in normalized if self.current.sources.get(k) == "env")
         if env_keys:
@@ -152,7 +162,7 @@ class ConfigurationService:
         try:
             document = parse_toml(text)
         except SettingsError as exc:
-            await self._refuse("restore", {"text": text}, exc)
+            await self._refuse("restore", {"text": mask_secrets_in_text(text)}, exc)
             raise _invalid([exc]) from None
         revision = await self._change("restore", document, document, {}, raise_invalid=True)
         if self.path is not None:
@@ -243,7 +253,7 @@ class ConfigurationService:
         error: str | None,
         applied: bool,
     ) -> Revision:
-        safe_content = {k: cm.redact(k, v) for k, v in content.items()}
+        safe_content = cm.redact_tree(content)
         row = ConfigRevision(
             created_at=datetime.now(UTC),
             source=source,
@@ -324,6 +334,18 @@ def _snake_keys(changes: Mapping[str, Any]) -> dict[str, Any]:
         else:
             result[name] = value
     return result
+
+
+def _literal_api_keys(changes: Mapping[str, Any]) -> list[str]:
+    """The provider tables of an API change that carry an API key itself rather than an `env:NAME` reference."""
+    providers = changes.get("providers")
+    if not isinstance(providers, Mapping):
+        return []
+    return sorted(
+        f"providers.{name}.api_key"
+        for name, table in providers.items()
+        if isinstance(table, Mapping) and table.get("api_key") and not env_reference(table["api_key"])
+    )
 
 
 def _invalid(errors: list[SettingsError]) -> ServiceError:

@@ -58,13 +58,21 @@ def config_view(service: ConfigurationService) -> ConfigOut:
         for name, table in config.models.items()
     }
     providers = {
-        name: ProviderTableOut(**asdict(table), source=config.provider_sources.get(name, "file"))
+        name: provider_table_out(table, config.provider_sources.get(name, "file"))
         for name, table in config.providers.items()
     }
     path = str(service.path) if service.path is not None else None
     return ConfigOut(
         settings=settings, models=models, providers=providers, config_file=path, last_error=service.last_error
     )
+
+
+def provider_table_out(table: cm.ProviderTable, source: str) -> ProviderTableOut:
+    """A provider table with the keys of its type, its API key redacted (an unset one left out)."""
+    values = {key: cm.redact(key, plain(getattr(table, key))) for key in table.keys}
+    if not values.get("api_key"):
+        values.pop("api_key", None)
+    return ProviderTableOut(**values, source=source)
 
 
 def revision_out(revision: Revision) -> RevisionOut:
