@@ -159,6 +159,13 @@ def to_names(raw: object) -> tuple[str, ...]:
     return tuple(names)
 
 
+def strict_names(raw: object) -> tuple[str, ...]:
+    """A table's list of model names: a TOML array of strings (or one comma-separated string), as `to_names`."""
+    if isinstance(raw, str) or (isinstance(raw, list | tuple) and all(isinstance(item, str) for item in raw)):
+        return to_names(raw)
+    raise ValueError("must be a list of model names")
+
+
 def to_host(raw: object) -> str:
     value = str(raw).strip()
     if not value:

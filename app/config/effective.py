@@ -66,7 +66,7 @@ PROVIDER_CONVERTERS: dict[str, dict[str, Callable[[object], Any]]] = {
         "type": _provider_type,
         "base_url": KEYS["openai_base_url"].convert,
         "api_key": KEYS["openai_api_key"].convert,
-        "models": c.to_names,
+        "models": c.strict_names,
         "enabled": c.strict_bool,
         "timeout_s": KEYS["openai_timeout_s"].convert,
     },
@@ -201,7 +201,7 @@ def _providers_errors(providers: object, source: str) -> list[SettingsError]:
         kind = table.get("type")
         if "type" not in table:
             errors.append(SettingsError(f"{prefix}.type", None, "is required", source))
-        if kind not in PROVIDER_CONVERTERS:  # which keys a table needs depends on its type: check the names only
+        if kind not in PROVIDER_TYPES:  # which keys a table needs depends on its type: check the names only
             known = {
                 key: converter for converters in PROVIDER_CONVERTERS.values() for key, converter in converters.items()
             }

@@ -182,7 +182,8 @@ def test_openai_tables_take_their_own_keys_and_keep_their_api_key_out_of_every_v
     bad = documents.parse_toml(
         '[providers.d]\ntype = "openai"\nhost = "http://x"\napi_key = "env:NOT_SET_ANYWHERE"\n'
         '[providers.e]\ntype = "openai"\nbase_url = "http://x/v1"\napi_key = 12345\nmodels = "a, b"\n'
-        '[providers.f]\ntype = "openai"\nbase_url = "ftp://x"\napi_key = "env:"\n'
+        '[providers.f]\ntype = "openai"\nbase_url = "ftp://x"\napi_key = "env:"\nmodels = [1, 2]\n'
+        '[providers.g]\ntype = ["openai"]\n'
     )
     errors = {e.key: e for e in cm.document_errors(bad, "file")}
     assert set(errors) == {
@@ -192,6 +193,8 @@ def test_openai_tables_take_their_own_keys_and_keep_their_api_key_out_of_every_v
         "providers.e.api_key",
         "providers.f.base_url",
         "providers.f.api_key",
+        "providers.f.models",
+        "providers.g.type",
     }
     assert "is required" in errors["providers.d.base_url"].reason
     assert "unknown key of an openai provider" in errors["providers.d.host"].reason
@@ -199,6 +202,7 @@ def test_openai_tables_take_their_own_keys_and_keep_their_api_key_out_of_every_v
     assert errors["providers.e.api_key"].value == "***"  # an error never quotes a key
     assert "12345" not in str(errors["providers.e.api_key"])
     assert "env:NAME" in errors["providers.f.api_key"].reason
+    assert "list of model names" in errors["providers.f.models"].reason
 
 
 def test_hf_pool_keys_apply_live_and_start_up_keys_need_a_restart() -> None:
