@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -64,7 +65,9 @@ class ConfigurationService:
         self.source = source
         self.reactions = tuple(reactions)
         self.last_error: dict[str, Any] | None = None
-        self._signature: tuple[int, int] | None = None
+        #: the file as last read, and as seen changing at the last check (read once it holds still)
+        self._signature: tuple[int, int, int] | None = None
+        self._settling: tuple[int, int, int] | None = None
         self._content_hash: str | None = None
         self._lock = asyncio.Lock()
         self._subscribers: set[asyncio.Queue[Revision]] = set()
@@ -109,12 +112,21 @@ class ConfigurationService:
     # -- changes -----------------------------------------------------------------------------------------
 
     async def check_file(self) -> Revision | None:
-        """Reload when the file's content changed since it was last seen; returns the revision, if any."""
+        """Reload when the file's content changed since it was last seen; returns the revision, if any.
+
+        A file is read once it held still from one check to the next and while it was read: an editor that
+        truncates and then writes would otherwise be caught half-way, and an empty or cut-off file is often
+        valid TOML that would be applied."""
         signature = self._stat()
         if signature == self._signature:
             return None
-        self._signature = signature
+        if signature != self._settling:
+            self._settling = signature
+            return None
         text = self._read()
+        if self._stat() != signature:
+            return None
+        self._signature = signature
         if _digest(text) == self._content_hash:
             return None
         self._content_hash = _digest(text)
@@ -166,8 +178,7 @@ class ConfigurationService:
             raise _invalid([exc]) from None
         revision = await self._change("restore", document, document, {}, raise_invalid=True)
         if self.path is not None:
-            self.path.write_text(text, encoding="utf-8")
-            self._signature, self._content_hash = self._stat(), _digest(text)
+            self._write(text)
         return revision
 
     def validate(self, document: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -226,9 +237,11 @@ class ConfigurationService:
             return await self._record(source, content, changes, valid=True, error=None, applied=True)
 
     async def _refuse(self, source: str, content: Mapping[str, Any], error: SettingsError) -> Revision:
-        self.last_error = {**error_dict(error), "at": datetime.now(UTC).isoformat(), "origin": source}
         log.warning("configuration change from %s refused, keeping the running one: %s", source, error)
-        return await self._record(source, content, {}, valid=False, error=str(error), applied=False)
+        revision = await self._record(source, content, {}, valid=False, error=str(error), applied=False)
+        # shown once it is in the history, so whoever sees the error finds its revision there too
+        self.last_error = {**error_dict(error), "at": datetime.now(UTC).isoformat(), "origin": source}
+        return revision
 
     async def _apply(self, old: EffectiveConfig, new: EffectiveConfig) -> None:
         """Publish `new`: what it needs is built first (providers opened), then it is published and every
@@ -282,12 +295,24 @@ class ConfigurationService:
             except Exception:  # the watcher must outlive one bad read (a file half-written, a database blip)
                 log.exception("config file check failed")
 
-    def _stat(self) -> tuple[int, int] | None:
+    def _stat(self) -> tuple[int, int, int] | None:
+        """What tells a changed file: its inode (a file swapped in), modification time and size."""
         try:
             stat = self.path.stat() if self.path is not None else None
         except OSError:
             return None
-        return (stat.st_mtime_ns, stat.st_size) if stat is not None else None
+        return (stat.st_ino, stat.st_mtime_ns, stat.st_size) if stat is not None else None
+
+    def _write(self, text: str) -> None:
+        """Replace the file's content in one step (written beside it, then renamed over it), so nobody, this
+        service's watcher included, reads half of it; a symbolic link keeps pointing where it did."""
+        assert self.path is not None
+        target = self.path.resolve()
+        staging = target.with_name(f".{target.name}.restoring")
+        staging.write_text(text, encoding="utf-8")
+        os.replace(staging, target)
+        self._signature = self._settling = self._stat()
+        self._content_hash = _digest(text)
 
     def _read(self) -> str | None:
         if self.path is None or not self.path.is_file():
