@@ -124,6 +124,8 @@ def to_http_url(raw: object) -> str:
     parsed = urlparse(value)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ValueError("must be an http:// or https:// URL with a host")
+    if any(char.isspace() or not char.isprintable() for char in value):
+        raise ValueError("must be a URL without spaces or control characters")
     return value
 
 

@@ -285,7 +285,8 @@ def build(start: Settings, file: Document, api: Document) -> EffectiveConfig:
     tables = merge(file.get("models", {}), api.get("models", {}))
     model_sources = {name: "api" if name in api.get("models", {}) else "file" for name in tables}
     models = {name: _model_table(table) for name, table in tables.items()}
-    provider_tables = merge(file.get("providers", {}), api.get("providers", {}))
+    # an API provider table replaces the file's table of that name whole: what was PUT is what runs
+    provider_tables = {**file.get("providers", {}), **api.get("providers", {})}
     provider_sources = {name: "api" if name in api.get("providers", {}) else "file" for name in provider_tables}
     providers = {name: _provider_table(table) for name, table in provider_tables.items()}
     return EffectiveConfig(settings, models, sources, model_sources, file, api, providers, provider_sources)
@@ -352,7 +353,7 @@ def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, dict[
 
 def configured_document(config: EffectiveConfig) -> Document:
     """What an operator configured (file and API layers merged), without secrets: the backup's content."""
-    document = merge(config.file, config.api)
+    document = layered(config.file, config.api)
     kept = {key: value for key, value in document.items() if not is_secret(key) and key != "database_url"}
     if "providers" in kept:  # a provider's API key only as an `env:NAME` reference
         kept["providers"] = {
@@ -360,3 +361,13 @@ def configured_document(config: EffectiveConfig) -> Document:
             for name, table in kept["providers"].items()
         }
     return kept
+
+
+def layered(file: Document, api: Document) -> Document:
+    """The file and API layers as one document, as `build` reads them: API values over the file's, tables merged
+    key by key, except that an API provider table replaces the file's table of that name whole."""
+    document = merge(file, {key: value for key, value in api.items() if key != "providers"})
+    providers = {**file.get("providers", {}), **api.get("providers", {})}
+    if providers:
+        document["providers"] = providers
+    return document
