@@ -26,6 +26,7 @@ import msgspec
 from app.config import effective as cm
 from app.config.convert import env_reference
 from app.config.effective import EffectiveConfig
+from app.config.provider_store import store_provider_tables, stored_provider_tables
 from app.config.settings import RESTART_KEYS, Settings, SettingsError
 from app.config.snapshot import ConfigSource
 from app.config.toml import TABLES, Document, merge, parse_toml, plain, snake_case, to_toml
@@ -100,6 +101,7 @@ class ConfigurationService:
             new = cm.build(self.start_settings, document, {})
         self._content_hash = _digest(text)
         await self._apply(built, new)
+        await store_provider_tables(new)
         await self._record(
             "startup",
             document,
@@ -170,16 +172,65 @@ class ConfigurationService:
         return await self._change("api", normalized, self.current.file, api, raise_invalid=True)
 
     async def restore(self, text: str) -> Revision:
-        """Replace the file's configuration with a backup, validated first; API changes are dropped."""
+        """Replace the file's configuration with a backup, validated first; API changes are dropped.
+
+        What a backup never holds (secrets, the database URL) stays as the running file has it, unless the
+        backup names it."""
         try:
             document = parse_toml(text)
         except SettingsError as exc:
             await self._refuse("restore", {"text": mask_secrets_in_text(text)}, exc)
             raise _invalid([exc]) from None
+        kept = {key: value for key, value in self.current.file.items() if _never_backed_up(key) and key not in document}
+        if kept:
+            document = {**kept, **document}
+            text = _with_keys(kept, text, document)
         revision = await self._change("restore", document, document, {}, raise_invalid=True)
         if self.path is not None:
             self._write(text)
         return revision
+
+    async def restore_revision(self, revision_id: int) -> Revision:
+        """Go back to the configuration in effect just after an applied revision: restored like a backup of that
+        moment (validated, written to the file, API changes dropped, recorded as a new `restore` revision).
+
+        The history keeps no secrets: those of the running configuration are kept, and a secret it no longer has
+        is left out."""
+        recorded = await configuration_at(revision_id)
+        running = cm.layered(self.current.file, self.current.api)
+        document = {key: value for key, value in _unredacted(recorded, running).items() if not _never_backed_up(key)}
+        revision = await self.restore(to_toml(document))
+        log.info("configuration restored to revision %d", revision_id)
+        return revision
+
+    async def replace_provider(self, name: str, table: Mapping[str, Any]) -> Revision:
+        """Store `table` as provider `name`'s API table (a new one, or replacing the one there whole), validated like a
+        `[providers.<name>]` table of the file; over the file's table of that name, like every API value."""
+        api = dict(self.current.api)
+        before: Mapping[str, Any] = api.get("providers", {}).get(name, {})
+        api["providers"] = {**api.get("providers", {}), name: dict(table)}
+        # the revision holds what replays to the new table: keys of the old one that went are removed (None)
+        content = {"providers": {name: {**dict.fromkeys(k for k in before if k not in table), **table}}}
+        return await self._change("api", content, self.current.file, api, raise_invalid=True)
+
+    async def remove_provider(self, name: str) -> Revision:
+        """Remove provider `name`'s API table; the file's table of that name, if any, applies again."""
+        providers = dict(self.current.api.get("providers", {}))
+        if name not in providers:
+            if name in self.current.file.get("providers", {}):
+                raise ServiceError(
+                    ErrorCode.CONFLICT,
+                    f"Provider {name} is defined in the config file, not through the API: remove it there",
+                    details={"provider": name, "source": "file"},
+                )
+            raise ServiceError(
+                ErrorCode.NOT_FOUND, f"No provider configuration named {name}", details={"provider": name}
+            )
+        del providers[name]
+        api = {key: value for key, value in self.current.api.items() if key != "providers"}
+        if providers:
+            api["providers"] = providers
+        return await self._change("api", {"providers": {name: None}}, self.current.file, api, raise_invalid=True)
 
     def validate(self, document: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Every error a document would raise as the config file; applies nothing."""
@@ -231,6 +282,7 @@ class ConfigurationService:
                 return revision
             old = self.current
             await self._apply(old, new)
+            await store_provider_tables(new)
             self.last_error = None
             changes = cm.diff(cm.flat_view(old), cm.flat_view(new))
             log.info("configuration applied from %s: %s", source, ", ".join(changes) or "no changes")
@@ -338,7 +390,82 @@ async def stored_api_layer() -> Document:
             api = {}
         elif row["source"] == "api" and isinstance(row["content"], Mapping):
             api = merge(api, row["content"])
+    # provider tables come from their rows, which keep their secrets; the history only has those stored before
+    # provider tables had rows of their own
+    providers = {**api.get("providers", {}), **await stored_provider_tables()}
+    if providers:
+        api["providers"] = providers
     return api
+
+
+async def configuration_at(revision_id: int) -> Document:
+    """The configuration (file and API layers as one document) in effect just after an applied revision, as the
+    history recorded it (secrets as `***`); NOT_FOUND for no such revision, INVALID_REQUEST for a refused one."""
+    in_range = 0 < revision_id < 2**31  # the id column's range: a larger number is no revision either
+    target = (
+        await ConfigRevision.select(ConfigRevision.applied, ConfigRevision.error)
+        .where(ConfigRevision.id == revision_id)
+        .first()
+        if in_range
+        else None
+    )
+    if target is None:
+        raise ServiceError(
+            ErrorCode.NOT_FOUND, f"No configuration revision {revision_id}", details={"revision": revision_id}
+        )
+    if not target["applied"]:
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST,
+            f"Revision {revision_id} was refused when it was made, so no configuration ran from it: "
+            "restore an applied revision",
+            details={"revision": revision_id, "error": target["error"]},
+        )
+    rows = (
+        await ConfigRevision.select(ConfigRevision.source, ConfigRevision.content)
+        .where(
+            (ConfigRevision.id <= revision_id) & (ConfigRevision.applied.eq(True) | (ConfigRevision.source == "reset"))
+        )
+        .order_by(ConfigRevision.id)
+        .output(load_json=True)
+    )
+    file: Document = {}
+    api: Document = {}
+    for row in rows:
+        content = row["content"] if isinstance(row["content"], Mapping) else {}
+        if row["source"] in ("startup", "file", "restore"):  # their content is the whole file
+            file = dict(content)
+        if row["source"] in ("restore", "reset"):
+            api = {}
+        elif row["source"] == "api":
+            api = merge(api, content)
+    return cm.layered(file, api)
+
+
+def _never_backed_up(key: str) -> bool:
+    """Top-level keys no backup holds: a restore keeps the running file's."""
+    return cm.is_secret(key) or key == "database_url"
+
+
+def _with_keys(kept: Mapping[str, Any], text: str, document: Document) -> str:
+    """`text` with `kept` written above it; the whole document rewritten when the text's keys live in a
+    `[service]` table, where keys above it would not be read."""
+    combined = to_toml(kept) + "\n" + text
+    return combined if parse_toml(combined) == document else to_toml(document)
+
+
+def _unredacted(recorded: Mapping[str, Any], running: Mapping[str, Any]) -> Document:
+    """A recorded document with each `***` replaced by the running value at the same place, or left out."""
+    result: Document = {}
+    for key, value in recorded.items():
+        now = running.get(key) if isinstance(running, Mapping) else None
+        if isinstance(value, Mapping):
+            result[key] = _unredacted(value, now if isinstance(now, Mapping) else {})
+        elif value == cm.REDACTED:
+            if now is not None and now != cm.REDACTED:
+                result[key] = now
+        else:
+            result[key] = value
+    return result
 
 
 def _digest(text: str | None) -> str | None:
