@@ -24,6 +24,7 @@ from app.controllers.legacy_stream import StreamController
 from app.controllers.model_configs import ModelConfigController
 from app.controllers.models import ModelController, ProviderController
 from app.controllers.observability import ObservabilityController
+from app.controllers.provider_configs import ProviderConfigController
 from app.db.engine import close_database, open_database, ping
 from app.db.migrate import migrate
 from app.graphql.controller import GraphQLController
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ConfigController,
             ModelController,
             ProviderController,
+            ProviderConfigController,
             GraphQLController,
             ConsoleController,
             static_files(),

@@ -138,6 +138,16 @@ class ConfigController(Controller):
         rows = await config_service.revisions(max(1, min(limit, 1000)))
         return RevisionsOut(revisions=[revision_out(row) for row in rows])
 
+    @post(
+        "/revisions/{revision_id:int}/restore",
+        summary="Go back to the configuration just after an applied revision; restored like a backup of that moment",
+        status_code=200,
+        responses=errors(400, 401, 403, 404, 415),
+    )
+    async def restore_revision(self, revision_id: int, config_service: ConfigurationService) -> ChangeOut:
+        revision = await config_service.restore_revision(revision_id)
+        return ChangeOut(revision=revision_out(revision), config=config_view(config_service))
+
     @get(
         "/backup",
         summary="The configured values (file and API, no secrets) as a TOML file",
