@@ -49,7 +49,7 @@ class ProviderConfigController(Controller):
         providers = [view for view in views if view is not None]
         return ProviderConfigsOut(providers=providers, count=len(providers))
 
-    @get("/{name:str}/config", summary="One provider's table, secrets redacted", responses=errors(401, 403, 404))
+    @get("/{name:str}/config", summary="One provider's table, secrets redacted", responses=errors(400, 401, 403, 404))
     async def read(self, name: str, config_service: ConfigurationService) -> ProviderConfigOut:
         view = provider_view(config_service.current, name)
         if view is None:

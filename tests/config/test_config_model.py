@@ -210,3 +210,51 @@ def test_hf_pool_keys_apply_live_and_start_up_keys_need_a_restart() -> None:
     assert {"data_dir", "port", "database_url"} <= RESTART_KEYS
     config = cm.build(start_settings(), {"hf_max_loaded_models": 2, "hf_default_model": "hf/tiny"}, {})
     assert (config.settings.hf_max_loaded_models, config.settings.hf_default_model) == (2, "tiny")
+
+
+def test_an_api_provider_table_replaces_the_files_of_that_name_whole() -> None:
+    file = documents.parse_toml('[providers.box]\ntype = "ollama"\nhost = "http://file:11434"\ntimeout_s = 30\n')
+    api = {"providers": {"box": {"type": "ollama", "host": "http://api:11434"}}}
+    config = cm.build(start_settings(), file, api)
+    assert config.providers["box"] == cm.ProviderTable(type="ollama", host="http://api:11434")  # default timeout
+    assert config.provider_sources == {"box": "api"}
+    # the backup says the same: restored, it runs the same providers
+    text = documents.to_toml(cm.configured_document(config))
+    assert cm.build(start_settings(), documents.parse_toml(text), {}).providers == config.providers
+    assert cm.layered(file, api)["providers"] == api["providers"]
+
+
+def test_secrets_in_tables_are_redacted_in_the_history_and_left_out_of_the_backup() -> None:
+    assert cm.is_secret("api_key")
+    assert cm.is_secret("openai_api_key")
+    document = {
+        "system_prompt": "Be brief.",
+        "beth_admin_token": "s3cret",
+        "providers": {"box": {"type": "ollama", "host": "http://x", "api_key": "sk-1"}},
+        "models": {"m": {"enabled": False, "options": {"seed": 1}}},
+    }
+    assert cm.redacted_document(document) == {
+        **document,
+        "beth_admin_token": "***",
+        "providers": {"box": {"type": "ollama", "host": "http://x", "api_key": "***"}},
+    }
+    config = cm.EffectiveConfig(load_settings({}), {}, {}, {}, document, {})
+    backup = cm.configured_document(config)
+    assert backup == {
+        "system_prompt": "Be brief.",
+        "providers": {"box": {"type": "ollama", "host": "http://x"}},
+        "models": {"m": {"enabled": False, "options": {"seed": 1}}},
+    }
+
+
+def test_a_refused_secret_is_not_repeated() -> None:
+    document = {"providers": {"box": {"type": "ollama", "host": "http://x", "api_key": "sk-secret"}}}
+    errors = cm.document_errors(document, "api")
+    assert [(e.key, e.value) for e in errors] == [("providers.box.api_key", "***")]
+    assert "sk-secret" not in str(errors[0])
+
+
+def test_provider_urls_with_spaces_or_control_characters_are_refused() -> None:
+    for host in ("http://a\x00b", "http://a b", "http://a\tb"):
+        errors = cm.document_errors({"providers": {"box": {"type": "ollama", "host": host}}}, "file")
+        assert [e.key for e in errors] == ["providers.box.host"], host
