@@ -1,9 +1,10 @@
 """The API layer's provider tables in `provider_configs`, one row per provider name, so they survive a restart.
 
-The configuration service writes the rows after every applied change, so they always mirror the provider tables
-of the running API layer, and reads them back at start-up. A row keeps its table as it was given, in `settings`
-(secrets included: they are what reaches the provider, as the config file holds them), with the table's type and
-`enabled` also in the `kind` and `enabled` columns for an operator reading the database.
+The configuration service writes what an applied change changed in them (so that replicas sharing the database
+only ever touch the tables they changed), drops them all with the rest of the API layer (a restore, or a start
+whose stored API values no longer validate), and reads them back at start-up. A row keeps its table as it was
+given, in `settings` (secrets included: they are what reaches the provider, as the config file holds them), with
+the table's type and `enabled` also in the `kind` and `enabled` columns for an operator reading the database.
 """
 
 from __future__ import annotations
@@ -25,18 +26,18 @@ async def stored_provider_tables() -> Document:
     return {row["name"]: dict(row["settings"]) for row in rows if isinstance(row["settings"], Mapping)}
 
 
-async def store_provider_tables(config: EffectiveConfig) -> None:
-    """Make the rows the provider tables of `config`'s API layer: new and changed ones written, others deleted."""
-    wanted: Mapping[str, Mapping[str, Any]] = config.api.get("providers", {})
-    stored = await stored_provider_tables()
-    gone = [name for name in stored if name not in wanted]
+async def store_provider_changes(before: Mapping[str, Any], after: EffectiveConfig) -> None:
+    """Write what changed from the provider tables `before` to those of `after`'s API layer: tables that are new
+    or changed, and the removal of those that went."""
+    wanted: Mapping[str, Mapping[str, Any]] = after.api.get("providers", {})
+    gone = [name for name in before if name not in wanted]
     if gone:
         await ProviderConfig.delete().where(ProviderConfig.name.is_in(gone))
     now = datetime.now(UTC)
     for name, table in wanted.items():
-        if stored.get(name) == table:
+        if before.get(name) == table:
             continue
-        provider = config.providers[name]  # the API table replaces the file's: this is the one that runs
+        provider = after.providers[name]  # the API table replaces the file's: this is the one that runs
         row = ProviderConfig(
             name=name,
             kind=provider.type,
@@ -48,3 +49,8 @@ async def store_provider_tables(config: EffectiveConfig) -> None:
         )
         changed = (ProviderConfig.kind, ProviderConfig.enabled, ProviderConfig.settings, ProviderConfig.updated_at)
         await ProviderConfig.insert(row).on_conflict(target=ProviderConfig.name, action="DO UPDATE", values=changed)
+
+
+async def drop_provider_tables() -> None:
+    """Remove every stored provider table: the API layer is dropped."""
+    await ProviderConfig.delete(force=True)

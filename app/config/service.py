@@ -26,7 +26,7 @@ import msgspec
 from app.config import effective as cm
 from app.config.convert import env_reference
 from app.config.effective import EffectiveConfig
-from app.config.provider_store import store_provider_tables, stored_provider_tables
+from app.config.provider_store import drop_provider_tables, store_provider_changes, stored_provider_tables
 from app.config.settings import RESTART_KEYS, Settings, SettingsError
 from app.config.snapshot import ConfigSource
 from app.config.toml import TABLES, Document, merge, parse_toml, plain, snake_case, to_toml
@@ -89,7 +89,8 @@ class ConfigurationService:
         # what model_services built the providers from: the start-up settings, no provider tables
         built = replace(cm.build(self.start_settings, document, {}), providers={}, provider_sources={})
         self.source.publish(built)
-        api = await stored_api_layer()
+        stored = await stored_provider_tables()
+        api = await stored_api_layer(stored)
         try:
             new = cm.build(self.start_settings, document, api)
         except SettingsError as exc:
@@ -98,10 +99,11 @@ class ConfigurationService:
                 exc,
             )
             await self._record("reset", api, {}, valid=False, error=str(exc), applied=False)
+            await drop_provider_tables()
             new = cm.build(self.start_settings, document, {})
         self._content_hash = _digest(text)
         await self._apply(built, new)
-        await store_provider_tables(new)
+        await store_provider_changes(stored, new)  # a table only the history had is stored from now on
         await self._record(
             "startup",
             document,
@@ -282,7 +284,10 @@ class ConfigurationService:
                 return revision
             old = self.current
             await self._apply(old, new)
-            await store_provider_tables(new)
+            if source == "restore":
+                await drop_provider_tables()
+            else:
+                await store_provider_changes(old.api.get("providers", {}), new)
             self.last_error = None
             changes = cm.diff(cm.flat_view(old), cm.flat_view(new))
             log.info("configuration applied from %s: %s", source, ", ".join(changes) or "no changes")
@@ -375,9 +380,9 @@ class ConfigurationService:
             raise SettingsError("BETH_CONFIG", str(self.path), f"cannot read the file: {exc}", "file") from exc
 
 
-async def stored_api_layer() -> Document:
+async def stored_api_layer(provider_tables: Document) -> Document:
     """The changes made through the API, replayed from the revisions since the last restore (which
-    drops them), so that they survive a restart."""
+    drops them), with the stored `provider_tables`, so that they survive a restart."""
     rows = (
         await ConfigRevision.select(ConfigRevision.source, ConfigRevision.content)
         .where(ConfigRevision.applied.eq(True) | (ConfigRevision.source == "reset"))
@@ -392,7 +397,7 @@ async def stored_api_layer() -> Document:
             api = merge(api, row["content"])
     # provider tables come from their rows, which keep their secrets; the history only has those stored before
     # provider tables had rows of their own
-    providers = {**api.get("providers", {}), **await stored_provider_tables()}
+    providers = {**api.get("providers", {}), **provider_tables}
     if providers:
         api["providers"] = providers
     return api

@@ -1,5 +1,5 @@
-"""The configuration service and its file, in-process on a real SQLite database: a file caught half-written is
-not applied, and a restore keeps what a backup never holds."""
+"""The configuration service in-process on a real SQLite database: a file caught half-written is not applied, a
+restore keeps what a backup never holds, and replicas sharing the database keep each other's provider tables."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from app.config.provider_store import stored_provider_tables
 from app.config.service import ConfigurationService
 from app.config.snapshot import ConfigSource
 from app.db.engine import close_database, open_database
@@ -86,3 +87,25 @@ def test_a_restore_keeps_the_secrets_and_database_url_a_backup_never_holds(tmp_p
         assert service.current.settings.system_prompt == "Served."
 
     with_service(tmp_path, text, scenario)
+
+
+def test_a_replica_changes_only_the_provider_tables_it_changed(tmp_path: Path) -> None:
+    """Replicas share the database: one's change must not remove a table another stored after it started."""
+
+    async def scenario(first: ConfigurationService, path: Path) -> None:
+        settings = first.start_settings
+        second = ConfigurationService(settings, path, ConfigSource.of(settings))
+        await second.start()
+        await first.replace_provider("box", {"type": "ollama", "host": "http://10.0.0.5:11434"})
+        await second.replace_provider("other", {"type": "ollama", "host": "http://10.0.0.6:11434"})
+        await second.patch({"system_prompt": "Changed on the second."})
+        assert set(await stored_provider_tables()) == {"box", "other"}
+        await second.remove_provider("other")
+        assert set(await stored_provider_tables()) == {"box"}
+        # a third start reads both layers back
+        third = ConfigurationService(settings, path, ConfigSource.of(settings))
+        await third.start()
+        assert set(third.current.providers) == {"box"}
+        assert third.current.settings.system_prompt == "Changed on the second."
+
+    with_service(tmp_path, 'system_prompt = "Before."\n', scenario)
