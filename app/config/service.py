@@ -24,7 +24,6 @@ from typing import Any, Protocol
 import msgspec
 
 from app.config import effective as cm
-from app.config.convert import env_reference
 from app.config.effective import EffectiveConfig
 from app.config.provider_store import drop_provider_tables, store_provider_changes, stored_provider_tables
 from app.config.settings import RESTART_KEYS, Settings, SettingsError
@@ -153,14 +152,6 @@ class ConfigurationService:
                 f"{', '.join(at_start)} cannot be changed through the API: "
                 "set it in the config file or the environment (it takes effect at the next start)",
                 details={"keys": at_start},
-            )
-        literal_keys = _literal_api_keys(normalized)
-        if literal_keys:
-            raise ServiceError(
-                ErrorCode.INVALID_REQUEST,
-                f"{', '.join(literal_keys)} cannot be given as a value through the API (it would be stored in the "
-                "revision history): set it in the config file, or give an environment reference, env:NAME",
-                details={"keys": literal_keys},
             )
         env_keys = sorted(k for k in normalized if self.current.sources.get(k) == "env")
         if env_keys:
@@ -491,18 +482,6 @@ def _snake_keys(changes: Mapping[str, Any]) -> dict[str, Any]:
         else:
             result[name] = value
     return result
-
-
-def _literal_api_keys(changes: Mapping[str, Any]) -> list[str]:
-    """The provider tables of an API change that carry an API key itself rather than an `env:NAME` reference."""
-    providers = changes.get("providers")
-    if not isinstance(providers, Mapping):
-        return []
-    return sorted(
-        f"providers.{name}.api_key"
-        for name, table in providers.items()
-        if isinstance(table, Mapping) and table.get("api_key") and not env_reference(table["api_key"])
-    )
 
 
 def _invalid(errors: list[SettingsError]) -> ServiceError:

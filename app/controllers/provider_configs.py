@@ -8,33 +8,24 @@ stored in `provider_configs` so that it survives a restart. Admin endpoints, rea
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from litestar import Controller, delete, get, put
 
-from app.config import effective as cm
 from app.config.effective import EffectiveConfig
 from app.config.service import ConfigurationService
-from app.config.toml import plain
 from app.controllers.admin_guard import JSON, admin_only, takes
-from app.controllers.config import revision_out
+from app.controllers.config import provider_table_out, revision_out
 from app.errors import ErrorCode, ServiceError
 from app.openapi import errors
-from app.schemas.provider_configs import (
-    ProviderConfigChangeOut,
-    ProviderConfigIn,
-    ProviderConfigOut,
-    ProviderConfigsOut,
-)
+from app.schemas.config import ProviderTableOut
+from app.schemas.provider_configs import ProviderConfigChangeOut, ProviderConfigIn, ProviderConfigsOut
 
 
-def provider_view(config: EffectiveConfig, name: str) -> ProviderConfigOut | None:
-    """Provider `name`'s table as it runs, secrets shown as `***`; None when no table has that name."""
+def provider_view(config: EffectiveConfig, name: str) -> ProviderTableOut | None:
+    """Provider `name`'s table as it runs, its key shown as `***`; None when no table has that name."""
     table = config.providers.get(name)
     if table is None:
         return None
-    values = {key: cm.redact(key, plain(value)) for key, value in asdict(table).items()}
-    return ProviderConfigOut(name=name, source=config.provider_sources.get(name, "file"), **values)
+    return provider_table_out(table, config.provider_sources.get(name, "file"))
 
 
 class ProviderConfigController(Controller):
@@ -45,12 +36,14 @@ class ProviderConfigController(Controller):
     @get("/configs", summary="Every provider table (config file and API), secrets redacted", responses=errors(401, 403))
     async def list_configs(self, config_service: ConfigurationService) -> ProviderConfigsOut:
         config = config_service.current
-        views = [provider_view(config, name) for name in config.providers]
-        providers = [view for view in views if view is not None]
+        providers = {
+            name: provider_table_out(table, config.provider_sources.get(name, "file"))
+            for name, table in config.providers.items()
+        }
         return ProviderConfigsOut(providers=providers, count=len(providers))
 
     @get("/{name:str}/config", summary="One provider's table, secrets redacted", responses=errors(400, 401, 403, 404))
-    async def read(self, name: str, config_service: ConfigurationService) -> ProviderConfigOut:
+    async def read(self, name: str, config_service: ConfigurationService) -> ProviderTableOut:
         view = provider_view(config_service.current, name)
         if view is None:
             raise ServiceError(

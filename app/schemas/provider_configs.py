@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from app.schemas.config import RevisionOut
+from app.schemas.config import ProviderTableOut, RevisionOut
 
 
 class ProviderConfigIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -14,13 +14,16 @@ class ProviderConfigIn(msgspec.Struct, rename="camel", forbid_unknown_fields=Tru
 
     The values are checked by the config file's own rules, not by their JSON types alone, so that a bad one is
     refused as it would be in the file: INVALID_REQUEST naming `providers.<name>.<key>`, its value and why.
-    Which keys a type takes is the file's rule too (`host` for `ollama`)."""
+    Which keys a type takes is the file's rule too (`host` for `ollama`, `baseUrl` for `openai`)."""
 
-    type: Annotated[Any, msgspec.Meta(description="The provider type: `ollama`")] = msgspec.UNSET
+    type: Annotated[Any, msgspec.Meta(description="The provider type: `ollama` or `openai`")] = msgspec.UNSET
     host: Annotated[Any, msgspec.Meta(description="An Ollama provider's URL (`http://10.0.0.5:11434`)")] = msgspec.UNSET
     base_url: Annotated[Any, msgspec.Meta(description="An OpenAI-compatible provider's base URL")] = msgspec.UNSET
     api_key: Annotated[
-        Any, msgspec.Meta(description="An OpenAI-compatible provider's key; never shown again (`***`)")
+        Any,
+        msgspec.Meta(
+            description="An OpenAI-compatible provider's key, or `env:NAME`; a key is never shown again (`***`)"
+        ),
     ] = msgspec.UNSET
     models: Annotated[Any, msgspec.Meta(description="The models an OpenAI-compatible provider offers")] = msgspec.UNSET
     enabled: Annotated[Any, msgspec.Meta(description="false: configured, but not built nor listed (default true)")] = (
@@ -38,25 +41,10 @@ class ProviderConfigIn(msgspec.Struct, rename="camel", forbid_unknown_fields=Tru
         return {key: value for key, value in values.items() if value is not msgspec.UNSET and value is not None}
 
 
-class ProviderConfigOut(msgspec.Struct, rename="camel"):
-    """One provider's table as it runs; `source` is `api` (stored in the database) or `file`."""
-
-    name: str
-    type: str
-    enabled: bool
-    timeout_s: float
-    source: str
-    host: str | None = None
-    base_url: str | None = None
-    #: `***` when set: a key is never shown
-    api_key: str | None = None
-    models: list[str] | None = None
-    num_ctx: int | None = None
-    keep_alive_s: float | None = None
-
-
 class ProviderConfigsOut(msgspec.Struct, rename="camel"):
-    providers: list[ProviderConfigOut]
+    """Every provider table in effect, by provider name, as `GET /api/v1/config` shows them."""
+
+    providers: dict[str, ProviderTableOut]
     count: int
 
 
@@ -65,4 +53,4 @@ class ProviderConfigChangeOut(msgspec.Struct, rename="camel"):
     the config file's table of that name, or none)."""
 
     revision: RevisionOut
-    provider: ProviderConfigOut | None
+    provider: ProviderTableOut | None

@@ -12,6 +12,7 @@ import pytest
 
 from tests.api.test_graphql_web_client import create_conversation
 from tests.chat.test_images import tiny_png
+from tests.fixtures.config_files import write_config
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.openai_upstream import FakeOpenAI
 from tests.fixtures.polling import wait_until
@@ -61,7 +62,7 @@ def openai_server(
     b, main, ollama = upstreams
     workdir = tmp_path_factory.mktemp("openai")
     config = workdir / "beth.toml"
-    config.write_text(config_text(b))
+    write_config(config, config_text(b))
     env = {
         "BETH_CONFIG": str(config),
         "B_KEY": KEY_B,
@@ -218,13 +219,15 @@ def test_api_keys_are_never_shown_nor_logged(client: httpx.Client, openai_server
     assert 'api_key = "env:B_KEY"' in backup
     assert KEY_C not in backup
 
-    refused = client.patch(
+    # a key given through the API is kept in its provider_configs row, and shown as nowhere else
+    given = client.patch(
         "/api/v1/config", json={"providers": {"d": {"type": "openai", "baseUrl": "http://x/v1", "apiKey": "sk-no"}}}
     )
-    assert refused.status_code == 400
-    assert refused.json()["error"]["code"] == "INVALID_REQUEST"
-    assert "providers.d.api_key" in refused.json()["error"]["message"]
-    assert "sk-no" not in refused.text
+    assert given.status_code == 200, given.text
+    assert given.json()["config"]["providers"]["d"]["apiKey"] == "***"
+    assert "sk-no" not in given.text
+    assert "sk-no" not in client.get("/api/v1/config/backup").text
+    assert client.patch("/api/v1/config", json={"providers": {"d": None}}).status_code == 200
     invalid = client.post(
         "/api/v1/config/validate",
         content=f'[providers.e]\ntype = "openai"\nbase_url = "nope"\napi_key = "{KEY_C}"\n',
@@ -246,14 +249,14 @@ def test_a_table_added_and_removed_in_the_file_follows_live(
 ) -> None:
     b = upstreams[0]
     path = Path(openai_server.env["BETH_CONFIG"])
-    path.write_text(config_text(b, "", "[providers.d]", 'type = "openai"', f'base_url = "{b.url}"'))
+    write_config(path, config_text(b, "", "[providers.d]", 'type = "openai"', f'base_url = "{b.url}"'))
     wait_until(lambda: "d/long" in model_names(client))
     answer = turn(client, "d/long", "from d")
     assert answer["reply"]["text"] == "one two three "
     assert answer["reply"]["finishReason"] == "length"
     assert "authorization" not in b.chat_headers()[-1]  # no key configured, none sent
 
-    path.write_text(config_text(b))
+    write_config(path, config_text(b))
     wait_until(lambda: "d/long" not in model_names(client))
     gone = turn(client, "d/long", "anyone?")
     assert gone["error"]["code"] == "MODEL_NOT_FOUND"
