@@ -14,6 +14,7 @@ from tests.api.test_graphql_web_client import create_conversation
 from tests.config.conftest import TOML_BODY, config_file, first_config
 from tests.fixtures.config_files import write_config
 from tests.fixtures.ollama import FakeOllama
+from tests.fixtures.openai_upstream import FakeOpenAI
 from tests.fixtures.polling import wait_until
 from tests.fixtures.server import ServerProcess, query_sql
 from tests.fixtures.web_client import stream_message
@@ -60,15 +61,11 @@ def test_a_provider_put_through_the_api_serves_its_models_survives_a_restart_and
     assert response.status_code == 200, response.text
     body = response.json()
     expected = {
-        "name": "gpu-box",
         "type": "ollama",
         "enabled": True,
         "timeoutS": 30.0,
         "source": "api",
         "host": second.url,
-        "baseUrl": None,
-        "apiKey": None,
-        "models": None,
         "numCtx": 8192,
         "keepAliveS": 300.0,
     }
@@ -80,7 +77,7 @@ def test_a_provider_put_through_the_api_serves_its_models_survives_a_restart_and
     # applied at once: its models are listed under its name, and a turn reaches its host
     wait_until(lambda: "gpu-box/llama3.1:8b" in model_names(admin))
     assert admin.get("/api/v1/providers/gpu-box/config").json() == expected
-    assert admin.get("/api/v1/providers/configs").json() == {"providers": [expected], "count": 1}
+    assert admin.get("/api/v1/providers/configs").json() == {"providers": {"gpu-box": expected}, "count": 1}
     assert admin.get("/api/v1/config").json()["providers"]["gpu-box"]["source"] == "api"
     conversation = create_conversation(admin, model="gpu-box/llama3.1:8b")
     reply = stream_message(admin, model="gpu-box/llama3.1:8b", message="to the box", conversation_id=conversation)
@@ -131,7 +128,7 @@ def test_a_provider_put_through_the_api_serves_its_models_survives_a_restart_and
     # and it stays gone at the next start
     config_server.restart()
     with httpx.Client(base_url=config_server.url, timeout=30) as client:
-        assert client.get("/api/v1/providers/configs").json() == {"providers": [], "count": 0}
+        assert client.get("/api/v1/providers/configs").json() == {"providers": {}, "count": 0}
         assert "gpu-box" not in client.get("/api/v1/config").json()["providers"]
 
 
@@ -322,4 +319,63 @@ def test_provider_configurations_are_admin_endpoints(admin: httpx.Client, clean:
     assert (as_text.status_code, as_text.json()["error"]["code"]) == (415, "UNSUPPORTED_MEDIA_TYPE")
     # the public provider list is still public
     assert admin.get("/api/v1/providers", headers=evil).status_code == 200
-    assert admin.get("/api/v1/providers/configs").json() == {"providers": [], "count": 0}
+    assert admin.get("/api/v1/providers/configs").json() == {"providers": {}, "count": 0}
+
+
+OPENAI_KEY = "sk-provider-config-0123456789"
+
+
+def test_an_openai_provider_put_with_its_key_answers_stays_across_a_restart_and_never_shows_the_key(
+    admin: httpx.Client, config_server: ServerProcess, clean: None
+) -> None:
+    upstream = FakeOpenAI(api_key=OPENAI_KEY).start()  # refuses any other key
+    try:
+        table = {"type": "openai", "baseUrl": upstream.url, "apiKey": OPENAI_KEY, "models": ["chat-model"]}
+        put = admin.put("/api/v1/providers/vllm/config", json=table)
+        assert put.status_code == 200, put.text
+        shown = {
+            "type": "openai",
+            "enabled": True,
+            "timeoutS": 120.0,
+            "source": "api",
+            "baseUrl": upstream.url,
+            "apiKey": "***",
+            "models": ["chat-model"],
+        }
+        assert put.json()["provider"] == shown
+        assert admin.get("/api/v1/providers/vllm/config").json() == shown
+        assert admin.get("/api/v1/providers/configs").json()["providers"]["vllm"] == shown
+        assert admin.get("/api/v1/config").json()["providers"]["vllm"]["apiKey"] == "***"
+        wait_until(lambda: "vllm/chat-model" in model_names(admin))
+        conversation = create_conversation(admin, model="vllm/chat-model")
+        reply = stream_message(admin, model="vllm/chat-model", message="with a key", conversation_id=conversation)
+        assert reply.error is None, reply.error_payload
+        assert reply.text == "Hello from chat-model!"
+        assert upstream.chat_headers()[-1]["authorization"] == f"Bearer {OPENAI_KEY}"
+        # the row keeps the key, since it reaches the provider; nothing else shows it
+        kind, enabled, settings = stored_rows(config_server)["vllm"]
+        assert (kind, enabled, settings["api_key"]) == ("openai", True, OPENAI_KEY)
+        assert OPENAI_KEY not in admin.get("/api/v1/config/revisions").text
+        assert OPENAI_KEY not in admin.get("/api/v1/config/backup").text
+
+        # after a restart the key comes back from the database (the server refuses any other)
+        config_server.restart()
+        with httpx.Client(base_url=config_server.url, timeout=30) as client:
+            wait_until(lambda: "vllm/chat-model" in model_names(client))
+            again = stream_message(client, model="vllm/chat-model", message="restarted", conversation_id=conversation)
+            assert again.error is None, again.error_payload
+            assert upstream.chat_headers()[-1]["authorization"] == f"Bearer {OPENAI_KEY}"
+
+            # a restore of the revision that added it takes the key from the running configuration
+            assert client.patch("/api/v1/config", json={"systemPrompt": "After the key"}).status_code == 200
+            restored = client.post(f"/api/v1/config/revisions/{put.json()['revision']['id']}/restore")
+            assert restored.status_code == 200, restored.text
+            assert restored.json()["config"]["providers"]["vllm"] == {**shown, "source": "file"}
+            assert restored.json()["config"]["settings"]["system_prompt"]["value"] != "After the key"
+            wait_until(lambda: "vllm/chat-model" in model_names(client))
+            back = stream_message(client, model="vllm/chat-model", message="restored", conversation_id=conversation)
+            assert back.error is None, back.error_payload
+            assert upstream.chat_headers()[-1]["authorization"] == f"Bearer {OPENAI_KEY}"
+        assert OPENAI_KEY not in config_server.logs()
+    finally:
+        upstream.stop()
