@@ -140,7 +140,7 @@ class ConfigurationService:
             document = parse_toml(text)
         except SettingsError as exc:
             return await self._refuse("file", {"text": mask_secrets_in_text(text)}, exc)
-        return await self._change("file", document, document, self.current.api)
+        return await self._change("file", lambda current: (document, document, current.api))
 
     async def patch(self, changes: Mapping[str, Any]) -> Revision:
         """Apply API changes over the file (None removes an API value); env-set keys are refused."""
@@ -161,8 +161,9 @@ class ConfigurationService:
                 "change the environment and restart instead",
                 details={"keys": env_keys},
             )
-        api = merge(self.current.api, normalized)
-        return await self._change("api", normalized, self.current.file, api, raise_invalid=True)
+        return await self._change(
+            "api", lambda current: (normalized, current.file, merge(current.api, normalized)), raise_invalid=True
+        )
 
     async def restore(self, text: str) -> Revision:
         """Replace the file's configuration with a backup, validated first; API changes are dropped.
@@ -178,7 +179,7 @@ class ConfigurationService:
         if kept:
             document = {**kept, **document}
             text = _with_keys(kept, text, document)
-        revision = await self._change("restore", document, document, {}, raise_invalid=True)
+        revision = await self._change("restore", lambda current: (document, document, {}), raise_invalid=True)
         if self.path is not None:
             self._write(text)
         return revision
@@ -199,31 +200,38 @@ class ConfigurationService:
     async def replace_provider(self, name: str, table: Mapping[str, Any]) -> Revision:
         """Store `table` as provider `name`'s API table (a new one, or replacing the one there whole), validated like a
         `[providers.<name>]` table of the file; over the file's table of that name, like every API value."""
-        api = dict(self.current.api)
-        before: Mapping[str, Any] = api.get("providers", {}).get(name, {})
-        api["providers"] = {**api.get("providers", {}), name: dict(table)}
-        # the revision holds what replays to the new table: keys of the old one that went are removed (None)
-        content = {"providers": {name: {**dict.fromkeys(k for k in before if k not in table), **table}}}
-        return await self._change("api", content, self.current.file, api, raise_invalid=True)
+
+        def layers(current: EffectiveConfig) -> tuple[Mapping[str, Any], Document, Document]:
+            before: Mapping[str, Any] = current.api.get("providers", {}).get(name, {})
+            api = {**current.api, "providers": {**current.api.get("providers", {}), name: dict(table)}}
+            # the revision holds what replays to the new table: keys of the old one that went are removed (None)
+            content = {"providers": {name: {**dict.fromkeys(k for k in before if k not in table), **table}}}
+            return content, current.file, api
+
+        return await self._change("api", layers, raise_invalid=True)
 
     async def remove_provider(self, name: str) -> Revision:
         """Remove provider `name`'s API table; the file's table of that name, if any, applies again."""
-        providers = dict(self.current.api.get("providers", {}))
-        if name not in providers:
-            if name in self.current.file.get("providers", {}):
+
+        def layers(current: EffectiveConfig) -> tuple[Mapping[str, Any], Document, Document]:
+            providers = dict(current.api.get("providers", {}))
+            if name not in providers:
+                if name in current.file.get("providers", {}):
+                    raise ServiceError(
+                        ErrorCode.CONFLICT,
+                        f"Provider {name} is defined in the config file, not through the API: remove it there",
+                        details={"provider": name, "source": "file"},
+                    )
                 raise ServiceError(
-                    ErrorCode.CONFLICT,
-                    f"Provider {name} is defined in the config file, not through the API: remove it there",
-                    details={"provider": name, "source": "file"},
+                    ErrorCode.NOT_FOUND, f"No provider configuration named {name}", details={"provider": name}
                 )
-            raise ServiceError(
-                ErrorCode.NOT_FOUND, f"No provider configuration named {name}", details={"provider": name}
-            )
-        del providers[name]
-        api = {key: value for key, value in self.current.api.items() if key != "providers"}
-        if providers:
-            api["providers"] = providers
-        return await self._change("api", {"providers": {name: None}}, self.current.file, api, raise_invalid=True)
+            del providers[name]
+            api = {key: value for key, value in current.api.items() if key != "providers"}
+            if providers:
+                api["providers"] = providers
+            return {"providers": {name: None}}, current.file, api
+
+        return await self._change("api", layers, raise_invalid=True)
 
     def validate(self, document: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Every error a document would raise as the config file; applies nothing."""
@@ -262,9 +270,16 @@ class ConfigurationService:
     # -- internals -----------------------------------------------------------------------------------------
 
     async def _change(
-        self, source: str, content: Mapping[str, Any], file: Document, api: Document, *, raise_invalid=False
+        self,
+        source: str,
+        layers: Callable[[EffectiveConfig], tuple[Mapping[str, Any], Document, Document]],
+        *,
+        raise_invalid: bool = False,
     ) -> Revision:
+        """Apply a change: `layers` gives, from the running configuration, what the revision records and the new
+        file and API layers. It runs under the lock, so that changes made at the same time build on each other."""
         async with self._lock:
+            content, file, api = layers(self.current)
             try:
                 new = cm.build(self.start_settings, file, api)
             except SettingsError as exc:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import tomllib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from app.config.effective import EffectiveConfig
 from app.config.provider_store import stored_provider_tables
-from app.config.service import ConfigurationService
+from app.config.service import ConfigReaction, ConfigurationService
 from app.config.snapshot import ConfigSource
 from app.db.engine import close_database, open_database
 from app.db.migrate import migrate
@@ -29,7 +30,23 @@ def read_toml(path: Path) -> dict:
     return tomllib.loads(path.read_text())
 
 
-def with_service(folder: Path, text: str, scenario: Callable[[ConfigurationService, Path], Awaitable[T]]) -> T:
+class SlowReaction:
+    """A reaction that takes its time to prepare, as opening a provider over the network does."""
+
+    async def prepare(self, old: EffectiveConfig, new: EffectiveConfig) -> Callable[[], None]:
+        await asyncio.sleep(0.05)
+        return lambda: None
+
+    async def applied(self, old: EffectiveConfig, new: EffectiveConfig) -> None:
+        return None
+
+
+def with_service(
+    folder: Path,
+    text: str,
+    scenario: Callable[[ConfigurationService, Path], Awaitable[T]],
+    reactions: Sequence[ConfigReaction] = (),
+) -> T:
     """Run `scenario` against a started configuration service whose file holds `text`."""
     path = folder / "beth.toml"
     write_config(path, text)
@@ -39,7 +56,7 @@ def with_service(folder: Path, text: str, scenario: Callable[[ConfigurationServi
         try:
             await migrate()
             settings = load_settings({"BETH_CONFIG": str(path), "BETH_DATA_DIR": str(folder / "data")})
-            service = ConfigurationService(settings, path, ConfigSource.of(settings))
+            service = ConfigurationService(settings, path, ConfigSource.of(settings), reactions)
             await service.start()
             return await scenario(service, path)
         finally:
@@ -109,3 +126,17 @@ def test_a_replica_changes_only_the_provider_tables_it_changed(tmp_path: Path) -
         assert third.current.settings.system_prompt == "Changed on the second."
 
     with_service(tmp_path, 'system_prompt = "Before."\n', scenario)
+
+
+def test_changes_made_at_the_same_time_build_on_each_other(tmp_path: Path) -> None:
+    async def scenario(service: ConfigurationService, path: Path) -> None:
+        await asyncio.gather(
+            service.replace_provider("a", {"type": "ollama", "host": "http://10.0.0.5:11434"}),
+            service.replace_provider("b", {"type": "ollama", "host": "http://10.0.0.6:11434"}),
+            service.patch({"system_prompt": "Both kept."}),
+        )
+        assert set(service.current.providers) == {"a", "b"}
+        assert service.current.settings.system_prompt == "Both kept."
+        assert set(await stored_provider_tables()) == {"a", "b"}
+
+    with_service(tmp_path, 'system_prompt = "Before."\n', scenario, reactions=(SlowReaction(),))
