@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.settings import Settings
+from app.config.settings import Settings
 from app.tls import ensure_dev_certificate
 from tests.deploy.dockerfile import REPO
 from tests.fixtures.server import ServerProcess, free_port

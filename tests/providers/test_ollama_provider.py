@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from app.config.load import load_settings
+from app.config.settings import SettingsError
 from app.errors import ErrorCode, ServiceError
 from app.providers.ollama import OllamaProvider
 from app.providers.registry import ProviderRegistry
 from app.providers.types import ChatChunk, ChatMessage, ChatRequest, GenerationOptions
-from app.settings import SettingsError, load_settings
 from tests.fixtures.ollama import MODELS, FakeOllama
 from tests.fixtures.polling import wait_until_async
 from tests.fixtures.providers import ScriptedProvider, sending
