@@ -27,13 +27,6 @@ FAST_CATALOG = {
 
 
 @pytest.fixture(scope="module")
-def module_ollama() -> Iterator[FakeOllama]:
-    server = FakeOllama().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def models_dir(tiny_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     models = tmp_path_factory.mktemp("catalog-models")
     (models / "tiny").symlink_to(tiny_export, target_is_directory=True)
@@ -53,7 +46,7 @@ def catalog_server(
 
 @pytest.fixture
 def client(catalog_server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=catalog_server.url, timeout=30) as http:
+    with catalog_server.client() as http:
         yield http
 
 
@@ -205,18 +198,14 @@ def test_the_default_model_is_listed_with_ollama_absent(
     (models / default_export.name).symlink_to(default_export, target_is_directory=True)
     env = {"OLLAMA_HOST": f"http://127.0.0.1:{free_port()}", "HF_MODELS_DIR": str(models), **FAST_CATALOG}
     server = ServerProcess(tmp_path_factory.mktemp("default-server"), database_url, extra_env=env)
-    server.start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=60) as http:
-            body = http.get("/api/v1/models").json()
-            assert [m["name"] for m in body["models"]] == ["hf/SmolLM2-135M-Instruct"]
-            smol = body["models"][0]
-            assert smol["capabilities"] == {"text": True, "vision": False, "streaming": True}
-            assert smol["contextLength"] >= 2048
-            ollama = next(p for p in body["providers"] if p["name"] == "ollama")
-            assert "not reachable" in ollama["listingError"]
-            names = graphql(http, "{ availableModels { models } }")["data"]["availableModels"]["models"]
-            assert names == ["hf/SmolLM2-135M-Instruct"]
-            assert http.post("/api/v1/models/SmolLM2-135M-Instruct/load").json()["model"]["loaded"] is True
-    finally:
-        server.stop()
+    with running(server), server.client(timeout=60) as http:
+        body = http.get("/api/v1/models").json()
+        assert [m["name"] for m in body["models"]] == ["hf/SmolLM2-135M-Instruct"]
+        smol = body["models"][0]
+        assert smol["capabilities"] == {"text": True, "vision": False, "streaming": True}
+        assert smol["contextLength"] >= 2048
+        ollama = next(p for p in body["providers"] if p["name"] == "ollama")
+        assert "not reachable" in ollama["listingError"]
+        names = graphql(http, "{ availableModels { models } }")["data"]["availableModels"]["models"]
+        assert names == ["hf/SmolLM2-135M-Instruct"]
+        assert http.post("/api/v1/models/SmolLM2-135M-Instruct/load").json()["model"]["loaded"] is True

@@ -11,10 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fixtures.server import fresh_database
 from tests.reliability.clients import Outcome, Streams, describe, query, sessions, stored_messages, wait_until
 from tests.reliability.paced_ollama import PACED, PacedOllama, paced_reply
 from tests.reliability.report import Row
-from tests.reliability.servers import database, serving
+from tests.reliability.servers import serving
 
 pytestmark = pytest.mark.reliability
 
@@ -25,7 +26,7 @@ WORDS = 200
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_kill_9_mid_stream_then_restart(kind: str, tmp_path: Path, paced_ollama: PacedOllama, row: Row) -> None:
     paced_ollama.words, paced_ollama.pace_s = WORDS, 0.1  # 20 s a reply: the kill lands mid-reply
-    with database(kind, tmp_path) as url, serving(url, tmp_path, paced_ollama) as server:
+    with fresh_database(kind, tmp_path) as url, serving(url, tmp_path, paced_ollama) as server:
         streams = Streams(server, STREAMS, PACED.name, "killed").start()
         streams.wait_for_tokens(3)
         # every session has flushed some partial text before the kill
