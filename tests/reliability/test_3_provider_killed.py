@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fixtures.polling import wait_until
 from tests.fixtures.server import fresh_database
-from tests.reliability.clients import Streams, describe, sessions, settled, stored_messages, wait_until
+from tests.reliability.clients import Streams, describe, sessions, settled, stored_messages
 from tests.reliability.paced_ollama import PACED, PacedOllama, paced_reply
 from tests.reliability.report import Row
 from tests.reliability.servers import serving
@@ -73,7 +74,7 @@ def test_provider_killed_mid_stream(kind: str, tmp_path: Path, paced_ollama: Pac
         wait_until(
             lambda: Streams(server, 1, PACED.name, "probe").start().join(timeout=30)[0].last_event == "end",
             45,
-            "a stream to succeed after the provider came back",
+            what="a stream to succeed after the provider came back",
             interval=0.5,
         )
         after = Streams(server, 6, PACED.name, "after-provider").start().join(timeout=60)
