@@ -12,7 +12,9 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from app.composition import Services, open_services
+from app.config.load import load_settings
 from app.config.service import ConfigurationService
+from app.config.settings import Settings
 from app.config.snapshot import ConfigSource
 from app.controllers.config import ConfigController
 from app.controllers.console import ConsoleController, console_templates
@@ -24,6 +26,7 @@ from app.controllers.legacy_stream import StreamController
 from app.controllers.model_configs import ModelConfigController
 from app.controllers.models import ModelController, ProviderController
 from app.controllers.observability import ObservabilityController
+from app.controllers.provider_configs import ProviderConfigController
 from app.db.engine import close_database, open_database, ping
 from app.db.migrate import migrate
 from app.graphql.controller import GraphQLController
@@ -40,7 +43,6 @@ from app.services.metrics import ServiceMetrics
 from app.services.password_attempts import remember_client_address
 from app.services.streams import StreamSessions
 from app.services.usage import UsageStats
-from app.settings import Settings, load_settings
 from app.shutdown import ShutdownSignal
 
 log = logging.getLogger(__name__)
@@ -136,6 +138,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ConfigController,
             ModelController,
             ProviderController,
+            ProviderConfigController,
             GraphQLController,
             ConsoleController,
             static_files(),

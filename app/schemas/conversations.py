@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from app.db.tables import Conversation, Message
+from app.errors import ErrorCode, ServiceError
 from app.providers.types import GenerationOptions
 from app.schemas.boundary import Identifier, MessageText, Name, PasswordText, RequiredName
 from app.schemas.common import ErrorDetail, epoch_ms
@@ -63,6 +64,20 @@ class ReplyOptions(msgspec.Struct, rename="camel", forbid_unknown_fields=True, o
 
     def as_generation_options(self) -> GenerationOptions:
         return GenerationOptions(**msgspec.structs.asdict(self))
+
+
+def reply_options(value: object) -> GenerationOptions:
+    """`options` sent where msgspec does not decode the body (GraphQL, the legacy stream route), checked by
+    `ReplyOptions`' rules: one rule set for every chat surface. A bad value is INVALID_REQUEST naming it."""
+    try:
+        return msgspec.convert(value, ReplyOptions).as_generation_options()
+    except msgspec.ValidationError as exc:
+        problem = str(exc).replace("`$", "`options")
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST,
+            f"Invalid options: {problem}",
+            details={"field": "options", "problems": [problem]},
+        ) from None
 
 
 class AddMessageRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from app.config import settings as settings_rows
-from app.config.settings import KEYS
+from app.config.load import load_settings
+from app.config.settings import DEFAULT_CORS_ORIGINS, KEYS, SettingsError
 from app.config.table import current_section, readme_section
-from app.settings import DEFAULT_CORS_ORIGINS, SettingsError, load_settings
+from tests.fixtures.config_files import write_config
 
 
 def test_defaults_are_the_embedded_ones() -> None:
@@ -30,7 +31,7 @@ def test_defaults_are_the_embedded_ones() -> None:
 
 def test_file_overrides_defaults_and_environment_overrides_file(tmp_path: Path) -> None:
     config = tmp_path / "beth.toml"
-    config.write_text('port = 5000\nhost = "0.0.0.0"\nollama_host = "http://gpu-box:11434"\n')
+    write_config(config, 'port = 5000\nhost = "0.0.0.0"\nollama_host = "http://gpu-box:11434"\n')
     settings = load_settings({"BETH_CONFIG": str(config), "PORT": "6000"})
     assert settings.port == 6000
     assert settings.host == "0.0.0.0"
@@ -77,10 +78,10 @@ def test_the_lookahead_setting_reaches_the_hf_model_pool(tmp_path: Path) -> None
 
 def test_unknown_and_unreadable_file_keys_are_refused(tmp_path: Path) -> None:
     config = tmp_path / "beth.toml"
-    config.write_text("prot = 5000\n")
+    write_config(config, "prot = 5000\n")
     with pytest.raises(SettingsError, match="unknown key"):
         load_settings({"BETH_CONFIG": str(config)})
-    config.write_text("port = \n")
+    write_config(config, "port = \n")
     with pytest.raises(SettingsError, match="cannot read the TOML file"):
         load_settings({"BETH_CONFIG": str(config)})
     with pytest.raises(SettingsError, match="no such file"):
@@ -116,7 +117,7 @@ def test_the_readme_configuration_table_is_written_from_the_settings_rows() -> N
 
 
 def test_loading_settings_loads_neither_the_engine_nor_the_exporter() -> None:
-    code = "import app.settings, sys; assert not [m for m in sys.modules if m.split('.')[0] in ('onnxruntime', 'inference', 'exports', 'numpy', 'tokenizers')], sorted(sys.modules)"
+    code = "import app.settings, app.config.load, sys; assert not [m for m in sys.modules if m.split('.')[0] in ('onnxruntime', 'inference', 'exports', 'numpy', 'tokenizers')], sorted(sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
 
