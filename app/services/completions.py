@@ -222,10 +222,12 @@ class Completion:
             record = failed_record(answer, count, error)
             raise error from exc
         finally:
-            with suppress(Exception):
-                await self.stream.aclose()  # stops the upstream generation (frees the model's place)
-            if record is not None:
-                await notify(self._observers, record)
+            try:
+                with suppress(Exception):
+                    await self.stream.aclose()  # stops the upstream generation (frees the model's place)
+            finally:
+                if record is not None:
+                    await notify(self._observers, record)
 
     async def reply(self) -> tuple[str, ChatChunk]:
         """The whole reply at once: its text and the final chunk."""
