@@ -127,22 +127,28 @@ class CompletionService:
         """The client's system prompt (its system messages, joined; None when it sent none), the earlier
         messages and the last one, which must be the user's; images are checked as uploads are."""
         system = [m.text for m in messages if m.role == "system"]
-        spoken = [m for m in messages if m.role != "system"]
-        if not spoken or spoken[-1].role != "user":
+        spoken = [(index, m) for index, m in enumerate(messages) if m.role != "system"]
+        if not spoken or spoken[-1][1].role != "user":
             raise ServiceError(
                 ErrorCode.INVALID_REQUEST,
                 "The last message (after any system messages) must be the user's",
                 details={"field": "messages"},
             )
         chat = [
-            ChatMessage(
-                role=m.role,  # type: ignore[arg-type]  # system messages were taken out above
-                content=m.text,
-                images=self.images.as_base64(self.images.validate(m.uploads)) if m.uploads else [],
-            )
-            for m in spoken
+            ChatMessage(role=m.role, content=m.text, images=self._images(m.uploads, index))  # type: ignore[arg-type]
+            for index, m in spoken
         ]
         return ("\n\n".join(system) if system else None), chat[:-1], chat[-1]
+
+    def _images(self, uploads: tuple[Upload, ...], index: int) -> list[str]:
+        """One message's images, checked like any upload (count, size, real type), as base64."""
+        if not uploads:
+            return []
+        try:
+            return self.images.as_base64(self.images.validate(uploads))
+        except ServiceError as exc:
+            exc.details = {"field": f"messages[{index}]", **exc.details}
+            raise
 
 
 class Completion:

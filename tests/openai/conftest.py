@@ -38,9 +38,11 @@ def models_dir(folder: Path, *exports: Path) -> Path:
     return folder
 
 
-def server_env(workdir: Path, ollama: FakeOllama, models: Path, **extra: str) -> dict[str, str]:
+def server_env(
+    workdir: Path, ollama: FakeOllama, models: Path, config_text: str = CONFIG, **extra: str
+) -> dict[str, str]:
     config = workdir / "beth.toml"
-    config.write_text(CONFIG)
+    config.write_text(config_text)
     return {**ENV, "OLLAMA_HOST": ollama.url, "HF_MODELS_DIR": str(models), "BETH_CONFIG": str(config), **extra}
 
 
