@@ -56,7 +56,9 @@ class OpenAIController(Controller):
     async def list_models(self, catalog: ModelCatalog) -> ModelCardList:
         return ModelCardList(data=[ModelCard.of(model) for model in await catalog.models()])
 
-    @get("/models/{name:path}", summary="One model, as OpenAI shows a model", responses=openai_errors(401, 403, 404))
+    @get(
+        "/models/{name:path}", summary="One model, as OpenAI shows a model", responses=openai_errors(400, 401, 403, 404)
+    )
     async def get_model(self, name: str, catalog: ModelCatalog) -> ModelCard:
         return ModelCard.of(await catalog.get(name.lstrip("/")))
 
