@@ -17,6 +17,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Reference, RequestBody, Schema
 
 from app.schemas.common import ErrorResponse
+from app.schemas.openai_api import OpenAIErrorBody
 
 if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
@@ -180,8 +181,6 @@ OPENAI_ERROR_DESCRIPTIONS: dict[int, str] = {
 
 def openai_errors(*statuses: int) -> dict[int, ResponseSpec]:
     """The error responses of an OpenAI-compatible route, each with OpenAI's error body."""
-    from app.schemas.openai_api import OpenAIErrorBody  # the schemas import services: kept off the import path
-
     return {
         status: ResponseSpec(
             data_container=OpenAIErrorBody, description=OPENAI_ERROR_DESCRIPTIONS[status], generate_examples=False

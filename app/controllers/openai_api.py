@@ -49,7 +49,7 @@ DONE = b"data: [DONE]\n\n"
 class OpenAIController(Controller):
     path = "/v1"
     tags = ("OpenAI-compatible",)
-    guards = [openai_clients_only]  # noqa: RUF012 - Litestar reads the class attribute
+    guards = (openai_clients_only,)
     exception_handlers = OPENAI_EXCEPTION_HANDLERS  # type: ignore[assignment]
 
     @get("/models", summary="Every model of every provider, as OpenAI lists models", responses=openai_errors(401, 403))

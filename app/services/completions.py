@@ -90,20 +90,21 @@ class CompletionService:
             raise ServiceError(ErrorCode.PROVIDER_UNAVAILABLE, "No model provider is configured")
         system_prompt, history, current = self._conversation(request.messages)
         routed = await router.candidates(request.model)
+        if routed[0].error is not None:  # the requested name does not route: refused, nothing tried
+            raise routed[0].error
         if current.images or any(message.images for message in history):
             vision = await vision_candidates(routed, self.config.settings.vision_fallback_model, router.candidates)
-            if vision is None:
+            if vision is not None:
+                routed = vision
+            elif routed[0].info is not None:  # known not to see (a model the catalog does not know is asked as it is)
                 raise ServiceError(
                     ErrorCode.CAPABILITY_UNSUPPORTED,
                     f"Model {routed[0].asked} cannot see images and no vision model is configured for them "
                     "(vision_fallback_model)",
                     details={"model": routed[0].asked, "capability": "vision", "field": "messages"},
                 )
-            routed = vision
         candidates = self.requests.for_candidates(routed, history, current, request.options, system_prompt)
         first = candidates[0]
-        if first.error is not None:  # the requested name does not route: refused, nothing tried
-            raise first.error
         assert first.resolved is not None
         answer = Answer(first.resolved.name, first.resolved.provider.name)
         timeout_s = self.config.settings.stream_timeout_s

@@ -111,6 +111,8 @@ def test_a_text_only_model_s_images_go_to_the_vision_fallback_or_are_refused(
         ask(client, "hf/tiny", looking(data_url(png)))
     assert caught.value.code == "unsupported_capability"
     assert "vision_fallback_model" in caught.value.message
+    with pytest.raises(openai.NotFoundError):  # a name that does not route is that, images or not
+        ask(client, "hf/no-such-model", looking(data_url(png)))
     changed = http.patch("/api/v1/config", json={"vision_fallback_model": VLM})
     assert changed.status_code == 200, changed.text
     try:
