@@ -26,7 +26,7 @@ def hurried_server(
     database_url: str, tmp_path_factory: pytest.TempPathFactory, openai_ollama: FakeOllama, tiny_export: Path
 ) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp("openai-deadline")
-    env = server_env(workdir, openai_ollama, models_dir(workdir / "models", tiny_export), STREAM_TIMEOUT_S="1")
+    env = server_env(workdir, openai_ollama, models_dir(workdir / "models", tiny_export), STREAM_TIMEOUT_S="2")
     with running(ServerProcess(workdir, database_url, env)) as process:
         yield process
 
