@@ -25,6 +25,7 @@ from app.controllers.model_configs import ModelConfigController
 from app.controllers.models import ModelController, ProviderController
 from app.controllers.observability import ObservabilityController
 from app.controllers.openai_api import OpenAIController
+from app.controllers.provider_configs import ProviderConfigController
 from app.db.engine import close_database, open_database, ping
 from app.db.migrate import migrate
 from app.graphql.controller import GraphQLController
@@ -150,6 +151,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ConfigController,
             ModelController,
             ProviderController,
+            ProviderConfigController,
             GraphQLController,
             ConsoleController,
             static_files(),

@@ -66,22 +66,35 @@ class Generator:
         """Queue prompt tokens; refuse them when they and `max_new_tokens` cannot fit the context."""
         if self.generated or self.finish_reason:
             raise InferenceError(HF_INFERENCE_FAILED, "append_tokens after generation started is not supported")
-        needed = self._history_length + len(token_ids) + self.params.max_new_tokens
-        if needed > self.model.context_length:
+        self._check_fits(self._history_length + len(token_ids))
+        self._remember(token_ids)
+        self._pending.extend(token_ids)
+        self.prompt_length = self._history_length
+
+    def reword_prompt(self, token_ids: Sequence[int]) -> None:
+        """Queue `token_ids` instead of the prompt: the same text in other tokens (a saved turn's own), before
+        the first step; refused like `append_tokens` when they cannot fit."""
+        if self.generated or self.state is not None or len(self._pending) != self._history_length:
+            raise InferenceError(HF_INFERENCE_FAILED, "the prompt can be reworded only before the first step")
+        self._check_fits(len(token_ids))
+        self._history_length, self._pending = 0, []
+        if self.lookup is not None:
+            self.lookup = PromptLookup(self.lookup.max_tokens)
+        self.append_tokens(token_ids)
+
+    def _check_fits(self, prompt_tokens: int) -> None:
+        if prompt_tokens + self.params.max_new_tokens > self.model.context_length:
             raise InferenceError(
                 HF_CONTEXT_LENGTH_EXCEEDED,
-                f"the prompt has {self._history_length + len(token_ids)} tokens and up to "
-                f"{self.params.max_new_tokens} new tokens were asked for, but the model's context holds "
-                f"{self.model.context_length}; shorten the conversation or ask for fewer tokens",
+                f"the prompt has {prompt_tokens} tokens and up to {self.params.max_new_tokens} new tokens were "
+                f"asked for, but the model's context holds {self.model.context_length}; shorten the conversation "
+                "or ask for fewer tokens",
                 {
-                    "prompt_tokens": self._history_length + len(token_ids),
+                    "prompt_tokens": prompt_tokens,
                     "max_new_tokens": self.params.max_new_tokens,
                     "context_length": self.model.context_length,
                 },
             )
-        self._remember(token_ids)
-        self._pending.extend(token_ids)
-        self.prompt_length = self._history_length
 
     def attach(self, state: SequenceState) -> None:
         """Use `state` (a row of the scheduler's cache) instead of a cache of its own; before the first step."""

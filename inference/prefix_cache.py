@@ -5,7 +5,10 @@ prompt. So when a generation ends, the cache of the tokens it fed is saved under
 saved turn it continued from), and the system prompt's cache is saved once when a sequence first passes its
 end. A new generation copies the longest saved prefix it shares into its own row and feeds only the rest:
 the key-value entries of a token depend only on the tokens before it, so the text is the same as after a
-fresh prefill. Entries are copies (a row is never shared), counted in bytes against a budget and evicted
+fresh prefill. A reply's own tokens are often not what its text gives when the next prompt tokenizes it
+again (a model may write "Alessandro" as other pieces than the tokenizer would), so before the lookup the
+prompt takes a saved turn's tokens in place of the same text (`align`); otherwise the whole reply would be fed
+again. Entries are copies (a row is never shared), counted in bytes against a budget and evicted
 least recently used; a generation in progress holds no entry, so eviction never touches one.
 """
 
@@ -13,13 +16,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
 MIN_TOKENS = 16  # shorter prefixes are cheaper to feed again than to keep
+LAST_PART_TRIES = 8  # saved reply ends tried against the prompt's tokens (a reply cut inside a word)
 
 
 @dataclass(slots=True)
@@ -69,6 +73,25 @@ class PrefixCache:
             self.hits += 1
             return best, usable
 
+    def align(
+        self, prompt: Sequence[int], decode: Callable[[Sequence[int]], str], special: Collection[int] = ()
+    ) -> list[int]:
+        """`prompt` with a saved turn's own tokens in place of the same text tokenized afresh.
+
+        Between the chat template's `special` tokens, which must match exactly, a part of the prompt may stand
+        for a saved part that decodes to the same text (`decode` keeps special tokens). The saved turn that
+        covers the most of the prompt this way becomes its prefix, so the lookup finds all of it.
+        """
+        ids = np.asarray(prompt, dtype=np.int64)
+        with self._lock:
+            turns = [e.tokens for e in self._entries if e.kind == "turn"]
+        best, best_used = list(prompt), 0
+        for saved in turns:
+            used, end = _text_aligned(saved, ids, decode, special)
+            if used > best_used and used >= MIN_TOKENS and end < ids.size:
+                best, best_used = [*saved[:used].tolist(), *ids[end:].tolist()], used
+        return best
+
     def holds(self, tokens: Sequence[int]) -> bool:
         """Whether exactly these tokens are saved."""
         ids = np.asarray(tokens, dtype=np.int64)
@@ -104,6 +127,59 @@ class PrefixCache:
         total = sum(e.nbytes for e in self._entries)
         while self._entries and total > budget_bytes:
             total -= self._entries.pop(0).nbytes
+
+
+def _text_aligned(
+    saved: np.ndarray, ids: np.ndarray, decode: Callable[[Sequence[int]], str], special: Collection[int]
+) -> tuple[int, int]:
+    """How many leading `saved` tokens stand for how many leading `ids`: equal tokens, or, between special
+    tokens, parts that decode to the same text. The last saved part (a reply without its end token) may
+    stand for the start of a longer prompt part."""
+    used = position = 0
+    while True:
+        same = _common_length(saved[used:], ids[position:])
+        used, position = used + same, position + same
+        if used == saved.size or position == ids.size:
+            return used, position
+        saved_end, ids_end = _part_end(saved, used, special), _part_end(ids, position, special)
+        if saved_end == used or ids_end == position:  # a special token differs
+            return used, position
+        if saved_end == saved.size:  # the reply: its end may fall inside a token of the prompt's
+            for last in range(saved.size, max(used, saved.size - LAST_PART_TRIES), -1):
+                end = _same_text_end(ids[:ids_end], position, decode(saved[used:last].tolist()), decode)
+                if end is not None:
+                    return last, end
+            return used, position
+        if decode(ids[position:ids_end].tolist()) != decode(saved[used:saved_end].tolist()):
+            return used, position
+        used, position = saved_end, ids_end
+
+
+def _part_end(ids: np.ndarray, start: int, special: Collection[int]) -> int:
+    """The index of the first special token at or after `start` (or the end)."""
+    for index in range(start, ids.size):
+        if int(ids[index]) in special:
+            return index
+    return int(ids.size)
+
+
+def _same_text_end(ids: np.ndarray, start: int, text: str, decode: Callable[[Sequence[int]], str]) -> int | None:
+    """The end of the span of `ids` from `start` that decodes to exactly `text`, if there is one.
+
+    The decoded length grows with the span, so a binary search finds the shortest span at least as long as
+    `text`; one span beyond it is tried too (a token that decodes to nothing, such as a partial character).
+    """
+    low, high = start + 1, ids.size
+    while low < high:
+        middle = (low + high) // 2
+        if len(decode(ids[start:middle].tolist())) < len(text):
+            low = middle + 1
+        else:
+            high = middle
+    for end in (low, low + 1):
+        if end <= ids.size and decode(ids[start:end].tolist()) == text:
+            return end
+    return None
 
 
 def _common_length(saved: np.ndarray, prompt: np.ndarray) -> int:

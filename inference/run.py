@@ -48,6 +48,7 @@ class GenerationRun:
         self.started_at = time.perf_counter()
         self.generator = Generator(model, params, step_costs)
         self.generator.append_tokens(prompt_ids)
+        self.tokenizer = tokenizer
         self._text_stream = tokenizer.stream()
         self._stops = StopStringFilter(params.stop_strings)
         self._parts: list[str] = []

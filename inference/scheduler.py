@@ -16,12 +16,15 @@ every core.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from inference.errors import HF_OVERLOADED, InferenceError
 from inference.events import Event
@@ -69,6 +72,9 @@ class Scheduler:
         self._rows: list[_Active] = []  # the running generations; with slots, index = cache row
         self._queue: deque[_Active] = deque()
         self._slots: SlotCache | None = None
+        #: the tokens whose cache still fills a free row, and that row: the last generation to leave from the
+        #: last row; the next generation starts in that row, so its conversation's next turn copies nothing
+        self._resident: tuple[np.ndarray, int] | None = None
         self._wake = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -175,17 +181,36 @@ class Scheduler:
         """Give the run its row, starting from the longest saved prefix of its prompt."""
         if self._slots is None or self._slots.rows < self._capacity():
             self._slots = self.model.slot_cache(max(1, self.limits.max_batch_size))
+            self._resident = None
         generator = active.run.generator
         state = self.model.new_sequence(self._slots, row)
-        saved, length = None, 0
+        resident, self._resident = self._resident, None  # the row is this generation's from now on
         if generator.reuses_prefix:
-            saved, length = self.prefixes.lookup(generator.token_ids(generator.prompt_length))
-        if saved is not None:
-            self._slots.write(row, saved.arrays, length)
-            state.length = length
-            generator.skip_prompt(length)
+            self._reword(active.run)
+            prompt = generator.token_ids(generator.prompt_length)
+            saved, length = self.prefixes.lookup(prompt)
+            in_place = _usable(resident[0], prompt) if resident is not None and resident[1] == row else 0
+            if in_place >= max(length, MIN_TOKENS):  # the row holds it already
+                state.length = in_place
+                generator.skip_prompt(in_place)
+            elif saved is not None:
+                self._slots.write(row, saved.arrays, length)
+                state.length = length
+                generator.skip_prompt(length)
         generator.attach(state)
         active.state = state
+
+    def _reword(self, run: GenerationRun) -> None:
+        """Let a saved turn's own tokens stand for its text in the prompt (`PrefixCache.align`), here on the
+        worker thread, where the turn that just ended has been saved."""
+        generator, tokenizer = run.generator, run.tokenizer
+        prompt = generator.token_ids(generator.prompt_length).tolist()
+        aligned = self.prefixes.align(
+            prompt, lambda ids: tokenizer.decode(ids, skip_special_tokens=False), tokenizer.special_ids
+        )
+        if aligned != prompt:
+            with contextlib.suppress(InferenceError):  # more tokens than the context holds: keep the prompt
+                generator.reword_prompt(aligned)
 
     def _waited_too_long(self, seconds: float) -> InferenceError:
         return InferenceError(
@@ -219,9 +244,9 @@ class Scheduler:
             outcome = results.get(id(active))
             if outcome is None:
                 continue
+            if isinstance(outcome, BaseException) or active.run.done:  # saved before the caller hears the end,
+                self._leave(active, saved=not isinstance(outcome, BaseException))  # so its next turn finds it
             self._deliver(active, outcome)
-            if isinstance(outcome, BaseException) or active.run.done:
-                self._leave(active, saved=not isinstance(outcome, BaseException))
 
     def _prompt_step(self, active: _Active) -> list[Event]:
         """One piece of the prompt; the piece that reaches the end of a system prompt stops there, and that
@@ -283,14 +308,16 @@ class Scheduler:
         """Save the run's prefix (`saved`) and free its row: the last row's run moves into it (its cache the
         only one copied)."""
         state, slots = active.state, self._slots
-        reusable = active.run.generator.reuses_prefix
-        if saved and reusable and state is not None and slots is not None and state.length >= MIN_TOKENS:
-            self.prefixes.save(
-                active.run.generator.token_ids(state.length), slots.read(state.row, state.length), "turn"
-            )
+        kept: np.ndarray | None = None
+        reusable = saved and active.run.generator.reuses_prefix
+        if reusable and state is not None and slots is not None and state.length >= MIN_TOKENS:
+            kept = active.run.generator.token_ids(state.length)
+            self.prefixes.save(kept, slots.read(state.row, state.length), "turn")
         with self._wake:
             index = self._rows.index(active)
             last = self._rows[-1]
+            if kept is not None and last is active and state is not None:
+                self._resident = (kept, state.row)
             if self.model.batches and last is not active and slots is not None:
                 if last.state is not None:
                     slots.move_row(len(self._rows) - 1, index, last.state.length)
@@ -305,6 +332,13 @@ class Scheduler:
             active.sink(events)
         except Exception:
             log.exception("delivering events of a generation failed")
+
+
+def _usable(saved: np.ndarray, prompt: np.ndarray) -> int:
+    """How many leading prompt tokens `saved` holds, leaving at least one to feed."""
+    size = min(saved.size, prompt.size - 1)
+    differ = np.flatnonzero(saved[:size] != prompt[:size])
+    return int(differ[0]) if differ.size else max(0, size)
 
 
 def _decode_alone(active: _Active) -> list[Event]:

@@ -86,6 +86,8 @@ class ChatTokenizer:
         config = _read_json(folder / "tokenizer_config.json")
         self.special_tokens = {key: _token_text(config.get(key)) for key in _SPECIAL_KEYS}
         self.chat_template = _chat_template(folder, config)
+        #: ids of the added and special tokens (the chat template's markers): never part of a message's text
+        self.special_ids = frozenset(self.tokenizer.get_added_tokens_decoder())
         self._compiled: jinja2.Template | None = None
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:

@@ -1,3 +1,8 @@
 """Shared fixtures: real servers over HTTP (tests/fixtures/server.py) and real models (tests/fixtures/models.py)."""
 
-pytest_plugins = ["tests.fixtures.server", "tests.fixtures.models", "tests.fixtures.ollama"]
+pytest_plugins = [
+    "tests.fixtures.server",
+    "tests.fixtures.models",
+    "tests.fixtures.ollama",
+    "tests.fixtures.openai_upstream",
+]

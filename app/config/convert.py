@@ -6,11 +6,15 @@ Nothing here imports the engine: `execution_provider`'s CUDA probe imports ONNX 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
 EXECUTION_PROVIDERS = ("auto", "cpu", "cuda")
+#: an API key given as a reference to an environment variable (`env:NAME`) rather than as the key itself
+ENV_REFERENCE = re.compile(r"env:([A-Za-z_][A-Za-z0-9_]*)")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -120,6 +124,8 @@ def to_http_url(raw: object) -> str:
     parsed = urlparse(value)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ValueError("must be an http:// or https:// URL with a host")
+    if any(char.isspace() or not char.isprintable() for char in value):
+        raise ValueError("must be a URL without spaces or control characters")
     return value
 
 
@@ -155,6 +161,13 @@ def to_names(raw: object) -> tuple[str, ...]:
     return tuple(names)
 
 
+def strict_names(raw: object) -> tuple[str, ...]:
+    """A table's list of model names: a TOML array of strings (or one comma-separated string), as `to_names`."""
+    if isinstance(raw, str) or (isinstance(raw, list | tuple) and all(isinstance(item, str) for item in raw)):
+        return to_names(raw)
+    raise ValueError("must be a list of model names")
+
+
 def to_host(raw: object) -> str:
     value = str(raw).strip()
     if not value:
@@ -180,3 +193,32 @@ def stop_sequences(raw: object) -> list[str]:
     if not isinstance(items, list) or not all(isinstance(item, str) and item for item in items):
         raise ValueError("must be a string or a list of non-empty strings")
     return list(items)
+
+
+def env_reference(value: object) -> str | None:
+    """The variable an `env:NAME` value names, else None (the value is the secret itself)."""
+    match = ENV_REFERENCE.fullmatch(value) if isinstance(value, str) else None
+    return match.group(1) if match else None
+
+
+def to_api_key(raw: object) -> str:
+    """An API key, or `env:NAME` for one kept in the environment (which must then be set), so that a config
+    file, the revision history and the API never need to hold the key itself."""
+    if not isinstance(raw, str):
+        raise ValueError("must be a string")
+    value = raw.strip()
+    if value.startswith("env:"):
+        name = env_reference(value)
+        if name is None:
+            raise ValueError("an environment reference is env:NAME, with NAME a variable name")
+        if name not in os.environ:
+            raise ValueError(f"names the environment variable {name}, which is not set")
+    return value
+
+
+def resolve_api_key(value: str, environ: Mapping[str, str] | None = None) -> str:
+    """The key itself: an `env:NAME` reference read from the environment, any other value as it is."""
+    name = env_reference(value)
+    if name is None:
+        return value
+    return (os.environ if environ is None else environ).get(name, "")

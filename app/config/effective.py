@@ -40,8 +40,8 @@ MODEL_CONVERTERS: dict[str, Callable[[object], Any]] = {
 }
 
 
-PROVIDER_TYPES: tuple[str, ...] = ("ollama",)
-#: names the service gives its own providers (and `openai/`, reserved); a table may not take them
+PROVIDER_TYPES: tuple[str, ...] = ("ollama", "openai")
+#: names the service gives its own providers (`ollama`, `hf`, `openai`); a table may not take them
 RESERVED_PROVIDER_NAMES: frozenset[str] = frozenset(prefix.rstrip("/") for prefix in RESERVED_PREFIXES)
 PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -52,28 +52,54 @@ def _provider_type(raw: object) -> str:
     return str(raw)
 
 
-#: a `[providers.<name>]` table's keys; the Ollama ones check like the main Ollama's settings
-PROVIDER_CONVERTERS: dict[str, Callable[[object], Any]] = {
-    "type": _provider_type,
-    "host": KEYS["ollama_host"].convert,
-    "enabled": c.strict_bool,
-    "timeout_s": KEYS["ollama_timeout_s"].convert,
-    "num_ctx": KEYS["ollama_num_ctx"].convert,
-    "keep_alive_s": KEYS["ollama_keep_alive_s"].convert,
+#: a `[providers.<name>]` table's keys, per type; each checks like the main provider's setting of that type
+PROVIDER_CONVERTERS: dict[str, dict[str, Callable[[object], Any]]] = {
+    "ollama": {
+        "type": _provider_type,
+        "host": KEYS["ollama_host"].convert,
+        "enabled": c.strict_bool,
+        "timeout_s": KEYS["ollama_timeout_s"].convert,
+        "num_ctx": KEYS["ollama_num_ctx"].convert,
+        "keep_alive_s": KEYS["ollama_keep_alive_s"].convert,
+    },
+    "openai": {
+        "type": _provider_type,
+        "base_url": KEYS["openai_base_url"].convert,
+        "api_key": KEYS["openai_api_key"].convert,
+        "models": c.strict_names,
+        "enabled": c.strict_bool,
+        "timeout_s": KEYS["openai_timeout_s"].convert,
+    },
 }
-PROVIDER_REQUIRED: tuple[str, ...] = ("type", "host")
+PROVIDER_REQUIRED: dict[str, tuple[str, ...]] = {"ollama": ("host",), "openai": ("base_url",)}
+#: what a key a table leaves out defaults to, per type (the main provider's default)
+PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ollama": {"timeout_s": Settings.ollama_timeout_s},
+    "openai": {"timeout_s": Settings.openai_timeout_s},
+}
 
 
 @dataclass(frozen=True)
 class ProviderTable:
-    """One `[providers.<name>]` table, validated: another Ollama host, reached as `<name>/<model>`."""
+    """One `[providers.<name>]` table, validated: another Ollama host (`host`, ...) or an OpenAI-compatible
+    server (`base_url`, `api_key`, `models`), reached as `<name>/<model>`. `api_key` is as configured: the key,
+    or an `env:NAME` reference that the providers package resolves when it builds the provider."""
 
     type: str
-    host: str
+    host: str = ""
     enabled: bool = True
     timeout_s: float = Settings.ollama_timeout_s
     num_ctx: int = Settings.ollama_num_ctx
     keep_alive_s: float = Settings.ollama_keep_alive_s
+    base_url: str = ""
+    api_key: str = field(default="", repr=False)
+    #: the only models listed and served (all the server lists, when empty)
+    models: tuple[str, ...] = ()
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The keys of this table's type (what views and diffs show)."""
+        return tuple(PROVIDER_CONVERTERS[self.type])
 
 
 @dataclass(frozen=True)
@@ -172,12 +198,23 @@ def _providers_errors(providers: object, source: str) -> list[SettingsError]:
         if not isinstance(table, Mapping):
             errors.append(SettingsError(prefix, table, "must be a table", source))
             continue
+        kind = table.get("type")
+        if "type" not in table:
+            errors.append(SettingsError(f"{prefix}.type", None, "is required", source))
+        if kind not in PROVIDER_TYPES:  # which keys a table needs depends on its type: check the names only
+            known = {
+                key: converter for converters in PROVIDER_CONVERTERS.values() for key, converter in converters.items()
+            }
+            errors += _keys_errors(
+                prefix, {k: v for k, v in table.items() if k not in known or k == "type"}, known, source
+            )
+            continue
         errors += [
             SettingsError(f"{prefix}.{key}", None, "is required", source)
-            for key in PROVIDER_REQUIRED
+            for key in PROVIDER_REQUIRED[str(kind)]
             if key not in table
         ]
-        errors += _keys_errors(prefix, table, PROVIDER_CONVERTERS, source)
+        errors += _keys_errors(prefix, table, PROVIDER_CONVERTERS[str(kind)], source, what=f"key of an {kind} provider")
     return errors
 
 
@@ -199,14 +236,15 @@ def _keys_errors(
     """Each key of one table checked by its converter: unknown keys (naming the known ones) and bad values."""
     errors: list[SettingsError] = []
     for key, value in table.items():
+        shown = redact(key, value)  # an error quotes the value: never a secret's
         if key not in converters:
             known = ", ".join([*converters, *also_known])
-            errors.append(SettingsError(f"{prefix}.{key}", value, f"unknown {what} (known: {known})", source))
+            errors.append(SettingsError(f"{prefix}.{key}", shown, f"unknown {what} (known: {known})", source))
             continue
         try:
             converters[key](value)
         except ValueError as exc:
-            errors.append(SettingsError(f"{prefix}.{key}", value, str(exc), source))
+            errors.append(SettingsError(f"{prefix}.{key}", shown, str(exc), source))
     return errors
 
 
@@ -214,6 +252,13 @@ def _model_table(table: Mapping[str, Any]) -> ModelTable:
     values = {key: MODEL_CONVERTERS[key](value) for key, value in table.items() if key != "options"}
     options = {key: OPTION_CONVERTERS[key](value) for key, value in table.get("options", {}).items()}
     return ModelTable(**values, options=options)
+
+
+def _provider_table(table: Mapping[str, Any]) -> ProviderTable:
+    kind = str(table["type"])
+    converters = PROVIDER_CONVERTERS[kind]
+    values = {**PROVIDER_DEFAULTS[kind], **{key: converters[key](value) for key, value in table.items()}}
+    return ProviderTable(**values)
 
 
 def build(start: Settings, file: Document, api: Document) -> EffectiveConfig:
@@ -240,12 +285,10 @@ def build(start: Settings, file: Document, api: Document) -> EffectiveConfig:
     tables = merge(file.get("models", {}), api.get("models", {}))
     model_sources = {name: "api" if name in api.get("models", {}) else "file" for name in tables}
     models = {name: _model_table(table) for name, table in tables.items()}
-    provider_tables = merge(file.get("providers", {}), api.get("providers", {}))
+    # an API provider table replaces the file's table of that name whole: what was PUT is what runs
+    provider_tables = {**file.get("providers", {}), **api.get("providers", {})}
     provider_sources = {name: "api" if name in api.get("providers", {}) else "file" for name in provider_tables}
-    providers = {
-        name: ProviderTable(**{key: PROVIDER_CONVERTERS[key](value) for key, value in table.items()})
-        for name, table in provider_tables.items()
-    }
+    providers = {name: _provider_table(table) for name, table in provider_tables.items()}
     return EffectiveConfig(settings, models, sources, model_sources, file, api, providers, provider_sources)
 
 
@@ -257,13 +300,17 @@ def env_name(key: str) -> str:
 
 
 def is_secret(key: str) -> bool:
-    """A secret row, or a key named like one (a table's `password`, an unknown `*_token`): shown as `***`."""
-    return key in SECRET_KEYS or key.endswith("_token") or "password" in key or key.endswith("_secret")
+    """A secret row, or a key named like one (a table's `api_key` or `password`, an unknown `*_token`): shown as
+    `***`."""
+    return key in SECRET_KEYS or key.endswith(("_token", "_secret", "api_key")) or "password" in key
 
 
 def redact(key: str, value: Any) -> Any:
-    """Secrets become `***`; a database URL keeps everything but its password."""
+    """Secrets become `***` (an API key's `env:NAME` reference is no secret and stays); a database URL keeps
+    everything but its password."""
     if is_secret(key):
+        if key.endswith("api_key") and c.env_reference(value):
+            return value
         return REDACTED if value else value
     if key == "database_url" and isinstance(value, str) and value:
         parsed = urlparse(value)
@@ -283,9 +330,16 @@ def flat_view(config: EffectiveConfig) -> dict[str, Any]:
         for key, value in model.options.items():
             view[f"{prefix}.options.{key}"] = value
     for name, provider in config.providers.items():
-        for key in PROVIDER_CONVERTERS:
-            view[f"providers.{name}.{key}"] = getattr(provider, key)
+        for key in provider.keys:
+            view[f"providers.{name}.{key}"] = redact(key, plain(getattr(provider, key)))
     return view
+
+
+def redact_tree(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A document with every secret redacted, in its tables too (what the revision history stores)."""
+    return {
+        key: redact_tree(value) if isinstance(value, Mapping) else redact(key, value) for key, value in document.items()
+    }
 
 
 def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -299,5 +353,21 @@ def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, dict[
 
 def configured_document(config: EffectiveConfig) -> Document:
     """What an operator configured (file and API layers merged), without secrets: the backup's content."""
-    document = merge(config.file, config.api)
-    return {key: value for key, value in document.items() if not is_secret(key) and key != "database_url"}
+    document = layered(config.file, config.api)
+    kept = {key: value for key, value in document.items() if not is_secret(key) and key != "database_url"}
+    if "providers" in kept:  # a provider's API key only as an `env:NAME` reference
+        kept["providers"] = {
+            name: {key: value for key, value in table.items() if redact(key, value) == value}
+            for name, table in kept["providers"].items()
+        }
+    return kept
+
+
+def layered(file: Document, api: Document) -> Document:
+    """The file and API layers as one document, as `build` reads them: API values over the file's, tables merged
+    key by key, except that an API provider table replaces the file's table of that name whole."""
+    document = merge(file, {key: value for key, value in api.items() if key != "providers"})
+    providers = {**file.get("providers", {}), **api.get("providers", {})}
+    if providers:
+        document["providers"] = providers
+    return document

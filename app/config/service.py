@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -24,12 +25,14 @@ import msgspec
 
 from app.config import effective as cm
 from app.config.effective import EffectiveConfig
+from app.config.provider_store import drop_provider_tables, store_provider_changes, stored_provider_tables
 from app.config.settings import RESTART_KEYS, Settings, SettingsError
 from app.config.snapshot import ConfigSource
 from app.config.toml import TABLES, Document, merge, parse_toml, plain, snake_case, to_toml
 from app.db.tables import ConfigRevision
 from app.db.text import without_nul
 from app.errors import ErrorCode, ServiceError
+from app.logging_setup import mask_secrets_in_text
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,9 @@ class ConfigurationService:
         self.source = source
         self.reactions = tuple(reactions)
         self.last_error: dict[str, Any] | None = None
-        self._signature: tuple[int, int] | None = None
+        #: the file as last read, and as seen changing at the last check (read once it holds still)
+        self._signature: tuple[int, int, int] | None = None
+        self._settling: tuple[int, int, int] | None = None
         self._content_hash: str | None = None
         self._lock = asyncio.Lock()
         self._subscribers: set[asyncio.Queue[Revision]] = set()
@@ -83,7 +88,8 @@ class ConfigurationService:
         # what model_services built the providers from: the start-up settings, no provider tables
         built = replace(cm.build(self.start_settings, document, {}), providers={}, provider_sources={})
         self.source.publish(built)
-        api = await stored_api_layer()
+        stored = await stored_provider_tables()
+        api = await stored_api_layer(stored)
         try:
             new = cm.build(self.start_settings, document, api)
         except SettingsError as exc:
@@ -92,9 +98,11 @@ class ConfigurationService:
                 exc,
             )
             await self._record("reset", api, {}, valid=False, error=str(exc), applied=False)
+            await drop_provider_tables()
             new = cm.build(self.start_settings, document, {})
         self._content_hash = _digest(text)
         await self._apply(built, new)
+        await store_provider_changes(stored, new)  # a table only the history had is stored from now on
         await self._record(
             "startup",
             document,
@@ -107,12 +115,21 @@ class ConfigurationService:
     # -- changes -----------------------------------------------------------------------------------------
 
     async def check_file(self) -> Revision | None:
-        """Reload when the file's content changed since it was last seen; returns the revision, if any."""
+        """Reload when the file's content changed since it was last seen; returns the revision, if any.
+
+        A file is read once it held still from one check to the next and while it was read: an editor that
+        truncates and then writes would otherwise be caught half-way, and an empty or cut-off file is often
+        valid TOML that would be applied."""
         signature = self._stat()
         if signature == self._signature:
             return None
-        self._signature = signature
+        if signature != self._settling:
+            self._settling = signature
+            return None
         text = self._read()
+        if self._stat() != signature:
+            return None
+        self._signature = signature
         if _digest(text) == self._content_hash:
             return None
         self._content_hash = _digest(text)
@@ -122,8 +139,8 @@ class ConfigurationService:
         try:
             document = parse_toml(text)
         except SettingsError as exc:
-            return await self._refuse("file", {"text": text}, exc)
-        return await self._change("file", document, document, self.current.api)
+            return await self._refuse("file", {"text": mask_secrets_in_text(text)}, exc)
+        return await self._change("file", lambda current: (document, document, current.api))
 
     async def patch(self, changes: Mapping[str, Any]) -> Revision:
         """Apply API changes over the file (None removes an API value); env-set keys are refused."""
@@ -144,21 +161,77 @@ class ConfigurationService:
                 "change the environment and restart instead",
                 details={"keys": env_keys},
             )
-        api = merge(self.current.api, normalized)
-        return await self._change("api", normalized, self.current.file, api, raise_invalid=True)
+        return await self._change(
+            "api", lambda current: (normalized, current.file, merge(current.api, normalized)), raise_invalid=True
+        )
 
     async def restore(self, text: str) -> Revision:
-        """Replace the file's configuration with a backup, validated first; API changes are dropped."""
+        """Replace the file's configuration with a backup, validated first; API changes are dropped.
+
+        What a backup never holds (secrets, the database URL) stays as the running file has it, unless the
+        backup names it."""
         try:
             document = parse_toml(text)
         except SettingsError as exc:
-            await self._refuse("restore", {"text": text}, exc)
+            await self._refuse("restore", {"text": mask_secrets_in_text(text)}, exc)
             raise _invalid([exc]) from None
-        revision = await self._change("restore", document, document, {}, raise_invalid=True)
+        kept = {key: value for key, value in self.current.file.items() if _never_backed_up(key) and key not in document}
+        if kept:
+            document = {**kept, **document}
+            text = _with_keys(kept, text, document)
+        revision = await self._change("restore", lambda current: (document, document, {}), raise_invalid=True)
         if self.path is not None:
-            self.path.write_text(text, encoding="utf-8")
-            self._signature, self._content_hash = self._stat(), _digest(text)
+            self._write(text)
         return revision
+
+    async def restore_revision(self, revision_id: int) -> Revision:
+        """Go back to the configuration in effect just after an applied revision: restored like a backup of that
+        moment (validated, written to the file, API changes dropped, recorded as a new `restore` revision).
+
+        The history keeps no secrets: those of the running configuration are kept, and a secret it no longer has
+        is left out."""
+        recorded = await configuration_at(revision_id)
+        running = cm.layered(self.current.file, self.current.api)
+        document = {key: value for key, value in _unredacted(recorded, running).items() if not _never_backed_up(key)}
+        revision = await self.restore(to_toml(document))
+        log.info("configuration restored to revision %d", revision_id)
+        return revision
+
+    async def replace_provider(self, name: str, table: Mapping[str, Any]) -> Revision:
+        """Store `table` as provider `name`'s API table (a new one, or replacing the one there whole), validated like a
+        `[providers.<name>]` table of the file; over the file's table of that name, like every API value."""
+
+        def layers(current: EffectiveConfig) -> tuple[Mapping[str, Any], Document, Document]:
+            before: Mapping[str, Any] = current.api.get("providers", {}).get(name, {})
+            api = {**current.api, "providers": {**current.api.get("providers", {}), name: dict(table)}}
+            # the revision holds what replays to the new table: keys of the old one that went are removed (None)
+            content = {"providers": {name: {**dict.fromkeys(k for k in before if k not in table), **table}}}
+            return content, current.file, api
+
+        return await self._change("api", layers, raise_invalid=True)
+
+    async def remove_provider(self, name: str) -> Revision:
+        """Remove provider `name`'s API table; the file's table of that name, if any, applies again."""
+
+        def layers(current: EffectiveConfig) -> tuple[Mapping[str, Any], Document, Document]:
+            providers = dict(current.api.get("providers", {}))
+            if name not in providers:
+                if name in current.file.get("providers", {}):
+                    raise ServiceError(
+                        ErrorCode.CONFLICT,
+                        f"Provider {name} is defined in the config file, not through the API: remove it there",
+                        details={"provider": name, "source": "file"},
+                    )
+                raise ServiceError(
+                    ErrorCode.NOT_FOUND, f"No provider configuration named {name}", details={"provider": name}
+                )
+            del providers[name]
+            api = {key: value for key, value in current.api.items() if key != "providers"}
+            if providers:
+                api["providers"] = providers
+            return {"providers": {name: None}}, current.file, api
+
+        return await self._change("api", layers, raise_invalid=True)
 
     def validate(self, document: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Every error a document would raise as the config file; applies nothing."""
@@ -197,9 +270,16 @@ class ConfigurationService:
     # -- internals -----------------------------------------------------------------------------------------
 
     async def _change(
-        self, source: str, content: Mapping[str, Any], file: Document, api: Document, *, raise_invalid=False
+        self,
+        source: str,
+        layers: Callable[[EffectiveConfig], tuple[Mapping[str, Any], Document, Document]],
+        *,
+        raise_invalid: bool = False,
     ) -> Revision:
+        """Apply a change: `layers` gives, from the running configuration, what the revision records and the new
+        file and API layers. It runs under the lock, so that changes made at the same time build on each other."""
         async with self._lock:
+            content, file, api = layers(self.current)
             try:
                 new = cm.build(self.start_settings, file, api)
             except SettingsError as exc:
@@ -210,15 +290,21 @@ class ConfigurationService:
                 return revision
             old = self.current
             await self._apply(old, new)
+            if source == "restore":
+                await drop_provider_tables()
+            else:
+                await store_provider_changes(old.api.get("providers", {}), new)
             self.last_error = None
             changes = cm.diff(cm.flat_view(old), cm.flat_view(new))
             log.info("configuration applied from %s: %s", source, ", ".join(changes) or "no changes")
             return await self._record(source, content, changes, valid=True, error=None, applied=True)
 
     async def _refuse(self, source: str, content: Mapping[str, Any], error: SettingsError) -> Revision:
-        self.last_error = {**error_dict(error), "at": datetime.now(UTC).isoformat(), "origin": source}
         log.warning("configuration change from %s refused, keeping the running one: %s", source, error)
-        return await self._record(source, content, {}, valid=False, error=str(error), applied=False)
+        revision = await self._record(source, content, {}, valid=False, error=str(error), applied=False)
+        # shown once it is in the history, so whoever sees the error finds its revision there too
+        self.last_error = {**error_dict(error), "at": datetime.now(UTC).isoformat(), "origin": source}
+        return revision
 
     async def _apply(self, old: EffectiveConfig, new: EffectiveConfig) -> None:
         """Publish `new`: what it needs is built first (providers opened), then it is published and every
@@ -243,7 +329,7 @@ class ConfigurationService:
         error: str | None,
         applied: bool,
     ) -> Revision:
-        safe_content = {k: cm.redact(k, v) for k, v in content.items()}
+        safe_content = cm.redact_tree(content)
         row = ConfigRevision(
             created_at=datetime.now(UTC),
             source=source,
@@ -272,12 +358,24 @@ class ConfigurationService:
             except Exception:  # the watcher must outlive one bad read (a file half-written, a database blip)
                 log.exception("config file check failed")
 
-    def _stat(self) -> tuple[int, int] | None:
+    def _stat(self) -> tuple[int, int, int] | None:
+        """What tells a changed file: its inode (a file swapped in), modification time and size."""
         try:
             stat = self.path.stat() if self.path is not None else None
         except OSError:
             return None
-        return (stat.st_mtime_ns, stat.st_size) if stat is not None else None
+        return (stat.st_ino, stat.st_mtime_ns, stat.st_size) if stat is not None else None
+
+    def _write(self, text: str) -> None:
+        """Replace the file's content in one step (written beside it, then renamed over it), so nobody, this
+        service's watcher included, reads half of it; a symbolic link keeps pointing where it did."""
+        assert self.path is not None
+        target = self.path.resolve()
+        staging = target.with_name(f".{target.name}.restoring")
+        staging.write_text(text, encoding="utf-8")
+        os.replace(staging, target)
+        self._signature = self._settling = self._stat()
+        self._content_hash = _digest(text)
 
     def _read(self) -> str | None:
         if self.path is None or not self.path.is_file():
@@ -288,9 +386,9 @@ class ConfigurationService:
             raise SettingsError("BETH_CONFIG", str(self.path), f"cannot read the file: {exc}", "file") from exc
 
 
-async def stored_api_layer() -> Document:
+async def stored_api_layer(provider_tables: Document) -> Document:
     """The changes made through the API, replayed from the revisions since the last restore (which
-    drops them), so that they survive a restart."""
+    drops them), with the stored `provider_tables`, so that they survive a restart."""
     rows = (
         await ConfigRevision.select(ConfigRevision.source, ConfigRevision.content)
         .where(ConfigRevision.applied.eq(True) | (ConfigRevision.source == "reset"))
@@ -303,7 +401,82 @@ async def stored_api_layer() -> Document:
             api = {}
         elif row["source"] == "api" and isinstance(row["content"], Mapping):
             api = merge(api, row["content"])
+    # provider tables come from their rows, which keep their secrets; the history only has those stored before
+    # provider tables had rows of their own
+    providers = {**api.get("providers", {}), **provider_tables}
+    if providers:
+        api["providers"] = providers
     return api
+
+
+async def configuration_at(revision_id: int) -> Document:
+    """The configuration (file and API layers as one document) in effect just after an applied revision, as the
+    history recorded it (secrets as `***`); NOT_FOUND for no such revision, INVALID_REQUEST for a refused one."""
+    in_range = 0 < revision_id < 2**31  # the id column's range: a larger number is no revision either
+    target = (
+        await ConfigRevision.select(ConfigRevision.applied, ConfigRevision.error)
+        .where(ConfigRevision.id == revision_id)
+        .first()
+        if in_range
+        else None
+    )
+    if target is None:
+        raise ServiceError(
+            ErrorCode.NOT_FOUND, f"No configuration revision {revision_id}", details={"revision": revision_id}
+        )
+    if not target["applied"]:
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST,
+            f"Revision {revision_id} was refused when it was made, so no configuration ran from it: "
+            "restore an applied revision",
+            details={"revision": revision_id, "error": target["error"]},
+        )
+    rows = (
+        await ConfigRevision.select(ConfigRevision.source, ConfigRevision.content)
+        .where(
+            (ConfigRevision.id <= revision_id) & (ConfigRevision.applied.eq(True) | (ConfigRevision.source == "reset"))
+        )
+        .order_by(ConfigRevision.id)
+        .output(load_json=True)
+    )
+    file: Document = {}
+    api: Document = {}
+    for row in rows:
+        content = row["content"] if isinstance(row["content"], Mapping) else {}
+        if row["source"] in ("startup", "file", "restore"):  # their content is the whole file
+            file = dict(content)
+        if row["source"] in ("restore", "reset"):
+            api = {}
+        elif row["source"] == "api":
+            api = merge(api, content)
+    return cm.layered(file, api)
+
+
+def _never_backed_up(key: str) -> bool:
+    """Top-level keys no backup holds: a restore keeps the running file's."""
+    return cm.is_secret(key) or key == "database_url"
+
+
+def _with_keys(kept: Mapping[str, Any], text: str, document: Document) -> str:
+    """`text` with `kept` written above it; the whole document rewritten when the text's keys live in a
+    `[service]` table, where keys above it would not be read."""
+    combined = to_toml(kept) + "\n" + text
+    return combined if parse_toml(combined) == document else to_toml(document)
+
+
+def _unredacted(recorded: Mapping[str, Any], running: Mapping[str, Any]) -> Document:
+    """A recorded document with each `***` replaced by the running value at the same place, or left out."""
+    result: Document = {}
+    for key, value in recorded.items():
+        now = running.get(key) if isinstance(running, Mapping) else None
+        if isinstance(value, Mapping):
+            result[key] = _unredacted(value, now if isinstance(now, Mapping) else {})
+        elif value == cm.REDACTED:
+            if now is not None and now != cm.REDACTED:
+                result[key] = now
+        else:
+            result[key] = value
+    return result
 
 
 def _digest(text: str | None) -> str | None:

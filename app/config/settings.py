@@ -214,6 +214,24 @@ class Settings:
         "Upper limit of the `num_ctx` sent with every chat (never Ollama's silent default).",
     )
     ollama_keep_alive_s: float = key(300.0, c.to_float(-1, 86_400 * 365), "`keep_alive` sent to Ollama.")
+    openai_base_url: str = key(
+        "",
+        c.to_optional_http_url,
+        "An OpenAI-compatible server's `/v1` root (vLLM, TGI, llama.cpp's server, LiteLLM, another beth-chat); its "
+        "models are named `openai/<model>`. Unset, `openai/` names nothing.",
+        shown="none",
+    )
+    openai_api_key: str = key(
+        "",
+        c.to_api_key,
+        "Its API key, sent as `Authorization: Bearer`; `env:NAME` reads it from that environment variable. Never "
+        "logged, shown as `***`.",
+        secret=True,
+        shown="none",
+    )
+    openai_timeout_s: float = key(
+        120.0, c.to_float(0.1, 3600), "Longest wait for an answer, or the next chunk, from that server."
+    )
     fallback_models: tuple[str, ...] = key((), c.to_names, "Comma-separated fallback models.", shown="none")
     health_check_interval_s: float = key(
         30.0,
@@ -276,7 +294,8 @@ class Settings:
     beth_admin_token: str = key(
         "",
         c.to_text,
-        "Bearer token for the admin endpoints (`/api/v1/config`, `/api/v1/model-configs`, model load and unload; never "
+        "Bearer token for the admin endpoints (`/api/v1/config`, provider configurations, `/api/v1/model-configs`, "
+        "model load and unload; never "
         "logged, shown as `***`). Without it they answer loopback clients that address the service as `localhost`, "
         "`127.0.0.1` or `[::1]` only. See [Security](#security).",
         restart=True,
@@ -288,8 +307,8 @@ class Settings:
         c.to_names,
         "Comma-separated API keys of the OpenAI-compatible API (`/v1`): with keys, a request must send "
         "`Authorization: Bearer <one of them>`; without, it answers loopback clients that address the service as "
-        "`localhost`, `127.0.0.1` or `[::1]` only, as the admin endpoints do. Never logged, shown as `***`. See "
-        "[docs/openai-api.md](docs/openai-api.md).",
+        "`localhost`, `127.0.0.1` or `[::1]` only, as the admin endpoints do (not `OPENAI_API_KEY`, which this service "
+        "sends upstream). Never logged, shown as `***`. See [docs/openai-api.md](docs/openai-api.md).",
         secret=True,
         shown="none",
     )

@@ -58,13 +58,21 @@ def config_view(service: ConfigurationService) -> ConfigOut:
         for name, table in config.models.items()
     }
     providers = {
-        name: ProviderTableOut(**asdict(table), source=config.provider_sources.get(name, "file"))
+        name: provider_table_out(table, config.provider_sources.get(name, "file"))
         for name, table in config.providers.items()
     }
     path = str(service.path) if service.path is not None else None
     return ConfigOut(
         settings=settings, models=models, providers=providers, config_file=path, last_error=service.last_error
     )
+
+
+def provider_table_out(table: cm.ProviderTable, source: str) -> ProviderTableOut:
+    """A provider table with the keys of its type, its API key redacted (an unset one left out)."""
+    values = {key: cm.redact(key, plain(getattr(table, key))) for key in table.keys}
+    if not values.get("api_key"):
+        values.pop("api_key", None)
+    return ProviderTableOut(**values, source=source)
 
 
 def revision_out(revision: Revision) -> RevisionOut:
@@ -129,6 +137,16 @@ class ConfigController(Controller):
     async def revisions(self, config_service: ConfigurationService, limit: int = 100) -> RevisionsOut:
         rows = await config_service.revisions(max(1, min(limit, 1000)))
         return RevisionsOut(revisions=[revision_out(row) for row in rows])
+
+    @post(
+        "/revisions/{revision_id:int}/restore",
+        summary="Go back to the configuration just after an applied revision; restored like a backup of that moment",
+        status_code=200,
+        responses=errors(400, 401, 403, 404, 415),
+    )
+    async def restore_revision(self, revision_id: int, config_service: ConfigurationService) -> ChangeOut:
+        revision = await config_service.restore_revision(revision_id)
+        return ChangeOut(revision=revision_out(revision), config=config_view(config_service))
 
     @get(
         "/backup",

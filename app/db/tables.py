@@ -89,7 +89,8 @@ class StreamSession(Table, tablename="stream_sessions"):
 
 
 class ProviderConfig(Table, tablename="provider_configs"):
-    """One configured provider instance (an Ollama host, the hf engine, an OpenAI-compatible server)."""
+    """A provider table configured through the API (`/api/v1/providers/<name>/config`): the table as given in
+    `settings`, its type in `kind`; written by the configuration service (`app/config/provider_store.py`)."""
 
     id = Serial(primary_key=True)
     name = Varchar(length=100, unique=True)

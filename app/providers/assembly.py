@@ -1,9 +1,12 @@
 """The providers, built from the configuration: at start-up, and again when a change re-points them.
 
-Provider order is the catalog's order: the Ollama hosts first (the old service listed only Ollama's models), then
-the embedded `hf` models. `ProviderReconciler` is the configuration service's reaction for providers: it builds and
-opens the ones a change needs, swaps them into the registry when the change is published, and closes the ones they
-replace once no stream can still be reading from them.
+Provider order is the catalog's order: the Ollama hosts first (the old service listed only Ollama's models), the
+OpenAI-compatible servers in the order configured, then the embedded `hf` models. The main Ollama and the main
+OpenAI-compatible server come from service keys (`ollama_*`, `openai_*`), the others from `[providers.<name>]`
+tables; all of them are described by one `ProviderTable` and built by `build_provider`. `ProviderReconciler` is the
+configuration service's reaction for providers: it builds and opens the ones a change needs, swaps them into the
+registry when the change is published, and closes the ones they replace once no stream can still be reading from
+them.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from app.config.convert import resolve_api_key
 from app.config.effective import EffectiveConfig, ProviderTable
 from app.config.settings import Settings
 from app.providers.base import ModelProvider
 from app.providers.hf import HFProvider
 from app.providers.ollama import OllamaProvider
+from app.providers.openai import OpenAIProvider
 from app.providers.registry import ProviderRegistry
 from inference.pool_settings import PoolSettings
 
@@ -34,17 +39,25 @@ def build_registry(settings: Settings) -> ProviderRegistry:
         retries=settings.provider_retries,
         retry_backoff_s=settings.provider_retry_backoff_s,
     )
-    if settings.ollama_enabled:
-        registry.register(
-            OllamaProvider(
-                settings.ollama_host,
-                timeout_s=settings.ollama_timeout_s,
-                num_ctx=settings.ollama_num_ctx,
-                keep_alive_s=settings.ollama_keep_alive_s,
-            )
-        )
+    for name, table in main_providers(settings).items():
+        registry.register(build_provider(name, table))
     registry.register(build_hf_provider(settings))
     return registry
+
+
+def build_provider(name: str, table: ProviderTable) -> ModelProvider:
+    """The provider a table describes (an `env:NAME` API key read from the environment now)."""
+    if table.type == "openai":
+        return OpenAIProvider(
+            table.base_url,
+            api_key=resolve_api_key(table.api_key),
+            models=table.models,
+            timeout_s=table.timeout_s,
+            name=name,
+        )
+    return OllamaProvider(
+        table.host, timeout_s=table.timeout_s, num_ctx=table.num_ctx, keep_alive_s=table.keep_alive_s, name=name
+    )
 
 
 def build_hf_provider(settings: Settings) -> HFProvider:
@@ -69,20 +82,36 @@ def hf_pool_settings(settings: Settings) -> PoolSettings:
     )
 
 
-def ollama_hosts(config: EffectiveConfig) -> dict[str, ProviderTable]:
-    """Every enabled Ollama host of a configuration, by provider name: the main one first."""
-    settings = config.settings
-    hosts: dict[str, ProviderTable] = {}
+def main_providers(settings: Settings) -> dict[str, ProviderTable]:
+    """The providers the service keys describe: the main Ollama (`ollama_*`) and, when `openai_base_url` is set,
+    the main OpenAI-compatible server (`openai_*`)."""
+    tables: dict[str, ProviderTable] = {}
     if settings.ollama_enabled:
-        hosts[OllamaProvider.name] = ProviderTable(
+        tables[OllamaProvider.name] = ProviderTable(
             type="ollama",
             host=settings.ollama_host,
             timeout_s=settings.ollama_timeout_s,
             num_ctx=settings.ollama_num_ctx,
             keep_alive_s=settings.ollama_keep_alive_s,
         )
-    hosts.update({name: table for name, table in config.providers.items() if table.enabled})
-    return hosts
+    if settings.openai_base_url:
+        tables[OpenAIProvider.name] = ProviderTable(
+            type="openai",
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key,
+            timeout_s=settings.openai_timeout_s,
+        )
+    return tables
+
+
+def remote_providers(config: EffectiveConfig) -> dict[str, ProviderTable]:
+    """Every enabled provider reached over HTTP, by name: the main ones first, then the tables, Ollama hosts
+    before OpenAI-compatible servers (the catalog's order)."""
+    tables = main_providers(config.settings)
+    enabled = {name: table for name, table in config.providers.items() if table.enabled}
+    tables.update({name: table for name, table in enabled.items() if table.type == "ollama"})
+    tables.update({name: table for name, table in enabled.items() if table.type != "ollama"})
+    return tables
 
 
 class ProviderReconciler:
@@ -95,11 +124,12 @@ class ProviderReconciler:
         self._retiring: set[asyncio.Task[None]] = set()
 
     async def prepare(self, old: EffectiveConfig, new: EffectiveConfig) -> Callable[[], None]:
-        """Build and open the providers whose settings changed (the Ollama hosts: the main one from the
-        `ollama_*` keys, the others from `[providers.<name>]`; the `hf` provider when its models directory
-        moved); the returned commit swaps them in and retires the ones they replace or that went away."""
+        """Build and open the providers whose settings changed (the Ollama hosts and OpenAI-compatible servers:
+        the main ones from the `ollama_*` and `openai_*` keys, the others from `[providers.<name>]`; the `hf`
+        provider when its models directory moved); the returned commit swaps them in and retires the ones they
+        replace or that went away."""
         registry = self.registry
-        wanted_old, wanted_new = ollama_hosts(old), ollama_hosts(new)
+        wanted_old, wanted_new = remote_providers(old), remote_providers(new)
         fresh: dict[str, ModelProvider] = {}
         hf = registry.get(HFProvider.name)
         if isinstance(hf, HFProvider) and old.settings.models_dir != new.settings.models_dir:
@@ -109,13 +139,7 @@ class ProviderReconciler:
             fresh[HFProvider.name] = fresh_hf
         for name, table in wanted_new.items():
             if wanted_old.get(name) != table or registry.get(name) is None:
-                provider = OllamaProvider(
-                    table.host,
-                    timeout_s=table.timeout_s,
-                    num_ctx=table.num_ctx,
-                    keep_alive_s=table.keep_alive_s,
-                    name=name,
-                )
+                provider = build_provider(name, table)
                 await provider.initialize()
                 fresh[name] = provider
         gone = [name for name in wanted_old if name not in wanted_new]
@@ -131,7 +155,7 @@ class ProviderReconciler:
             kept = {p.name: p for p in registry.providers}
             for name in kept:
                 registry.unregister(name)
-            # the catalog lists providers in registration order: the Ollama hosts as configured, then the rest
+            # the catalog lists providers in registration order: the remote ones as configured, then the rest
             order = [*wanted_new, *(name for name in previous if name not in wanted_new and name not in gone)]
             for name in order:
                 provider = fresh.get(name) or kept.get(name)

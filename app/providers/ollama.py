@@ -19,7 +19,7 @@ import msgspec
 
 from app.errors import ErrorCode, ServiceError
 from app.providers import ollama_errors
-from app.providers.base import ModelProvider
+from app.providers.http import HTTPProvider, ms_since
 from app.providers.types import (
     Capabilities,
     ChatChunk,
@@ -48,7 +48,7 @@ class ShowFacts(msgspec.Struct, frozen=True):
     quantization: str | None
 
 
-class OllamaProvider(ModelProvider):
+class OllamaProvider(HTTPProvider):
     name = "ollama"
     prefix = "ollama/"
 
@@ -62,51 +62,30 @@ class OllamaProvider(ModelProvider):
         transport: httpx.AsyncBaseTransport | None = None,
         name: str = "ollama",
     ) -> None:
+        super().__init__(host, timeout_s=timeout_s, transport=transport)
         # more Ollama hosts than the main one are configured as `[providers.<name>]`, each its own prefix
         self.name = name
         self.prefix = f"{name}/"
-        self.host = host.rstrip("/")
-        self.timeout_s = timeout_s
+        self.host = self.base_url
         self.num_ctx = num_ctx
         self.keep_alive_s = keep_alive_s
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
         self._show_cache: dict[tuple[str, str], ShowFacts] = {}
-
-    async def initialize(self) -> None:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                base_url=self.host,
-                timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 5.0)),
-                transport=self._transport,
-            )
-
-    async def shutdown(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            raise RuntimeError("OllamaProvider.initialize() was not called")
-        return self._client
 
     # -- status and models ------------------------------------------------------------------------------
 
     async def health_check(self) -> ProviderHealth:
         started = time.perf_counter()
         try:
-            data = await self._get_json("/api/version", limit_s=min(self.timeout_s, HEALTH_TIMEOUT_S))
+            data = await self.get_json("/api/version", limit_s=min(self.timeout_s, HEALTH_TIMEOUT_S))
         except ServiceError as exc:
-            return ProviderHealth(status="unhealthy", latency_ms=_ms_since(started), detail=exc.message)
+            return ProviderHealth(status="unhealthy", latency_ms=ms_since(started), detail=exc.message)
         version = data.get("version", "unknown") if isinstance(data, dict) else "unknown"
         return ProviderHealth(
-            status="healthy", latency_ms=_ms_since(started), detail=f"{ollama_errors.label(self.name)} {version}"
+            status="healthy", latency_ms=ms_since(started), detail=f"{ollama_errors.label(self.name)} {version}"
         )
 
     async def list_models(self) -> list[ModelInfo]:
-        tags = await self._get_json("/api/tags")
+        tags = await self.get_json("/api/tags")
         entries = [m for m in (tags.get("models") or []) if isinstance(m, dict) and m.get("name")]
         loaded = await self._loaded_names()
         limit = asyncio.Semaphore(SHOW_CONCURRENCY)
@@ -150,7 +129,7 @@ class OllamaProvider(ModelProvider):
     async def _loaded_names(self) -> set[str]:
         """Models in memory (`/api/ps`); an Ollama without `/api/ps` just reports none loaded."""
         try:
-            data = await self._get_json("/api/ps")
+            data = await self.get_json("/api/ps")
         except ServiceError as exc:
             if exc.code == ErrorCode.PROVIDER_UNAVAILABLE:
                 raise
@@ -162,7 +141,7 @@ class OllamaProvider(ModelProvider):
         cached = self._show_cache.get(key)
         if cached is not None:
             return cached
-        data = await self._post_json("/api/show", {"model": native}, model=self.prefix + native)
+        data = await self.post_json("/api/show", {"model": native}, model=self.prefix + native)
         facts = _show_facts(data, details)
         self._show_cache[key] = facts
         return facts
@@ -171,14 +150,14 @@ class OllamaProvider(ModelProvider):
 
     async def load(self, native_name: str) -> None:
         """An empty chat loads the model and keeps it for `keep_alive` (Ollama's documented way)."""
-        await self._post_json(
+        await self.post_json(
             "/api/chat",
             {"model": native_name, "messages": [], "stream": False, "keep_alive": _keep_alive(self.keep_alive_s)},
             model=self.prefix + native_name,
         )
 
     async def unload(self, native_name: str) -> None:
-        await self._post_json(
+        await self.post_json(
             "/api/chat",
             {"model": native_name, "messages": [], "stream": False, "keep_alive": 0},
             model=self.prefix + native_name,
@@ -206,9 +185,7 @@ class OllamaProvider(ModelProvider):
         try:
             async with self.client.stream("POST", "/api/chat", json=body) as response:
                 if response.status_code >= 400:
-                    raise ollama_errors.from_status(
-                        response.status_code, ollama_errors.error_text(await response.aread()), model
-                    )
+                    raise self.status_error(response.status_code, await response.aread(), model)
                 async for line in response.aiter_lines():
                     if not line.strip():
                         continue
@@ -230,7 +207,7 @@ class OllamaProvider(ModelProvider):
                         yield ChatChunk(done=True, usage=_usage({}, started, first_at), finish_reason="timeout")
                         return
         except httpx.HTTPError as exc:
-            raise ollama_errors.from_transport(exc, self.host, model, started=received, provider=self.name) from exc
+            raise self.transport_error(exc, model, started=received) from exc
         raise ServiceError(
             ErrorCode.GENERATION_FAILED if received else ErrorCode.PROVIDER_UNAVAILABLE,
             f"Ollama ended the reply from {request.model} without its final part",
@@ -259,36 +236,20 @@ class OllamaProvider(ModelProvider):
             sent["stop"] = list(options.stop)
         return sent
 
-    # -- HTTP ---------------------------------------------------------------------------------------------
+    # -- errors (Ollama's table: `ollama_errors`) --------------------------------------------------------
 
-    async def _get_json(self, path: str, limit_s: float | None = None) -> dict[str, Any]:
-        try:
-            response = await self.client.get(path, **({"timeout": limit_s} if limit_s else {}))
-        except httpx.HTTPError as exc:
-            raise ollama_errors.from_transport(exc, self.host, None, started=False, provider=self.name) from exc
-        return self._json(response, model="")
+    def transport_error(self, exc: httpx.HTTPError, model: str | None, started: bool) -> ServiceError:
+        return ollama_errors.from_transport(exc, self.host, model, started=started, provider=self.name)
 
-    async def _post_json(self, path: str, body: dict[str, Any], model: str) -> dict[str, Any]:
-        try:
-            response = await self.client.post(path, json=body)
-        except httpx.HTTPError as exc:
-            raise ollama_errors.from_transport(exc, self.host, model, started=False, provider=self.name) from exc
-        return self._json(response, model=model)
+    def status_error(self, status: int, body: bytes, model: str) -> ServiceError:
+        return ollama_errors.from_status(status, ollama_errors.error_text(body), model)
 
-    def _json(self, response: httpx.Response, model: str) -> dict[str, Any]:
-        if response.status_code >= 400:
-            raise ollama_errors.from_status(response.status_code, ollama_errors.error_text(response.content), model)
-        try:
-            data = msgspec.json.decode(response.content)
-        except msgspec.DecodeError as exc:
-            log.warning("%s at %s: %s did not answer JSON", self.name, self.host, response.request.url.path)
-            raise ServiceError(
-                ErrorCode.PROVIDER_UNAVAILABLE,
-                f"{ollama_errors.label(self.name)} did not answer JSON on {response.request.url.path}; "
-                "is OLLAMA_HOST an Ollama server?",
-                details={"provider": self.name},
-            ) from exc
-        return data if isinstance(data, dict) else {}
+    def not_json_error(self, path: str) -> ServiceError:
+        return ServiceError(
+            ErrorCode.PROVIDER_UNAVAILABLE,
+            f"{ollama_errors.label(self.name)} did not answer JSON on {path}; is OLLAMA_HOST an Ollama server?",
+            details={"provider": self.name},
+        )
 
 
 def _show_facts(data: dict[str, Any], tag_details: object) -> ShowFacts:
@@ -333,7 +294,7 @@ def _usage(final: dict[str, Any], started: float, first_at: float | None) -> Usa
         prompt_tokens=final.get("prompt_eval_count"),
         completion_tokens=eval_count,
         time_to_first_token_ms=(first_at - started) * 1000 if first_at is not None else None,
-        duration_ms=total_ns / 1e6 if isinstance(total_ns, int) else _ms_since(started),
+        duration_ms=total_ns / 1e6 if isinstance(total_ns, int) else ms_since(started),
         tokens_per_second=eval_count / (eval_ns / 1e9) if eval_count and eval_ns else None,
     )
 
@@ -344,7 +305,3 @@ def _finish(final: dict[str, Any]) -> FinishReason:
 
 def _keep_alive(seconds: float) -> int | float:
     return int(seconds) if float(seconds).is_integer() else seconds
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 2)

@@ -25,16 +25,21 @@ class ModelTableOut(msgspec.Struct, rename="camel"):
     source: str
 
 
-class ProviderTableOut(msgspec.Struct, rename="camel"):
-    """One `[providers.<name>]` table: another Ollama host, whose models are named `<name>/<model>`."""
+class ProviderTableOut(msgspec.Struct, rename="camel", omit_defaults=True):
+    """One `[providers.<name>]` table, whose models are named `<name>/<model>`, with the keys of its type: an
+    Ollama host (`host`, `numCtx`, `keepAliveS`) or an OpenAI-compatible server (`baseUrl`, `apiKey`, shown as
+    `***` unless it is an `env:NAME` reference, and `models`)."""
 
     type: str
-    host: str
     enabled: bool
     timeout_s: float
-    num_ctx: int
-    keep_alive_s: float
     source: str
+    host: str | None = None
+    num_ctx: int | None = None
+    keep_alive_s: float | None = None
+    base_url: str | None = None
+    api_key: str | None = None
+    models: list[str] | None = None
 
 
 class ConfigOut(msgspec.Struct, rename="camel"):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from app.db.tables import Image, Message
 from app.db.text import storable
 from app.errors import ErrorCode, ServiceError
+from app.image_types import sniff_image_type
 from app.services.image_files import remove_files
 
 if TYPE_CHECKING:
@@ -32,17 +33,6 @@ log = logging.getLogger(__name__)
 SIGNATURES: tuple[tuple[str, str], ...] = (("image/png", "png"), ("image/jpeg", "jpg"), ("image/webp", "webp"))
 DECLARED_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
 EXPIRY_SWEEP_INTERVAL_S = 3600.0
-
-
-def sniff_image_type(data: bytes) -> str | None:
-    """The mime type from the magic bytes, or None when the bytes are not PNG, JPEG or WebP."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ When the catalog lists a model for the first time (a new export, a model pulled 
 quantization) and the model's settings (enabled, default options, prompt, budget, keep-alive): the
 defaults, or what the operator configured for it. Later listings refresh the facts; the settings
 columns mirror the published configuration (`sync_settings` after each applied change), so the stored
-row and the running configuration never disagree. Providers get a `provider_configs` row the same way.
+row and the running configuration never disagree. (Provider configurations are the configuration service's:
+`app/config/provider_store.py`.)
 """
 
 from __future__ import annotations
@@ -21,23 +22,22 @@ import msgspec
 from app.config.effective import EffectiveConfig
 from app.config.model_overrides import ModelOverrides
 from app.config.snapshot import ConfigSource
-from app.db.tables import ModelRecord, ProviderConfig
+from app.db.tables import ModelRecord
 from app.providers.types import ModelInfo
 
 log = logging.getLogger(__name__)
 
 
 class ModelRecords:
-    """The `model_metadata` and `provider_configs` rows of every model and provider the catalog lists."""
+    """The `model_metadata` rows of every model the catalog lists."""
 
     def __init__(self, config: ConfigSource) -> None:
         self.config = config
         self._stored: set[str] = set()
-        self._providers: set[str] = set()
         self._lock = asyncio.Lock()
 
     async def record(self, models: Sequence[ModelInfo]) -> list[str]:
-        """Store new models and providers, refresh facts of known ones; returns the names that were new.
+        """Store new models, refresh facts of known ones; returns the names that were new.
 
         Catalog refreshes can overlap: one at a time here, and an insert that another replica made first
         is left as it is (ON CONFLICT DO NOTHING)."""
@@ -48,8 +48,6 @@ class ModelRecords:
         new: list[str] = []
         now = datetime.now(UTC)
         for model in models:
-            if model.provider not in self._providers:
-                await self._provider(model.provider, now)
             facts = {
                 ModelRecord.provider: model.provider,
                 ModelRecord.display_name: model.display_name or model.native_name,
@@ -110,15 +108,6 @@ class ModelRecords:
 
     async def applied(self, old: EffectiveConfig, new: EffectiveConfig) -> None:
         await self.sync_settings()
-
-    async def _provider(self, name: str, now: datetime) -> None:
-        if not await ProviderConfig.exists().where(ProviderConfig.name == name):
-            await ProviderConfig.insert(
-                ProviderConfig(
-                    name=name, kind=name, display_name=name, enabled=True, settings="{}", created_at=now, updated_at=now
-                )
-            ).on_conflict(target=ProviderConfig.name, action="DO NOTHING")
-        self._providers.add(name)
 
 
 SETTINGS_COLUMNS = (

@@ -14,7 +14,7 @@ from piccolo.querystring import QueryString
 
 from app.db.backends import create_engine
 from app.db.tables import ALL_TABLES
-from tests.fixtures.server import create_postgres_database, drop_postgres_database, run_sql
+from tests.fixtures.server import create_postgres_database, drop_postgres_database, query_sql, run_sql
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -149,3 +149,38 @@ def test_migrate_merges_usage_rows_that_racing_writers_duplicated(empty_database
     ]
     with pytest.raises(Exception, match=r"(?i)unique"):  # the key now holds
         run_sql(empty_database, USAGE_ROW.format(model="b", requests=1, longest=10.0))
+
+
+BEFORE_PROVIDER_CONFIGS = "2026-12-03T10:15:00:000000"
+PROVIDER_ROW = (
+    "INSERT INTO provider_configs (name, kind, display_name, enabled, settings, created_at, updated_at)"
+    " VALUES ('{name}', '{kind}', '{name}', true, '{settings}', '2026-12-01 10:00:00+00:00',"
+    " '2026-12-01 10:00:00+00:00');"
+)
+
+
+def test_migrate_drops_the_placeholder_provider_rows_and_keeps_stored_tables(
+    empty_database: str, tmp_path: Path
+) -> None:
+    """Older versions wrote a row named after each listed provider, with empty settings, that nothing read."""
+    env = {**os.environ, "DATABASE_URL": empty_database, "BETH_DATA_DIR": str(tmp_path / "data")}
+    script = (
+        "import asyncio\n"
+        "from piccolo.apps.migrations.commands.forwards import run_forwards\n"
+        "from app.db.engine import open_database\n"
+        "async def main():\n"
+        f"    await open_database({empty_database!r})\n"
+        f"    await run_forwards(app_name='beth', migration_id={BEFORE_PROVIDER_CONFIGS!r})\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, timeout=120)
+    table = '{"type": "ollama", "host": "http://10.0.0.5:11434"}'
+    run_sql(
+        empty_database,
+        PROVIDER_ROW.format(name="ollama", kind="ollama", settings="{}")
+        + PROVIDER_ROW.format(name="hf", kind="hf", settings="{}")
+        + PROVIDER_ROW.format(name="gpu-box", kind="ollama", settings=table),
+    )
+    result = migrate(empty_database, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert query_sql(empty_database, "SELECT name, kind FROM provider_configs") == [("gpu-box", "ollama")]

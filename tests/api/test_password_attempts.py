@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.api.test_graphql_web_client import TERMINATE_STREAM
+from tests.fixtures.config_files import write_config
 from tests.fixtures.server import ServerProcess, new_id, running
 from tests.fixtures.web_client import stream_message
 
@@ -35,7 +36,7 @@ def limits_file(per_conversation: int) -> str:
 def limited(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The limits come from its config file, which a test may change while it runs."""
     workdir = Path(tmp_path_factory.mktemp("limited"))
-    (workdir / "beth.toml").write_text(limits_file(PER_CONVERSATION))
+    write_config(workdir / "beth.toml", limits_file(PER_CONVERSATION))
     env = {"BETH_CONFIG": str(workdir / "beth.toml"), "CONFIG_RELOAD_INTERVAL_S": "0.2", "OLLAMA_ENABLED": "0"}
     process = ServerProcess(workdir, database_url, env)
     with running(process):
@@ -212,7 +213,7 @@ def test_changed_limits_apply_while_the_server_runs(limited: ServerProcess) -> N
             time.sleep(0.1)
         raise AssertionError(f"the limit did not become {expected}")
 
-    config.write_text(limits_file(1))
+    write_config(config, limits_file(1))
     try:
         limit_in_effect(1)
         with client_of(limited) as client:
@@ -220,7 +221,7 @@ def test_changed_limits_apply_while_the_server_runs(limited: ServerProcess) -> N
             assert read_messages(client, conversation_id, "guess").status_code == 403
             assert read_messages(client, conversation_id, SECRET).status_code == 429
     finally:
-        config.write_text(limits_file(PER_CONVERSATION))
+        write_config(config, limits_file(PER_CONVERSATION))
     limit_in_effect(PER_CONVERSATION)
     with client_of(limited) as client:  # the failure counted under the old limit still counts, but is under it now
         assert read_messages(client, conversation_id, SECRET).status_code == 200

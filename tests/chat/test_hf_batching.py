@@ -13,6 +13,7 @@ from tests.api.test_graphql_web_client import create_conversation
 from tests.chat.conftest import chat_env
 from tests.chat.test_stream_turn import stored
 from tests.chat.test_usage_and_metrics import metric
+from tests.fixtures.config_files import write_config
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.server import ServerProcess
 from tests.fixtures.web_client import ClientStream, stream_message
@@ -41,7 +42,7 @@ def batching_server(
     """The chat server with greedy hf/tiny (so a reply does not depend on when it ran) and a batch of 8."""
     folder = tmp_path_factory.mktemp("hf-batching")
     config = folder / "beth.toml"
-    config.write_text(f'[models."{MODEL}".options]\ntemperature = 0\nmax_tokens = 40\n')
+    write_config(config, f'[models."{MODEL}".options]\ntemperature = 0\nmax_tokens = 40\n')
     env = chat_env(
         chat_ollama, chat_models_dir, BETH_CONFIG=str(config), HF_MAX_BATCH_SIZE="8", SYSTEM_PROMPT="Be brief."
     )

@@ -16,6 +16,7 @@ import pytest
 from exports.vision import load_vision, synthetic_png
 from tests.api.test_graphql_web_client import GET_MESSAGES, SEND_MESSAGE, create_conversation
 from tests.chat.conftest import chat_env
+from tests.fixtures.config_files import write_config
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.server import ServerProcess, graphql
 from tests.fixtures.web_client import stream_message
@@ -50,9 +51,10 @@ def vision_server(
         f'[models."{name}".options]\ntemperature = 0\nrepetition_penalty = 1.0\nmax_tokens = {MAX_TOKENS}\n'
         for name in (VLM, LLAVA)
     )
-    config.write_text(
+    write_config(
+        config,
         # the tiny tokenizer spends a token on nearly every character: the default prompt would not fit
-        greedy + f'[models."hf/tiny"]\nsystem_prompt = "{SYSTEM}"\n'
+        greedy + f'[models."hf/tiny"]\nsystem_prompt = "{SYSTEM}"\n',
     )
     process = ServerProcess(workdir, database_url, chat_env(chat_ollama, models, BETH_CONFIG=str(config)))
     process.start()
@@ -336,9 +338,10 @@ def tight_client(
     models.mkdir()
     (models / tiny_llava_export.name).symlink_to(tiny_llava_export, target_is_directory=True)
     config = workdir / "beth.toml"
-    config.write_text(
+    write_config(
+        config,
         f'[models."{LLAVA}"]\nsystem_prompt = "{SYSTEM}"\ncontext_budget = {TIGHT_BUDGET}\n'
-        f'[models."{LLAVA}".options]\ntemperature = 0\nrepetition_penalty = 1.0\nmax_tokens = {MAX_TOKENS}\n'
+        f'[models."{LLAVA}".options]\ntemperature = 0\nrepetition_penalty = 1.0\nmax_tokens = {MAX_TOKENS}\n',
     )
     process = ServerProcess(workdir, database_url, chat_env(chat_ollama, models, BETH_CONFIG=str(config)))
     process.start()

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fixtures.config_files import write_config
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.server import ServerProcess, create_postgres_database, drop_postgres_database, running
 
@@ -58,7 +59,7 @@ def config_server(
     (workdir / "data" / "models").mkdir(parents=True)
     (workdir / "data" / "models" / "tiny").symlink_to(tiny_export, target_is_directory=True)
     config = workdir / "beth.toml"
-    config.write_text(first_config(ollamas[0]))
+    write_config(config, first_config(ollamas[0]))
     env = {**CONFIG_ENV, "BETH_CONFIG": str(config)}
     process = ServerProcess(workdir, config_database_url, env)
     with running(process):

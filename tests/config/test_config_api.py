@@ -9,6 +9,7 @@ import httpx
 
 from tests.api.test_graphql_web_client import create_conversation
 from tests.config.conftest import TOML_BODY, config_file, first_config
+from tests.fixtures.config_files import write_config
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.polling import wait_until
 from tests.fixtures.server import ServerProcess
@@ -47,10 +48,11 @@ def test_hot_reload_of_a_valid_and_an_invalid_edit_while_a_stream_runs(
     assert progress.wait(15)
 
     # A valid edit: a new service prompt, a model table, and Ollama re-pointed to the second server.
-    config_file(config_server).write_text(
+    write_config(
+        config_file(config_server),
         f'ollama_host = "{second.url}"\nsystem_prompt = "You are the second prompt."\n'
         '[models."llama3.1:8b"]\nsystem_prompt = "You are Llama, reloaded."\nkeep_alive_s = 60\n'
-        '[models."llama3.1:8b".options]\ntemperature = 0.25\n'
+        '[models."llama3.1:8b".options]\ntemperature = 0.25\n',
     )
     wait_until(lambda: setting(admin, "ollama_host")["value"] == second.url, timeout=10)
     config = admin.get("/api/v1/config").json()
@@ -71,7 +73,7 @@ def test_hot_reload_of_a_valid_and_an_invalid_edit_while_a_stream_runs(
     assert not any(r["messages"][-1]["content"] == "after the reload" for r in first.chats())
 
     # An invalid edit: the running configuration stays, the error is visible in the API and the history.
-    config_file(config_server).write_text('ollama_host = "not a url"\nchat_max_tokens = "lots"\n')
+    write_config(config_file(config_server), 'ollama_host = "not a url"\nchat_max_tokens = "lots"\n')
     error = wait_until(lambda: admin.get("/api/v1/config").json()["lastError"], timeout=10)
     assert error["key"] in ("ollama_host", "chat_max_tokens")
     assert error["value"] in ("not a url", "lots")
@@ -94,7 +96,7 @@ def test_hot_reload_of_a_valid_and_an_invalid_edit_while_a_stream_runs(
     assert "".join(stream.tokens).split() == [f"word{i}" for i in range(len(stream.text.split()))]
     assert any(r["model"] == "slow:latest" for r in first.chats())
 
-    config_file(config_server).write_text(first_config(first))
+    write_config(config_file(config_server), first_config(first))
     wait_until(lambda: setting(admin, "ollama_host")["value"] == first.url, timeout=10)
 
 

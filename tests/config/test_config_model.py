@@ -136,6 +136,7 @@ def test_provider_tables_are_validated_and_built_with_ollama_defaults() -> None:
         '[providers.ollama]\ntype = "ollama"\nhost = "http://x"\n'
         '[providers."Bad Name"]\ntype = "ollama"\nhost = "http://x"\n'
         '[providers.box]\ntype = "vllm"\nport = 1\n'
+        '[providers.hostless]\ntype = "ollama"\nnum_ctx = 4096\n'
     )
     errors = {(e.key, e.reason) for e in cm.document_errors(bad, "file")}
     keys = {key for key, _ in errors}
@@ -143,12 +144,65 @@ def test_provider_tables_are_validated_and_built_with_ollama_defaults() -> None:
         "providers.ollama",
         "providers.Bad Name",
         "providers.box.type",
-        "providers.box.host",
         "providers.box.port",
+        "providers.hostless.host",
     }
     assert any("ollama_* keys" in reason for key, reason in errors if key == "providers.ollama")
-    assert any("is required" in reason for key, reason in errors if key == "providers.box.host")
-    assert any("must be one of: ollama" in reason for key, reason in errors if key == "providers.box.type")
+    assert any("is required" in reason for key, reason in errors if key == "providers.hostless.host")
+    assert any("must be one of: ollama, openai" in reason for key, reason in errors if key == "providers.box.type")
+
+
+def test_openai_tables_take_their_own_keys_and_keep_their_api_key_out_of_every_view(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("B_KEY", "sk-from-the-environment")
+    document = documents.parse_toml(
+        '[providers.b]\ntype = "openai"\nbase_url = "http://10.0.0.6:8000/v1/"\napi_key = "env:B_KEY"\n'
+        'models = ["m1", "m2"]\n'
+        '[providers.c]\ntype = "openai"\nbase_url = "http://10.0.0.7:8000/v1"\napi_key = "sk-literal-c"\n'
+        "timeout_s = 30\n"
+    )
+    config = cm.build(start_settings(), document, {})
+    b, c = config.providers["b"], config.providers["c"]
+    assert (b.type, b.base_url, b.api_key, b.models) == ("openai", "http://10.0.0.6:8000/v1", "env:B_KEY", ("m1", "m2"))
+    assert b.timeout_s == 120.0
+    assert (c.api_key, c.timeout_s, c.models) == ("sk-literal-c", 30.0, ())
+    assert "sk-literal-c" not in repr(c)
+    view = cm.flat_view(config)
+    assert view["providers.b.api_key"] == "env:B_KEY"  # a reference is no secret
+    assert view["providers.c.api_key"] == "***"
+    assert "providers.b.host" not in view
+    assert "providers.b.num_ctx" not in view
+    assert "sk-literal-c" not in repr(cm.redact_tree(document))
+    backup = tomllib.loads(documents.to_toml(cm.configured_document(config)))["providers"]
+    assert backup["b"]["api_key"] == "env:B_KEY"
+    assert "api_key" not in backup["c"]
+    assert backup["c"]["base_url"] == "http://10.0.0.7:8000/v1"
+
+    bad = documents.parse_toml(
+        '[providers.d]\ntype = "openai"\nhost = "http://x"\napi_key = "env:NOT_SET_ANYWHERE"\n'
+        '[providers.e]\ntype = "openai"\nbase_url = "http://x/v1"\napi_key = 12345\nmodels = "a, b"\n'
+        '[providers.f]\ntype = "openai"\nbase_url = "ftp://x"\napi_key = "env:"\nmodels = [1, 2]\n'
+        '[providers.g]\ntype = ["openai"]\n'
+    )
+    errors = {e.key: e for e in cm.document_errors(bad, "file")}
+    assert set(errors) == {
+        "providers.d.base_url",
+        "providers.d.host",
+        "providers.d.api_key",
+        "providers.e.api_key",
+        "providers.f.base_url",
+        "providers.f.api_key",
+        "providers.f.models",
+        "providers.g.type",
+    }
+    assert "is required" in errors["providers.d.base_url"].reason
+    assert "unknown key of an openai provider" in errors["providers.d.host"].reason
+    assert "NOT_SET_ANYWHERE, which is not set" in errors["providers.d.api_key"].reason
+    assert errors["providers.e.api_key"].value == "***"  # an error never quotes a key
+    assert "12345" not in str(errors["providers.e.api_key"])
+    assert "env:NAME" in errors["providers.f.api_key"].reason
+    assert "list of model names" in errors["providers.f.models"].reason
 
 
 def test_hf_pool_keys_apply_live_and_start_up_keys_need_a_restart() -> None:
@@ -156,3 +210,31 @@ def test_hf_pool_keys_apply_live_and_start_up_keys_need_a_restart() -> None:
     assert {"data_dir", "port", "database_url"} <= RESTART_KEYS
     config = cm.build(start_settings(), {"hf_max_loaded_models": 2, "hf_default_model": "hf/tiny"}, {})
     assert (config.settings.hf_max_loaded_models, config.settings.hf_default_model) == (2, "tiny")
+
+
+def test_an_api_provider_table_replaces_the_files_of_that_name_whole() -> None:
+    file = documents.parse_toml('[providers.box]\ntype = "ollama"\nhost = "http://file:11434"\ntimeout_s = 30\n')
+    api = {"providers": {"box": {"type": "ollama", "host": "http://api:11434"}}}
+    config = cm.build(start_settings(), file, api)
+    assert config.providers["box"] == cm.ProviderTable(type="ollama", host="http://api:11434")  # default timeout
+    assert config.provider_sources == {"box": "api"}
+    # the backup says the same: restored, it runs the same providers
+    text = documents.to_toml(cm.configured_document(config))
+    assert cm.build(start_settings(), documents.parse_toml(text), {}).providers == config.providers
+    assert cm.layered(file, api)["providers"] == api["providers"]
+    # a table of another type: none of the file's keys may leak into it (an Ollama `host` is no key of openai)
+    openai = {"providers": {"box": {"type": "openai", "base_url": "http://api:8000/v1"}}}
+    assert cm.build(start_settings(), file, openai).providers["box"].base_url == "http://api:8000/v1"
+
+
+def test_a_refused_secret_is_not_repeated() -> None:
+    document = {"providers": {"box": {"type": "ollama", "host": "http://x", "api_key": "sk-secret"}}}
+    errors = cm.document_errors(document, "api")
+    assert [(e.key, e.value) for e in errors] == [("providers.box.api_key", "***")]
+    assert "sk-secret" not in str(errors[0])
+
+
+def test_provider_urls_with_spaces_or_control_characters_are_refused() -> None:
+    for host in ("http://a\x00b", "http://a b", "http://a\tb"):
+        errors = cm.document_errors({"providers": {"box": {"type": "ollama", "host": host}}}, "file")
+        assert [e.key for e in errors] == ["providers.box.host"], host

@@ -11,6 +11,7 @@ from tests.api.test_graphql_web_client import GET_MESSAGES, create_conversation
 from tests.chat.test_images import tiny_png
 from tests.chat.test_usage_and_metrics import metric
 from tests.config.conftest import TOML_BODY, config_file, first_config
+from tests.fixtures.config_files import write_config
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.polling import wait_until
 from tests.fixtures.server import ServerProcess, graphql
@@ -31,8 +32,9 @@ def test_an_ollama_host_added_in_the_file_serves_its_models_and_leaves_when_remo
     admin: httpx.Client, config_server: ServerProcess, ollamas: tuple[FakeOllama, FakeOllama]
 ) -> None:
     first, second = ollamas
-    config_file(config_server).write_text(
-        first_config(first) + f'\n[providers.second]\ntype = "ollama"\nhost = "{second.url}"\ntimeout_s = 30\n'
+    write_config(
+        config_file(config_server),
+        first_config(first) + f'\n[providers.second]\ntype = "ollama"\nhost = "{second.url}"\ntimeout_s = 30\n',
     )
     wait_until(lambda: "second/llama3.1:8b" in model_names(admin))
     table = admin.get("/api/v1/config").json()["providers"]["second"]
@@ -57,14 +59,14 @@ def test_an_ollama_host_added_in_the_file_serves_its_models_and_leaves_when_remo
     assert not any(r["messages"][-1]["content"] == "to the second host" for r in first.chats())
 
     # A table the service cannot take keeps the running configuration, and says why.
-    config_file(config_server).write_text(
-        first_config(first) + '\n[providers.hf]\ntype = "ollama"\nhost = "http://x"\n'
+    write_config(
+        config_file(config_server), first_config(first) + '\n[providers.hf]\ntype = "ollama"\nhost = "http://x"\n'
     )
     error = wait_until(lambda: admin.get("/api/v1/config").json()["lastError"])
     assert error["key"] == "providers.hf"
     assert "second/llama3.1:8b" in model_names(admin)
 
-    config_file(config_server).write_text(first_config(first))
+    write_config(config_file(config_server), first_config(first))
     wait_until(lambda: "second/llama3.1:8b" not in model_names(admin))
     assert admin.get("/api/v1/config").json()["providers"] == {}
     gone = stream_message(admin, model="second/llama3.1:8b", message="anyone there?", conversation_id=conversation)
@@ -81,7 +83,7 @@ def test_the_models_directory_is_re_pointed_without_a_restart(
 ) -> None:
     (tmp_path / "tiny-int8").symlink_to(tiny_export_int8, target_is_directory=True)
     assert admin.post("/api/v1/models/hf/tiny/load").status_code == 200
-    config_file(config_server).write_text(first_config(ollamas[0]) + f'hf_models_dir = "{tmp_path}"\n')
+    write_config(config_file(config_server), first_config(ollamas[0]) + f'hf_models_dir = "{tmp_path}"\n')
     wait_until(lambda: "hf/tiny-int8" in model_names(admin))
     assert "hf/tiny" not in model_names(admin)
     conversation = create_conversation(admin, model="hf/tiny-int8")
@@ -92,7 +94,7 @@ def test_the_models_directory_is_re_pointed_without_a_restart(
     assert 'beth_model_unloads_total{model="hf/tiny",reason="reconfigured"} 1.0' in metrics
     assert 'beth_model_loads_total{model="hf/tiny-int8",status="loaded"} 1.0' in metrics
 
-    config_file(config_server).write_text(first_config(ollamas[0]))
+    write_config(config_file(config_server), first_config(ollamas[0]))
     wait_until(lambda: "hf/tiny" in model_names(admin))
     assert "hf/tiny-int8" not in model_names(admin)
 

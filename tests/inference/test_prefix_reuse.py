@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from inference import BatchLimits, ChatModel, GenerationParams, GenerationResult, ModelPool, PoolSettings
-from inference.prefix_cache import MIN_TOKENS, PrefixCache
+from inference.kv_slots import SlotCache
+from inference.prefix_cache import LAST_PART_TRIES, MIN_TOKENS, PrefixCache
 from tests.inference.conftest import CPU_ONE_THREAD
 
 pytestmark = pytest.mark.anyio
@@ -50,17 +51,78 @@ async def _reply(model: ChatModel, messages: list[dict[str, str]]) -> Generation
     return result
 
 
+def _aligned(model: ChatModel, messages: list[dict[str, str]]) -> list[int]:
+    """The prompt the next turn will feed: saved replies in their own tokens."""
+    tokenizer = model.tokenizer
+    decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
+    return model.prefix_cache.align(tokenizer.encode_chat(messages), decode, tokenizer.special_ids)
+
+
 async def test_the_next_turn_prefills_only_its_new_tokens_and_says_the_same(model: ChatModel, fed: list[int]) -> None:
     turn = [SYSTEM, {"role": "user", "content": "Hello world! How are you today?"}]
     first = await _reply(model, turn)
     turn = [*turn, {"role": "assistant", "content": first.text}, {"role": "user", "content": "And the fox?"}]
+    prompt = _aligned(model, turn)
     fed.clear()
     second = await _reply(model, turn)
-    prompt = model.count_chat_tokens(turn)
-    assert second.usage.prompt_tokens == prompt
+    assert second.usage.prompt_tokens == len(prompt)
     assert fed[1:] == [1] * (len(second.token_ids) - 1)
-    assert fed[0] <= prompt - first.usage.prompt_tokens  # at least the first turn's prompt came from the cache
-    assert second.token_ids == model.generate_chat(turn, PARAMS).token_ids  # a fresh prefill says the same
+    # the new message, and at most the reply's last few tokens, where its cut falls inside a prompt token
+    new_tokens = len(prompt) - (first.usage.prompt_tokens + len(first.token_ids) - 1)
+    assert new_tokens <= fed[0] <= new_tokens + LAST_PART_TRIES
+    assert second.token_ids == model.generate(prompt, PARAMS).token_ids  # a fresh prefill says the same
+
+
+async def test_a_reply_tokenized_otherwise_in_the_next_prompt_is_not_fed_again(
+    model: ChatModel, fed: list[int]
+) -> None:
+    """A model's reply is often not in the tokens its text gives when tokenized again; the saved turn's own
+    tokens stand in for it, so the next turn feeds only the new message, and says what a fresh prefill of
+    that same prompt says."""
+    turns = [SYSTEM, {"role": "user", "content": "Hello world! How are you today?"}]
+    replies = []
+    for question in ("And the fox?", "Tell me more.", "Why?"):
+        reply = await _reply(model, turns)
+        replies.append(reply)
+        turns = [*turns, {"role": "assistant", "content": reply.text}, {"role": "user", "content": question}]
+    assert any(model.tokenizer.encode(r.text) != r.token_ids for r in replies)  # the case this test is about
+    prompt = _aligned(model, turns)
+    assert model.tokenizer.decode(prompt, skip_special_tokens=False) == model.tokenizer.render_chat(turns)
+    last = replies[-1]
+    new_tokens = len(prompt) - (last.usage.prompt_tokens + len(last.token_ids) - 1)
+    model.set_limits(BatchLimits(prefix_cache_bytes=2**30))  # the saved turns stay; the next start copies one
+    fed.clear()
+    result = await _reply(model, turns)
+    assert result.usage.prompt_tokens == len(prompt)
+    assert new_tokens <= fed[0] <= new_tokens + LAST_PART_TRIES
+    assert result.token_ids == model.generate(prompt, PARAMS).token_ids
+
+
+async def test_the_next_turn_in_the_row_its_last_turn_left_copies_nothing(
+    model: ChatModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conversation whose last turn left the cache in the row the next generation takes continues there;
+    with another conversation in between, the saved copy is written into the row instead."""
+    slots_written: list[int] = []
+    first = [SYSTEM, {"role": "user", "content": "Hello world! How are you today?"}]
+    reply = await _reply(model, first)
+    write = SlotCache.write
+
+    def counting(self: SlotCache, row: int, saved: Any, length: int) -> None:
+        slots_written.append(length)
+        write(self, row, saved, length)
+
+    monkeypatch.setattr(SlotCache, "write", counting)
+    second = [*first, {"role": "assistant", "content": reply.text}, {"role": "user", "content": "And the fox?"}]
+    result = await _reply(model, second)
+    assert slots_written == []
+    prompt = _aligned(model, second)
+    assert result.token_ids == model.generate(prompt, PARAMS).token_ids
+    await _reply(model, [SYSTEM, {"role": "user", "content": "the quick brown fox"}])
+    third = [*second, {"role": "assistant", "content": result.text}, {"role": "user", "content": "Why?"}]
+    await _reply(model, third)
+    assert slots_written
+    assert slots_written[-1] > len(model.tokenizer.encode_chat(second)) - LAST_PART_TRIES
 
 
 async def test_a_system_prompt_is_computed_once_and_shared_by_new_conversations(

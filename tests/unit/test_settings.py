@@ -12,6 +12,7 @@ from app.config import settings as settings_rows
 from app.config.settings import KEYS
 from app.config.table import current_section, readme_section
 from app.settings import DEFAULT_CORS_ORIGINS, SettingsError, load_settings
+from tests.fixtures.config_files import write_config
 
 
 def test_defaults_are_the_embedded_ones() -> None:
@@ -30,7 +31,7 @@ def test_defaults_are_the_embedded_ones() -> None:
 
 def test_file_overrides_defaults_and_environment_overrides_file(tmp_path: Path) -> None:
     config = tmp_path / "beth.toml"
-    config.write_text('port = 5000\nhost = "0.0.0.0"\nollama_host = "http://gpu-box:11434"\n')
+    write_config(config, 'port = 5000\nhost = "0.0.0.0"\nollama_host = "http://gpu-box:11434"\n')
     settings = load_settings({"BETH_CONFIG": str(config), "PORT": "6000"})
     assert settings.port == 6000
     assert settings.host == "0.0.0.0"
@@ -77,10 +78,10 @@ def test_the_lookahead_setting_reaches_the_hf_model_pool(tmp_path: Path) -> None
 
 def test_unknown_and_unreadable_file_keys_are_refused(tmp_path: Path) -> None:
     config = tmp_path / "beth.toml"
-    config.write_text("prot = 5000\n")
+    write_config(config, "prot = 5000\n")
     with pytest.raises(SettingsError, match="unknown key"):
         load_settings({"BETH_CONFIG": str(config)})
-    config.write_text("port = \n")
+    write_config(config, "port = \n")
     with pytest.raises(SettingsError, match="cannot read the TOML file"):
         load_settings({"BETH_CONFIG": str(config)})
     with pytest.raises(SettingsError, match="no such file"):
