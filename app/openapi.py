@@ -179,7 +179,7 @@ OPENAI_ERROR_DESCRIPTIONS: dict[int, str] = {
 }
 
 
-def openai_errors(*statuses: int) -> dict[int, ResponseSpec]:
+def openai_api_errors(*statuses: int) -> dict[int, ResponseSpec]:
     """The error responses of an OpenAI-compatible route, each with OpenAI's error body."""
     return {
         status: ResponseSpec(

@@ -1,7 +1,7 @@
 """The OpenAI-compatible API: `GET /v1/models` and `POST /v1/chat/completions` (JSON or server-sent events).
 
 Stateless: nothing is stored but usage statistics (`services/completions.py`). Who may call it is the guard's
-(`openai_guard.py`); every error has OpenAI's shape (`app/openai_errors.py`). A stream sends `data:` lines of
+(`openai_guard.py`); every error has OpenAI's shape (`app/openai_api_errors.py`). A stream sends `data:` lines of
 `chat.completion.chunk` objects: the role first, then the text deltas, then the finish reason, then (with
 `stream_options.include_usage`) the usage with no choices, then `data: [DONE]`; an error after the start is
 one `data:` line with the error body, and nothing follows it. A client that closes the stream stops the reply.
@@ -23,8 +23,8 @@ from litestar.response import Stream
 from app.controllers.openai_guard import openai_clients_only
 from app.controllers.sse import SSE_HEADERS, with_keepalive
 from app.errors import ServiceError
-from app.openai_errors import OPENAI_EXCEPTION_HANDLERS, stream_error
-from app.openapi import ChatCompletionsOperation, body, openai_errors
+from app.openai_api_errors import OPENAI_EXCEPTION_HANDLERS, stream_error
+from app.openapi import ChatCompletionsOperation, body, openai_api_errors
 from app.providers.types import ChatChunk
 from app.schemas.openai_api import (
     AssistantMessage,
@@ -52,12 +52,18 @@ class OpenAIController(Controller):
     guards = (openai_clients_only,)
     exception_handlers = OPENAI_EXCEPTION_HANDLERS  # type: ignore[assignment]
 
-    @get("/models", summary="Every model of every provider, as OpenAI lists models", responses=openai_errors(401, 403))
+    @get(
+        "/models",
+        summary="Every model of every provider, as OpenAI lists models",
+        responses=openai_api_errors(401, 403),
+    )
     async def list_models(self, catalog: ModelCatalog) -> ModelCardList:
         return ModelCardList(data=[ModelCard.of(model) for model in await catalog.models()])
 
     @get(
-        "/models/{name:path}", summary="One model, as OpenAI shows a model", responses=openai_errors(400, 401, 403, 404)
+        "/models/{name:path}",
+        summary="One model, as OpenAI shows a model",
+        responses=openai_api_errors(400, 401, 403, 404),
     )
     async def get_model(self, name: str, catalog: ModelCatalog) -> ModelCard:
         return ModelCard.of(await catalog.get(name.lstrip("/")))
@@ -69,7 +75,7 @@ class OpenAIController(Controller):
         operation_class=ChatCompletionsOperation,
         responses={
             200: body(ChatCompletion, "The completion; with `stream`, `data:` chunks then `data: [DONE]`"),
-            **openai_errors(400, 401, 403, 404, 413, 500, 502, 503, 504),
+            **openai_api_errors(400, 401, 403, 404, 413, 500, 502, 503, 504),
         },
     )
     async def chat_completions(self, data: ChatCompletionRequest, completions: CompletionService) -> Response[Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.errors import ErrorCode, ServiceError
-from app.openai_errors import OPENAI_ERRORS, openai_error
+from app.openai_api_errors import OPENAI_ERRORS, openai_error
 
 
 def test_every_error_code_has_an_openai_answer() -> None:
