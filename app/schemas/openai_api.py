@@ -223,16 +223,27 @@ class ChatCompletionChunk(msgspec.Struct):
 
 
 class ModelCard(msgspec.Struct):
-    """A model as OpenAI lists it: `id` is the full name (`hf/<alias>`, `ollama/<name>`), `owned_by` its provider."""
+    """A model as OpenAI lists it: `id` is the full name (`hf/<alias>`, `ollama/<name>`), `owned_by` its provider.
+    Beyond OpenAI's fields (clients ignore others), `context_length` and `capabilities` (`text`, `vision`) describe
+    the model to a service that uses this one as an OpenAI-compatible upstream, as vLLM's `max_model_len` does."""
 
     id: str
     created: int
     owned_by: str
     object: Literal["model"] = "model"
+    context_length: int | None = None
+    capabilities: list[str] = msgspec.field(default_factory=list)
 
     @classmethod
     def of(cls, model: ModelInfo) -> ModelCard:
-        return cls(id=model.name, created=_epoch_s(model.metadata), owned_by=model.provider)
+        seen = model.capabilities
+        return cls(
+            id=model.name,
+            created=_epoch_s(model.metadata),
+            owned_by=model.provider,
+            context_length=model.context_length,
+            capabilities=[name for name, has in (("text", seen.text), ("vision", seen.vision)) if has],
+        )
 
 
 def _epoch_s(metadata: dict[str, object]) -> int:

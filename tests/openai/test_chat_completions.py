@@ -44,7 +44,11 @@ def test_models_lists_every_model_of_the_catalog(client: openai.OpenAI, http: ht
     assert caught.value.code == "model_not_found"
     raw = http.get("/v1/models").json()
     assert raw["object"] == "list"
-    assert set(raw["data"][0]) == {"id", "object", "created", "owned_by"}
+    tiny = next(m for m in raw["data"] if m["id"] == "hf/tiny")
+    assert {"id", "object", "created", "owned_by"} <= set(tiny)
+    # beyond OpenAI's fields, what an upstream's user needs: the context and what the model takes
+    catalog_tiny = http.get("/api/v1/models/hf/tiny").json()
+    assert (tiny["context_length"], tiny["capabilities"]) == (catalog_tiny["contextLength"], ["text"])
 
 
 def test_a_completion_answers_in_openai_s_shape(client: openai.OpenAI) -> None:
