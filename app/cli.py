@@ -13,7 +13,8 @@ from pathlib import Path
 
 import click
 
-from app.settings import Settings, SettingsError, load_settings
+from app.config.load import load_settings
+from app.config.settings import Settings, SettingsError
 
 log = logging.getLogger("beth-chat")
 

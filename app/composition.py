@@ -97,7 +97,7 @@ async def open_services(
     config = ConfigSource.of(settings)
     usage = UsageStats()
     conversations = build_conversations(settings, config)
-    registry = build_registry(settings)
+    registry = build_registry(settings, config)
     monitor = HealthMonitor(
         registry, interval_s=settings.health_check_interval_s, timeout_s=settings.catalog_provider_timeout_s
     )

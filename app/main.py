@@ -12,7 +12,9 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from app.composition import Services, open_services
+from app.config.load import load_settings
 from app.config.service import ConfigurationService
+from app.config.settings import Settings
 from app.config.snapshot import ConfigSource
 from app.controllers.config import ConfigController
 from app.controllers.console import ConsoleController, console_templates
@@ -43,7 +45,6 @@ from app.services.metrics import ServiceMetrics
 from app.services.password_attempts import remember_client_address
 from app.services.streams import StreamSessions
 from app.services.usage import UsageStats
-from app.settings import Settings, load_settings
 from app.shutdown import ShutdownSignal
 
 log = logging.getLogger(__name__)

@@ -93,7 +93,7 @@ def _string(description: str = "", *, min_length: int | None = None) -> Schema:
     return Schema(type=OpenAPIType.STRING, description=description or None, min_length=min_length)
 
 
-def _object(properties: dict[str, Schema], required: list[str] | None = None) -> Schema:
+def _object(properties: dict[str, Schema | Reference], required: list[str] | None = None) -> Schema:
     return Schema(type=OpenAPIType.OBJECT, properties=properties, required=required or None)
 
 
@@ -112,13 +112,16 @@ class StreamMessageOperation(Operation):
     """`POST /api/stream-message` reads JSON, or multipart form fields with `images` files."""
 
     def __post_init__(self) -> None:
+        options_text = _string("Generation options for this reply: a ReplyOptions object as JSON text")
         multipart = _object(
-            {**_TURN_FIELDS, "images": Schema(type=OpenAPIType.ARRAY, items=_IMAGE_FILE)}, _TURN_REQUIRED
+            {**_TURN_FIELDS, "options": options_text, "images": Schema(type=OpenAPIType.ARRAY, items=_IMAGE_FILE)},
+            _TURN_REQUIRED,
         )
+        json_fields = {**_TURN_FIELDS, "options": Reference("#/components/schemas/ReplyOptions")}
         self.request_body = RequestBody(
             required=True,
             content={
-                "application/json": OpenAPIMediaType(schema=_object(_TURN_FIELDS, _TURN_REQUIRED)),
+                "application/json": OpenAPIMediaType(schema=_object(json_fields, _TURN_REQUIRED)),
                 "multipart/form-data": OpenAPIMediaType(schema=multipart),
             },
         )

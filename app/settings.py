@@ -1,19 +1,9 @@
-"""The entry to the service's settings (kept for callers that import `app.settings`); see `app.config`."""
+"""A short, stable import path for scripts outside the service (`from app.settings import load_settings`).
 
-from app.config.convert import EXECUTION_PROVIDERS, LOG_LEVELS, to_float, to_int
-from app.config.load import config_file, load_settings
-from app.config.settings import DEFAULT_CORS_ORIGINS, KEYS, Settings, SettingsError, Source
+The service itself imports `app.config`; this module only re-exports, and loads neither the engine nor the exporter.
+"""
 
-__all__ = [
-    "DEFAULT_CORS_ORIGINS",
-    "EXECUTION_PROVIDERS",
-    "KEYS",
-    "LOG_LEVELS",
-    "Settings",
-    "SettingsError",
-    "Source",
-    "config_file",
-    "load_settings",
-    "to_float",
-    "to_int",
-]
+from app.config.load import load_settings
+from app.config.settings import Settings, SettingsError
+
+__all__ = ["Settings", "SettingsError", "load_settings"]

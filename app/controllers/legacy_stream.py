@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.datastructures import UploadFile
 from litestar.exceptions import ClientException
@@ -22,6 +23,7 @@ from app.http_errors import retry_after, unexpected_failure
 from app.legacy_errors import REST_TERMINATE_FAILURES, SSE_ERROR_TEXTS
 from app.openapi import StreamMessageOperation, TerminateStreamOperation, body, errors, event_stream
 from app.schemas.boundary import MessageText, Name, check
+from app.schemas.conversations import reply_options
 from app.schemas.streaming import TERMINATE_REFUSALS, TerminateRefusal, TerminateResult
 from app.services.chat import ChatService, TurnRequest
 from app.services.chat_events import Completed, Failed, ImagesProcessed, SessionStarted, Terminated, Token, TurnEvent
@@ -62,7 +64,8 @@ def failure_of(error: ServiceError) -> Failed:
 
 
 async def read_turn_request(request: Request[Any, Any, Any]) -> TurnRequest:
-    """JSON `{model, message, conversationId, password?}` or the same as multipart with `images` files."""
+    """JSON `{model, message, conversationId, password?, options?}` or the same as multipart with `images`
+    files (`options`, which the old client never sends, is then a JSON text)."""
     content_type = request.headers.get("content-type", "")
     if "multipart/form-data" in content_type:
         try:
@@ -74,7 +77,7 @@ async def read_turn_request(request: Request[Any, Any, Any]) -> TurnRequest:
                 raise
             # a bad or missing boundary, or a truncated body: an error event like every other refusal
             raise _multipart_error(str(exc.detail)) from exc
-        fields = {key: form.get(key) for key in ("model", "message", "conversationId", "password")}
+        fields = {key: form.get(key) for key in ("model", "message", "conversationId", "password", "options")}
         uploads = []
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
@@ -95,13 +98,27 @@ async def read_turn_request(request: Request[Any, Any, Any]) -> TurnRequest:
         raise ServiceError(ErrorCode.INVALID_REQUEST, "password must be a string")
     check("text", values["message"], MessageText)
     check("model", values["model"], Name)
+    options = fields.get("options")
     return TurnRequest(
         conversation_id=values["conversationId"],
         text=values["message"],
         model=values["model"],
         password=values["password"],
+        options=None if options is None else reply_options(_json_text(options)),
         uploads=tuple(uploads),
     )
+
+
+def _json_text(value: object) -> object:
+    """A form field's JSON text decoded (a JSON body's value is already decoded)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return msgspec.json.decode(value)
+    except msgspec.DecodeError:
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST, "Invalid options: not a JSON object", details={"field": "options"}
+        ) from None
 
 
 def _multipart_error(problem: str) -> ServiceError:

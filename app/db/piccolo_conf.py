@@ -7,8 +7,8 @@
 from piccolo.conf.apps import AppRegistry
 from piccolo.engine.base import Engine
 
+from app.config.load import load_settings
 from app.db.backends import create_engine
-from app.settings import load_settings
 
 DB: Engine = create_engine(load_settings().effective_database_url)
 

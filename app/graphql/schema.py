@@ -26,6 +26,7 @@ from app.graphql.types import (
     CreateConversationResponse,
     DeleteConversationResponse,
     DeleteMessagesResponse,
+    GenerationOptionsInput,
     Message,
     TerminateStreamInput,
     TerminateStreamResponse,
@@ -36,6 +37,7 @@ from app.graphql.types import (
 from app.graphql.usage import resolve_usage
 from app.legacy_errors import GRAPHQL_NOT_TERMINABLE, GRAPHQL_TERMINATE_FAILURES, GRAPHQL_TERMINATE_UNKNOWN
 from app.schemas.boundary import Identifier, MessageText, Name, PasswordText, RequiredName, check
+from app.schemas.conversations import reply_options
 from app.services.chat import TurnRequest, run_to_completion, saved_messages
 from app.services.conversations import parse_message_id
 from app.services.images import encoded_upload
@@ -94,12 +96,15 @@ class Mutation:
         )
 
     @strawberry.mutation
-    async def add_message(self, info: ContextInfo, input: AddMessageInput) -> AddMessageResponse:
+    async def add_message(
+        self, info: ContextInfo, input: AddMessageInput, options: GenerationOptionsInput | None = None
+    ) -> AddMessageResponse:
         """sender `llm` stores a turn; sender `user` runs the chat turn and waits for the whole reply."""
         _require(bool(input.text) and bool(input.sender), "Message text and sender are required")
         _require(input.sender in ("user", "llm"), 'Sender must be either "user" or "llm"')
         check("text", input.text, MessageText)
         check("llmModel", input.llm_model, Name)
+        generation = reply_options(options.as_wire()) if options else None
         _require(not (input.images and input.sender == "llm"), "Images go with user messages only")
         service = info.context.conversations
         if input.sender == "llm":
@@ -118,6 +123,7 @@ class Mutation:
                 text=input.text,
                 model=input.llm_model,
                 password=input.password,
+                options=generation,
                 uploads=tuple(encoded_upload(value, index) for index, value in enumerate(input.images or ())),
             ),
         )

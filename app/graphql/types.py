@@ -6,6 +6,7 @@ variables to match them. Dates are epoch-millisecond digit strings, ids are stri
 
 from __future__ import annotations
 
+import msgspec
 import strawberry
 from strawberry.types import Info
 
@@ -14,6 +15,7 @@ from app.db.tables import Image as ImageRow
 from app.db.tables import Message as MessageRow
 from app.graphql.context import GraphQLContext
 from app.schemas.common import epoch_ms
+from app.schemas.conversations import ReplyOptions
 from app.services.images import image_url
 
 ContextInfo = Info[GraphQLContext, None]
@@ -188,6 +190,25 @@ class AddMessageInput:
     images: list[str] | None = strawberry.field(
         default=None, description="Images as base64 or data: URLs, checked like uploads (user messages only)"
     )
+
+
+@strawberry.input(description="Generation options for one reply, checked like the REST `options`")
+class GenerationOptionsInput:
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: list[str] | None = None
+    repetition_penalty: float | None = None
+
+    def as_wire(self) -> dict[str, object]:
+        """The options given, in the REST `options` shape (camelCase), for its one rule set to check."""
+        return {
+            field.encode_name: getattr(self, field.name)
+            for field in msgspec.structs.fields(ReplyOptions)
+            if getattr(self, field.name) is not None
+        }
 
 
 @strawberry.input

@@ -20,6 +20,7 @@ from typing import Any
 from app.config.convert import resolve_api_key
 from app.config.effective import EffectiveConfig, ProviderTable
 from app.config.settings import Settings
+from app.config.snapshot import ConfigSource
 from app.providers.base import ModelProvider
 from app.providers.hf import HFProvider
 from app.providers.ollama import OllamaProvider
@@ -30,14 +31,14 @@ from inference.pool_settings import PoolSettings
 log = logging.getLogger(__name__)
 
 
-def build_registry(settings: Settings) -> ProviderRegistry:
+def build_registry(settings: Settings, config: ConfigSource) -> ProviderRegistry:
+    """The registry and its providers as `settings` (the start-up values) describe them; the registry reads
+    what may change while it runs (fallback models, retries) from `config`."""
     registry = ProviderRegistry(
-        fallback_models=settings.fallback_models,
+        config,
         failure_threshold=settings.circuit_failure_threshold,
         cooldown_s=settings.circuit_cooldown_s,
         bare_provider=OllamaProvider.name,
-        retries=settings.provider_retries,
-        retry_backoff_s=settings.provider_retry_backoff_s,
     )
     for name, table in main_providers(settings).items():
         registry.register(build_provider(name, table))
@@ -145,9 +146,6 @@ class ProviderReconciler:
         gone = [name for name in wanted_old if name not in wanted_new]
 
         def commit() -> None:
-            settings = new.settings
-            registry.fallback_models = settings.fallback_models
-            registry.retries, registry.retry_backoff_s = settings.provider_retries, settings.provider_retry_backoff_s
             if not fresh and not gone:
                 return
             previous = [p.name for p in registry.providers]

@@ -28,6 +28,8 @@ from dataclasses import dataclass, replace
 
 import msgspec
 
+from app.config.settings import Settings
+from app.config.snapshot import ConfigSource
 from app.errors import ErrorCode, ServiceError
 from app.providers.base import ModelProvider
 from app.providers.circuit import CircuitBreaker
@@ -89,18 +91,14 @@ async def _no_info(_resolved: ResolvedModel) -> ModelInfo | None:
 class ProviderRegistry:
     def __init__(
         self,
+        config: ConfigSource | None = None,
         *,
-        fallback_models: Sequence[str] = (),
         failure_threshold: int = 5,
         cooldown_s: float = 30.0,
         bare_provider: str = "ollama",
-        retries: int = 2,
-        retry_backoff_s: float = 0.25,
     ) -> None:
-        self.fallback_models = tuple(fallback_models)
-        #: extra tries of a model whose provider is briefly unavailable or busy, before any fallback
-        self.retries = retries
-        self.retry_backoff_s = retry_backoff_s
+        #: the published configuration: the fallback models and retries are read from it when a turn needs them
+        self.config = config or ConfigSource.of(Settings())
         self.failure_threshold = failure_threshold
         self.cooldown_s = cooldown_s
         #: the provider that bare names go to when the catalog does not know them
@@ -121,6 +119,19 @@ class ProviderRegistry:
     def unregister(self, name: str) -> ModelProvider | None:
         self._breakers.pop(name, None)
         return self._providers.pop(name, None)
+
+    @property
+    def fallback_models(self) -> tuple[str, ...]:
+        return self.config.settings.fallback_models
+
+    @property
+    def retries(self) -> int:
+        """Extra tries of a model whose provider is briefly unavailable or busy, before any fallback."""
+        return self.config.settings.provider_retries
+
+    @property
+    def retry_backoff_s(self) -> float:
+        return self.config.settings.provider_retry_backoff_s
 
     @property
     def providers(self) -> list[ModelProvider]:

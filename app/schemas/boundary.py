@@ -2,6 +2,8 @@
 
 REST Structs and parameters use the Annotated types, so msgspec refuses bad input before a handler runs;
 GraphQL resolvers and the legacy form route, which msgspec does not decode, pass their fields through `check`.
+These rules are for what gets stored: a text that is only looked up (an id, a filter) is never refused, it finds
+nothing (`app.db.text.equals_text`), so an unknown id is "not found" however it is spelled.
 """
 
 from __future__ import annotations

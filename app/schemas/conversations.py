@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from app.db.tables import Conversation, Message
+from app.errors import ErrorCode, ServiceError
 from app.providers.types import GenerationOptions
 from app.schemas.boundary import Identifier, MessageText, Name, PasswordText, RequiredName
 from app.schemas.common import ErrorDetail, epoch_ms
@@ -49,7 +50,7 @@ class ConversationPage(msgspec.Struct, rename="camel"):
     offset: int
 
 
-# The bounds of each per-request generation option, shared by every API that takes them (REST, `/v1`).
+# The bounds of each per-request generation option: ReplyOptions (every chat surface) and `/v1` share them.
 Temperature = Annotated[float, msgspec.Meta(ge=0, le=10)]
 TopP = Annotated[float, msgspec.Meta(ge=0, le=1)]
 TopK = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
@@ -74,6 +75,20 @@ class ReplyOptions(msgspec.Struct, rename="camel", forbid_unknown_fields=True, o
 
     def as_generation_options(self) -> GenerationOptions:
         return GenerationOptions(**msgspec.structs.asdict(self))
+
+
+def reply_options(value: object) -> GenerationOptions:
+    """`options` sent where msgspec does not decode the body (GraphQL, the legacy stream route), checked by
+    `ReplyOptions`' rules: one rule set for every chat surface. A bad value is INVALID_REQUEST naming it."""
+    try:
+        return msgspec.convert(value, ReplyOptions).as_generation_options()
+    except msgspec.ValidationError as exc:
+        problem = str(exc).replace("`$", "`options")
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST,
+            f"Invalid options: {problem}",
+            details={"field": "options", "problems": [problem]},
+        ) from None
 
 
 class AddMessageRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):

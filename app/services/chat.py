@@ -20,7 +20,6 @@ from typing import Protocol
 from app.config.settings import Settings
 from app.config.snapshot import ConfigSource
 from app.db.tables import Message
-from app.db.text import storable
 from app.errors import ErrorCode, ServiceError
 from app.providers.registry import Candidate
 from app.providers.routed import RoutedStream
@@ -100,8 +99,6 @@ class ChatService:
         chosen = (request.model or conversation.llm_model).strip()
         if not chosen:
             raise ServiceError(ErrorCode.INVALID_REQUEST, "A model name is required", details={"field": "model"})
-        if not storable(chosen):  # it is stored on the conversation and the reply
-            raise ServiceError(ErrorCode.INVALID_REQUEST, "model contains a NUL character", details={"field": "model"})
         self.conversations.check_message_text(request.text)
         router = self.router
         if router is None:

@@ -14,7 +14,7 @@ from piccolo.query.functions.aggregate import Count
 
 from app.config.snapshot import ConfigSource
 from app.db.tables import Conversation, Image, Message, StreamSession
-from app.db.text import storable
+from app.db.text import equals_text
 from app.errors import ErrorCode, ServiceError, invalid
 from app.schemas.boundary import MAX_ID_CHARS, MAX_MESSAGE_CHARS, MAX_NAME_CHARS
 from app.services.image_files import remove_files
@@ -163,11 +163,8 @@ class ConversationService:
         return {cid: counts.get(cid, 0) for cid in conversation_ids}
 
     async def find(self, conversation_id: str) -> Conversation | None:
-        """The conversation, or None; an id that no conversation can have (too long, not storable) is not
-        looked up."""
-        if not conversation_id or len(conversation_id) > MAX_ID_CHARS or not storable(conversation_id):
-            return None
-        return await Conversation.objects().where(Conversation.id == conversation_id).first()
+        """The conversation, or None."""
+        return await Conversation.objects().where(equals_text(Conversation.id, conversation_id)).first()
 
     async def authorize(self, conversation_id: str, password: str | None) -> Conversation:
         """The conversation, if it exists and the password opens it (checked in the old service's order)."""

@@ -20,7 +20,7 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from app.db.tables import Image, Message
-from app.db.text import storable
+from app.db.text import equals_text
 from app.errors import ErrorCode, ServiceError
 from app.image_types import sniff_image_type
 from app.services.image_files import remove_files
@@ -238,9 +238,7 @@ class ImageStore:
 
     async def open(self, image_id: str, password: str | None) -> tuple[Image, Path]:
         """The image row and file, after the existence, expiry and private-conversation checks."""
-        live = (Image.id == image_id) & Image.deleted_at.is_null()
-        # a lookup key, not input to store: one with a NUL is "not found" (404), which a boundary refusal (400) is not
-        row = await Image.objects().where(live).first() if storable(image_id) else None
+        row = await Image.objects().where(equals_text(Image.id, image_id) & Image.deleted_at.is_null()).first()
         if row is None:
             raise ServiceError(ErrorCode.NOT_FOUND, "Image not found", details={"id": image_id})
         await self.conversations.authorize(row.conversation_id, password)

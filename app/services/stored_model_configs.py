@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from app.db.tables import ModelRecord
-from app.db.text import storable
+from app.db.text import equals_text
 from app.errors import ErrorCode, ServiceError
 from app.schemas.common import epoch_ms
 from app.schemas.models import StoredModelConfig
@@ -18,8 +18,7 @@ async def all_configs() -> list[StoredModelConfig]:
 
 async def config_of(name: str) -> StoredModelConfig:
     """One model's stored configuration; MODEL_NOT_FOUND when none is stored under that name."""
-    # a lookup key: a name with a NUL is "not found" (404), which a boundary refusal (400) would not answer
-    row = await ModelRecord.objects().where(ModelRecord.name == name).first() if storable(name) else None
+    row = await ModelRecord.objects().where(equals_text(ModelRecord.name, name)).first()
     if row is None:
         raise ServiceError(ErrorCode.MODEL_NOT_FOUND, f"No stored configuration for {name}")
     return _view(row)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from app.db.tables import Conversation, Message, StreamSession
-from app.db.text import storable
+from app.db.text import equals_text
 from app.errors import ErrorCode, ServiceError
 
 log = logging.getLogger(__name__)
@@ -274,12 +274,7 @@ class StreamSessions:
             raise ServiceError(
                 ErrorCode.INVALID_REQUEST, f"reason must be one of {', '.join(REASONS)}", details={"reason": reason}
             )
-        # session ids are ours (new_session_id): one that could not be stored is not one
-        row = (
-            await StreamSession.objects().where(StreamSession.id == session_id).first()
-            if storable(session_id)
-            else None
-        )
+        row = await StreamSession.objects().where(equals_text(StreamSession.id, session_id)).first()
         if row is None:
             raise ServiceError(ErrorCode.NOT_FOUND, "Stream session not found", details={"kind": "session_not_found"})
         if row.conversation_id != conversation_id:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from app.db.tables import ModelUsageStats
-from app.db.text import storable
+from app.db.text import equals_text
 
 log = logging.getLogger(__name__)
 
@@ -189,13 +189,11 @@ class UsageStats:
         until: datetime | None = None,
     ) -> list[UsageRow]:
         """Rows of `period`, newest first, filtered (rows of one period summed, should a database hold two)."""
-        if not storable(model, provider):  # a name no row can have
-            return []
         query = ModelUsageStats.objects().where(ModelUsageStats.period == period)
         if model:
-            query = query.where(ModelUsageStats.model == model)
+            query = query.where(equals_text(ModelUsageStats.model, model))
         if provider:
-            query = query.where(ModelUsageStats.provider == provider)
+            query = query.where(equals_text(ModelUsageStats.provider, provider))
         if since:
             query = query.where(ModelUsageStats.period_start >= period_start(since, period))
         if until:

@@ -12,36 +12,24 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fixtures.ollama import FakeOllama
-from tests.fixtures.server import ServerProcess, create_postgres_database, drop_postgres_database, running
-
-
-@pytest.fixture(scope="module")
-def fuzz_ollama() -> Iterator[FakeOllama]:
-    ollama = FakeOllama().start()
-    yield ollama
-    ollama.stop()
+from tests.fixtures.server import ServerProcess, fresh_database, running
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def fuzz_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fuzz_ollama: FakeOllama
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, module_ollama: FakeOllama
 ) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp(f"fuzz-{request.param}")
-    if request.param == "sqlite":
-        database_url, drop = f"sqlite:///{workdir / 'beth.sqlite3'}", None
-    else:
-        database_url = create_postgres_database()
-        drop = database_url
     models_dir = workdir / "models"
     models_dir.mkdir()
     env = {
-        "OLLAMA_HOST": fuzz_ollama.url,
+        "OLLAMA_HOST": module_ollama.url,
         "HF_MODELS_DIR": str(models_dir),
         "HF_HUB_OFFLINE": "1",
         "STREAM_TIMEOUT_S": "10",
     }
-    process = ServerProcess(workdir, database_url, env)
-    with running(process):
+    with (
+        fresh_database(request.param, workdir) as database_url,
+        running(ServerProcess(workdir, database_url, env)) as process,
+    ):
         yield process
-    if drop:
-        drop_postgres_database(drop)

@@ -117,18 +117,11 @@ def test_a_malformed_form_gets_the_promised_error_event(
 
 
 @pytest.fixture(scope="module")
-def edge_ollama() -> Iterator[FakeOllama]:
-    server = FakeOllama().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def ollama_server(
-    database_url: str, edge_ollama: FakeOllama, tmp_path_factory: pytest.TempPathFactory
+    database_url: str, module_ollama: FakeOllama, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     # health checks are rare here: whatever the service reports about Ollama comes from its requests
-    env = {"OLLAMA_HOST": edge_ollama.url, "HEALTH_CHECK_INTERVAL_S": "3600", "PROVIDER_RETRIES": "0"}
+    env = {"OLLAMA_HOST": module_ollama.url, "HEALTH_CHECK_INTERVAL_S": "3600", "PROVIDER_RETRIES": "0"}
     process = ServerProcess(tmp_path_factory.mktemp("edge-ollama"), database_url, env)
     with running(process):
         yield process
@@ -136,23 +129,23 @@ def ollama_server(
 
 @pytest.fixture
 def ollama_api(ollama_server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=ollama_server.url, timeout=30) as client:
+    with ollama_server.client() as client:
         yield client
 
 
 @pytest.fixture
-def stopped_ollama(edge_ollama: FakeOllama) -> Iterator[FakeOllama]:
+def stopped_ollama(module_ollama: FakeOllama) -> Iterator[FakeOllama]:
     """The fake Ollama, stopped by the test when it wants (as a killed Ollama), and started again after it."""
-    yield edge_ollama
-    if edge_ollama._thread is None:
-        edge_ollama.start()
+    yield module_ollama
+    if not module_ollama.running:
+        module_ollama.start()
 
 
 def _killing_after_first_token(ollama: FakeOllama) -> Callable[[ClientStream], bool]:
     """An `on_block` that stops the fake Ollama once the first token arrived: killed in the middle of a reply."""
 
     def on_block(seen: ClientStream) -> bool:
-        if seen.tokens and ollama._thread is not None:
+        if seen.tokens and ollama.running:
             ollama.stop()
         return False
 

@@ -6,7 +6,6 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,17 +13,7 @@ from piccolo.querystring import QueryString
 
 from app.db.backends import create_engine
 from app.db.tables import ALL_TABLES
-from tests.fixtures.server import create_postgres_database, drop_postgres_database, query_sql, run_sql
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
-        return
-    url = create_postgres_database()
-    yield url
-    drop_postgres_database(url)
+from tests.fixtures.server import query_sql, run_sql
 
 
 def migrate(url: str, workdir: Path) -> subprocess.CompletedProcess[str]:

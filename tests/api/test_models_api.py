@@ -6,7 +6,6 @@ and with OLLAMA_HOST pointing at the Ollama-protocol test server; the last test 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from tests.fixtures.ollama import MODELS as OLLAMA_MODELS
 from tests.fixtures.ollama import FakeOllama
+from tests.fixtures.polling import wait_until
 from tests.fixtures.server import ServerProcess, free_port, graphql, new_id, running
 
 FAST_CATALOG = {
@@ -24,13 +24,6 @@ FAST_CATALOG = {
     "HEALTH_CHECK_INTERVAL_S": "0.3",
     "CATALOG_PROVIDER_TIMEOUT_S": "2",
 }
-
-
-@pytest.fixture(scope="module")
-def module_ollama() -> Iterator[FakeOllama]:
-    server = FakeOllama().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +46,7 @@ def catalog_server(
 
 @pytest.fixture
 def client(catalog_server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=catalog_server.url, timeout=30) as http:
+    with catalog_server.client() as http:
         yield http
 
 
@@ -153,24 +146,26 @@ def test_graphql_available_models_models_and_providers(client: httpx.Client) -> 
 def test_a_stopped_ollama_leaves_the_hf_models_usable(client: httpx.Client, module_ollama: FakeOllama) -> None:
     module_ollama.stop()
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def readiness_without_ollama() -> dict | None:
             ready = client.get("/health/ready")
-            if ready.json()["providers"]["ollama"]["status"] == "unhealthy":
-                break
-            time.sleep(0.2)
-        assert ready.status_code == 200
-        assert ready.json()["status"] == "ready"
+            assert ready.status_code == 200
+            body = ready.json()
+            return body if body["providers"]["ollama"]["status"] == "unhealthy" else None
+
+        ready = wait_until(readiness_without_ollama, timeout=10, interval=0.2, what="Ollama reported unhealthy")
+        assert ready["status"] == "ready"
         # the health check finds the port closed, or a request in flight saw the stop cut its connection
-        detail = ready.json()["providers"]["ollama"]["detail"]
+        detail = ready["providers"]["ollama"]["detail"]
         assert "not reachable" in detail or "closed the connection" in detail
-        for _ in range(50):  # the cached list is served while the refresh notices Ollama is gone
+
+        def failed_ollama_listing() -> dict | None:  # the cached list is served while the refresh notices
             body = client.get("/api/v1/models").json()
             assert "hf/tiny" in [m["name"] for m in body["models"]]
             ollama = next(p for p in body["providers"] if p["name"] == "ollama")
-            if ollama["listingError"]:
-                break
-            time.sleep(0.1)
+            return ollama if ollama["listingError"] else None
+
+        ollama = wait_until(failed_ollama_listing, timeout=5, what="Ollama's listing to fail")
         assert ollama["health"]["status"] == "unhealthy"
         assert "not reachable" in ollama["listingError"]
         assert ollama["stale"] is True  # its models stay listed for CATALOG_STALE_S
@@ -205,18 +200,14 @@ def test_the_default_model_is_listed_with_ollama_absent(
     (models / default_export.name).symlink_to(default_export, target_is_directory=True)
     env = {"OLLAMA_HOST": f"http://127.0.0.1:{free_port()}", "HF_MODELS_DIR": str(models), **FAST_CATALOG}
     server = ServerProcess(tmp_path_factory.mktemp("default-server"), database_url, extra_env=env)
-    server.start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=60) as http:
-            body = http.get("/api/v1/models").json()
-            assert [m["name"] for m in body["models"]] == ["hf/SmolLM2-135M-Instruct"]
-            smol = body["models"][0]
-            assert smol["capabilities"] == {"text": True, "vision": False, "streaming": True}
-            assert smol["contextLength"] >= 2048
-            ollama = next(p for p in body["providers"] if p["name"] == "ollama")
-            assert "not reachable" in ollama["listingError"]
-            names = graphql(http, "{ availableModels { models } }")["data"]["availableModels"]["models"]
-            assert names == ["hf/SmolLM2-135M-Instruct"]
-            assert http.post("/api/v1/models/SmolLM2-135M-Instruct/load").json()["model"]["loaded"] is True
-    finally:
-        server.stop()
+    with running(server), server.client(timeout=60) as http:
+        body = http.get("/api/v1/models").json()
+        assert [m["name"] for m in body["models"]] == ["hf/SmolLM2-135M-Instruct"]
+        smol = body["models"][0]
+        assert smol["capabilities"] == {"text": True, "vision": False, "streaming": True}
+        assert smol["contextLength"] >= 2048
+        ollama = next(p for p in body["providers"] if p["name"] == "ollama")
+        assert "not reachable" in ollama["listingError"]
+        names = graphql(http, "{ availableModels { models } }")["data"]["availableModels"]["models"]
+        assert names == ["hf/SmolLM2-135M-Instruct"]
+        assert http.post("/api/v1/models/SmolLM2-135M-Instruct/load").json()["model"]["loaded"] is True

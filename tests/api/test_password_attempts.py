@@ -7,7 +7,6 @@ apart by `X-Forwarded-For`, which uvicorn takes from a loopback proxy (the tests
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 from tests.api.test_graphql_web_client import TERMINATE_STREAM
 from tests.fixtures.config_files import write_config
+from tests.fixtures.polling import wait_until
 from tests.fixtures.server import ServerProcess, new_id, running
 from tests.fixtures.web_client import stream_message
 
@@ -205,13 +205,11 @@ def test_changed_limits_apply_while_the_server_runs(limited: ServerProcess) -> N
     config = Path(limited.env["BETH_CONFIG"])
 
     def limit_in_effect(expected: int) -> None:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+        def current() -> bool:
             settings = httpx.get(f"{limited.url}/api/v1/config", timeout=10).json()["settings"]
-            if settings["auth_failures_per_conversation"]["value"] == expected:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"the limit did not become {expected}")
+            return settings["auth_failures_per_conversation"]["value"] == expected
+
+        wait_until(current, what=f"the limit to become {expected}")
 
     write_config(config, limits_file(1))
     try:

@@ -55,22 +55,15 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def ollama() -> Iterator[FakeOllama]:
-    server = FakeOllama().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def console_server(
-    tmp_path_factory: pytest.TempPathFactory, ollama: FakeOllama, tiny_export: Path
+    tmp_path_factory: pytest.TempPathFactory, module_ollama: FakeOllama, tiny_export: Path
 ) -> Iterator[ServerProcess]:
     """One server for the module: the tiny model as the hf default, the fake Ollama beside it, SQLite."""
     models = tmp_path_factory.mktemp("console-models")
     (models / tiny_export.name).symlink_to(tiny_export, target_is_directory=True)
     workdir = tmp_path_factory.mktemp("console")
     # the default system prompt alone is longer than the tiny model's context
-    env = chat_env(ollama, models, HF_DEFAULT_MODEL=tiny_export.name, SYSTEM_PROMPT="Be brief.")
+    env = chat_env(module_ollama, models, HF_DEFAULT_MODEL=tiny_export.name, SYSTEM_PROMPT="Be brief.")
     process = ServerProcess(workdir, f"sqlite:///{workdir / 'beth.sqlite3'}", env)
     process.start()
     yield process

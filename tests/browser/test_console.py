@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import re
 import threading
-import time
-from collections.abc import Callable
 
 import httpx
 
 from tests.api.test_graphql_web_client import create_conversation
 from tests.browser.conftest import Page
+from tests.fixtures.polling import wait_until
 from tests.fixtures.server import ServerProcess
 from tests.fixtures.web_client import ClientStream, stream_message
 
 TINY = "hf/tiny"
-
-
-def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.1)
 
 
 def test_api_docs_list_the_rest_operations(page: Page) -> None:
@@ -66,7 +58,7 @@ def test_console_loads_and_unloads_a_model(page: Page, console_server: ServerPro
     row = page.page.locator(f"tr[data-model='{TINY}']")
     row.locator("button[data-verb='load']").click()
     page.page.locator("#notice.ok").wait_for()
-    eventually(lambda: httpx.get(f"{console_server.url}/api/v1/models/{TINY}").json()["loaded"])
+    wait_until(lambda: httpx.get(f"{console_server.url}/api/v1/models/{TINY}").json()["loaded"], timeout=20)
     unload = row.locator("button[data-verb='unload']:not([disabled])")
     unload.wait_for()  # the page reloads itself after the action, showing the model loaded
     assert "loaded" in row.inner_text()
@@ -75,7 +67,7 @@ def test_console_loads_and_unloads_a_model(page: Page, console_server: ServerPro
     page.goto("/console/models")
     unload.click()
     page.page.locator("#notice.ok").wait_for()
-    eventually(lambda: not httpx.get(f"{console_server.url}/api/v1/models/{TINY}").json()["loaded"])
+    wait_until(lambda: not httpx.get(f"{console_server.url}/api/v1/models/{TINY}").json()["loaded"], timeout=20)
 
 
 def test_console_overview_lists_a_failed_generation(page: Page, console_server: ServerProcess) -> None:
@@ -91,7 +83,9 @@ def test_console_usage_charts_a_chat(page: Page, console_server: ServerProcess) 
     with httpx.Client(base_url=console_server.url, timeout=60) as client:
         conversation = create_conversation(client, model=TINY)
         assert stream_message(client, model=TINY, message="hello", conversation_id=conversation).ended
-        eventually(lambda: client.get("/api/v1/usage", params={"period": "hour"}).json()["totals"]["requests"] >= 1)
+        wait_until(
+            lambda: client.get("/api/v1/usage", params={"period": "hour"}).json()["totals"]["requests"] >= 1, timeout=20
+        )
     page.goto("/console/usage?period=hour")
     bars = page.page.locator("svg[data-metric='requests'] rect.bar")
     assert bars.count() >= 1

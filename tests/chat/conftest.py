@@ -27,9 +27,9 @@ CHAT_ENV = {
 
 @pytest.fixture(scope="session")
 def chat_ollama() -> Iterator[FakeOllama]:
-    server = FakeOllama().start()
-    yield server
-    server.stop()
+    """The chat server's fake Ollama, for the whole session as the server is."""
+    with FakeOllama() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -56,5 +56,5 @@ def chat_server(
 
 @pytest.fixture
 def chat(chat_server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=chat_server.url, timeout=60) as client:
+    with chat_server.client(timeout=60) as client:
         yield client

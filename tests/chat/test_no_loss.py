@@ -19,7 +19,7 @@ from tests.chat.conftest import chat_env
 from tests.chat.test_stream_turn import database_refusing, stored
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.polling import wait_until, wait_until_async
-from tests.fixtures.server import ServerProcess, create_postgres_database, drop_postgres_database, run_sql
+from tests.fixtures.server import ServerProcess, run_sql, running
 from tests.fixtures.web_client import ClientStream, stream_message, terminate
 
 STEADY_TEXT = "".join(f"step{i} " for i in range(10))
@@ -132,34 +132,22 @@ def test_a_message_too_long_for_the_model_is_refused_before_it_is_stored(chat: h
 
 
 @pytest.fixture
-def busy_server(database_url: str, tmp_path: Path, chat_models_dir: Path) -> Iterator[ServerProcess]:
+def busy_server(
+    database_url: str, tmp_path: Path, chat_models_dir: Path, busy_ollama: FakeOllama
+) -> Iterator[ServerProcess]:
     """A chat server whose only Ollama answers 503 to every chat (a provider outage), with no retries."""
-    busy = FakeOllama().start()
-    busy.mode = "busy"
-    process = ServerProcess(tmp_path, database_url, chat_env(busy, chat_models_dir, PROVIDER_RETRIES="0"))
-    process.start()
-    yield process
-    process.stop()
-    busy.stop()
+    env = chat_env(busy_ollama, chat_models_dir, PROVIDER_RETRIES="0")
+    with running(ServerProcess(tmp_path, database_url, env)) as process:
+        yield process
 
 
 def test_a_message_to_a_provider_that_is_down_is_kept(busy_server: ServerProcess) -> None:
-    with httpx.Client(base_url=busy_server.url, timeout=60) as client:
+    with busy_server.client(timeout=60) as client:
         conversation_id = create_conversation(client, model="llama3.1:8b")
         seen = stream_message(client, model="llama3.1:8b", message="are you there?", conversation_id=conversation_id)
         assert seen.error_payload is not None, seen.raw
         assert seen.error_payload["code"] in ("OVERLOADED", "PROVIDER_UNAVAILABLE")  # transient
         assert [(m["sender"], m["text"]) for m in stored(client, conversation_id)] == [("user", "are you there?")]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'usage.sqlite3'}"
-        return
-    url = create_postgres_database()
-    yield url
-    drop_postgres_database(url)
 
 
 def refusing_usage_writes(database_url: str) -> tuple[str, str]:

@@ -214,15 +214,6 @@ def rest_turn(client: httpx.Client, conversation_id: str, text: str) -> dict[str
     return events
 
 
-@pytest.fixture
-def busy_ollama() -> Iterator[FakeOllama]:
-    """An Ollama that lists its models but answers 503 to every chat: its provider is unavailable."""
-    busy = FakeOllama().start()
-    busy.mode = "busy"
-    yield busy
-    busy.stop()
-
-
 def test_a_fallback_reply_names_the_model_that_could_not_start(make_server, busy_ollama: FakeOllama) -> None:
     server = make_server(
         "fallback", ollama=busy_ollama, FALLBACK_MODELS="hf/SmolLM2-135M-Instruct", PROVIDER_RETRIES="0"

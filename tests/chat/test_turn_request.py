@@ -12,13 +12,13 @@ from app.errors import ErrorCode, ServiceError
 from app.providers.registry import ProviderRegistry, ResolvedModel
 from app.providers.types import ChatMessage, GenerationOptions, ModelInfo
 from app.services.turn_request import TurnRequests
-from tests.fixtures.providers import ScriptedProvider
+from tests.fixtures.providers import ScriptedProvider, registry_with
 
 pytestmark = pytest.mark.anyio
 
 
 async def routed(fallbacks: list[str], contexts: dict[str, int]) -> ProviderRegistry:
-    registry = ProviderRegistry(fallback_models=fallbacks)
+    registry = registry_with(fallback_models=tuple(fallbacks))
     providers = (ScriptedProvider("ollama", ["llama3.1:8b"]), ScriptedProvider("hf", ["tiny", "small"]))
     for provider in providers:
         registry.register(provider)

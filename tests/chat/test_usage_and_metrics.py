@@ -13,23 +13,18 @@ from tests.api.test_graphql_web_client import create_conversation
 from tests.chat.conftest import chat_env
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.polling import wait_until
-from tests.fixtures.server import ServerProcess, create_postgres_database, drop_postgres_database
+from tests.fixtures.server import ServerProcess, running
 from tests.fixtures.web_client import ClientStream, stream_message, terminate
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture
 def fresh(
-    request: pytest.FixtureRequest, tmp_path: Path, chat_ollama: FakeOllama, chat_models_dir: Path
+    empty_database: str, tmp_path: Path, chat_ollama: FakeOllama, chat_models_dir: Path
 ) -> Iterator[httpx.Client]:
     """A server on its own empty database, so the counts are this test's alone."""
-    url = f"sqlite:///{tmp_path / 'usage.sqlite3'}" if request.param == "sqlite" else create_postgres_database()
-    server = ServerProcess(tmp_path, url, chat_env(chat_ollama, chat_models_dir))
-    server.start()
-    with httpx.Client(base_url=server.url, timeout=60) as client:
+    process = ServerProcess(tmp_path, empty_database, chat_env(chat_ollama, chat_models_dir))
+    with running(process) as server, server.client(timeout=60) as client:
         yield client
-    server.stop()
-    if request.param == "postgres":
-        drop_postgres_database(url)
 
 
 def metric(text: str, name: str, **labels: str) -> float:

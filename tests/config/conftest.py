@@ -10,7 +10,7 @@ import pytest
 
 from tests.fixtures.config_files import write_config
 from tests.fixtures.ollama import FakeOllama
-from tests.fixtures.server import ServerProcess, create_postgres_database, drop_postgres_database, running
+from tests.fixtures.server import ServerProcess, database_kind, fresh_database, running
 
 CONFIG_ENV = {
     "CONFIG_RELOAD_INTERVAL_S": "0.2",
@@ -28,23 +28,17 @@ def first_config(ollama: FakeOllama) -> str:
 
 
 @pytest.fixture(scope="module")
-def ollamas() -> Iterator[tuple[FakeOllama, FakeOllama]]:
-    first, second = FakeOllama().start(), FakeOllama().start()
-    yield first, second
-    first.stop()
-    second.stop()
+def ollamas(module_ollama: FakeOllama) -> Iterator[tuple[FakeOllama, FakeOllama]]:
+    with FakeOllama() as second:
+        yield module_ollama, second
 
 
 @pytest.fixture(scope="module")
 def config_database_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A database of this module's own, of the session's kind: changes made through the API are stored
     and brought back at the next start, so they must not reach the other tests' servers."""
-    if database_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path_factory.mktemp('config-db') / 'beth.sqlite3'}"
-        return
-    url = create_postgres_database()
-    yield url
-    drop_postgres_database(url)
+    with fresh_database(database_kind(database_url), tmp_path_factory.mktemp("config-db")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +62,7 @@ def config_server(
 
 @pytest.fixture
 def admin(config_server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=config_server.url, timeout=30) as client:
+    with config_server.client() as client:
         yield client
 
 

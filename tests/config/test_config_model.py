@@ -9,9 +9,9 @@ import pytest
 
 from app.config import effective as cm
 from app.config import toml as documents
+from app.config.load import load_settings
 from app.config.settings import RESTART_KEYS
 from app.providers.types import ModelInfo
-from app.settings import load_settings
 
 HF_POOL_KEYS = (
     "hf_execution_provider",

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from app.config.effective import EffectiveConfig
+from app.config.load import load_settings
 from app.config.provider_store import stored_provider_tables
 from app.config.service import ConfigReaction, ConfigurationService
 from app.config.snapshot import ConfigSource
 from app.db.engine import close_database, open_database
 from app.db.migrate import migrate
-from app.settings import load_settings
 from tests.fixtures.config_files import write_config
 
 T = TypeVar("T")

@@ -224,3 +224,29 @@ def test_a_reloaded_public_base_url_reaches_the_graphql_image_links(
     assert image_url().startswith("https://chat.example.com/api/images/img_")
     admin.patch("/api/v1/config", json={"publicBaseUrl": None})
     assert image_url().startswith(config_server.url + "/api/images/img_")
+
+
+def test_fallback_models_and_provider_retries_apply_to_the_next_turn(
+    admin: httpx.Client, ollamas: tuple[FakeOllama, FakeOllama]
+) -> None:
+    first, _ = ollamas
+    conversation = create_conversation(admin, model="llama3.1:8b")
+    first.mode = "busy"  # every chat answers 503: retried, then the fallback models, if any
+    try:
+        before = len(first.chats())
+        refused = stream_message(admin, model="llama3.1:8b", message="busy?", conversation_id=conversation)
+        assert refused.error_payload is not None, refused.raw
+        assert refused.error_payload["code"] == "OVERLOADED"
+        assert len(first.chats()) - before == 3  # the first try and the default two retries
+
+        changes = {"providerRetries": 0, "fallbackModels": ["hf/tiny"]}
+        assert admin.patch("/api/v1/config", json=changes).status_code == 200
+        before = len(first.chats())
+        answered = stream_message(admin, model="llama3.1:8b", message="anyone?", conversation_id=conversation)
+        assert answered.ended, answered.raw
+        assert len(first.chats()) - before == 1  # no retry any more
+        reply = admin.get(f"/api/v1/conversations/{conversation}/messages").json()["messages"][-1]
+        assert (reply["sender"], reply["model"]) == ("llm", "hf/tiny")
+    finally:
+        first.mode = "ok"
+        assert admin.patch("/api/v1/config", json={"providerRetries": None, "fallbackModels": None}).status_code == 200

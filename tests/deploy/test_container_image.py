@@ -12,13 +12,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.deploy.dockerfile import DOCKERFILE, REPO, parse
+from tests.fixtures.polling import wait_until
 from tests.fixtures.server import free_port
 
 EXPORT_ONLY_MODULES = ("torch", "transformers", "optimum", "onnx", "gguf")
@@ -139,15 +139,15 @@ def test_the_serving_stage_installs_without_pytorch_and_serves(tmp_path: Path) -
             stderr=subprocess.STDOUT,
         )
     try:
-        ready = None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
+
+        def readiness() -> httpx.Response | None:
+            assert process.poll() is None, log_path.read_text()
             try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2)
-                break
+                return httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2)
             except httpx.HTTPError:
-                time.sleep(0.3)
-        assert ready is not None, log_path.read_text()
+                return None
+
+        ready = wait_until(readiness, timeout=60, interval=0.3, what="the installed service to answer")
         assert ready.status_code == 200, log_path.read_text()
         assert ready.json()["checks"]["database"]["ok"] is True
         assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 200

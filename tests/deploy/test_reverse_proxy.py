@@ -7,16 +7,16 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from app.settings import Settings
+from app.config.settings import Settings
 from app.tls import ensure_dev_certificate
 from tests.deploy.dockerfile import REPO
+from tests.fixtures.polling import wait_until
 from tests.fixtures.server import ServerProcess, free_port
 
 CONFIG = REPO / "docs" / "deploy" / "nginx.conf"
@@ -88,14 +88,16 @@ def proxied(tmp_path: Path) -> Iterator[tuple[ServerProcess, int, int]]:
     main, http_port, https_port = nginx_setup(tmp_path, server.port)
     nginx = subprocess.Popen([binary, "-c", str(main), "-p", str(tmp_path)], stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and nginx.poll() is None:
+
+        def answering() -> bool:
+            assert nginx.poll() is None, (tmp_path / "error.log").read_text()
             try:
                 httpx.get(f"https://127.0.0.1:{https_port}/health", verify=False, timeout=2)
-                break
             except httpx.HTTPError:
-                time.sleep(0.2)
-        assert nginx.poll() is None, (tmp_path / "error.log").read_text()
+                return False
+            return True
+
+        wait_until(answering, timeout=15, interval=0.2, what="nginx to answer")
         yield server, http_port, https_port
     finally:
         nginx.send_signal(signal.SIGQUIT)

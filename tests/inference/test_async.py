@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from inference import ChatModel, GenerationParams, GenerationResult, TextDelta
+from tests.fixtures.polling import wait_until_async
 from tests.inference.conftest import GREEDY, PROMPTS
 
 pytestmark = pytest.mark.anyio
@@ -127,10 +128,11 @@ async def test_a_consumer_that_leaves_cancels_the_run(tiny_model: ChatModel) -> 
     events = tiny_model.stream_run(run)
     await anext(events)
     await events.aclose()
-    for _ in range(500):
-        if run.done:
-            break
-        await asyncio.sleep(0.01)
+
+    async def ended() -> bool:
+        return run.done
+
+    await wait_until_async(ended, within_s=5, interval=0.01, what="the run to end")
     assert run.result is not None
     assert run.result.finish_reason == "cancelled"
 

@@ -18,6 +18,7 @@ import inference.scheduler
 from inference import BatchLimits, ChatModel, GenerationParams, GenerationResult, InferenceError, TextDelta
 from inference.events import Event
 from inference.run import GenerationRun
+from tests.fixtures.polling import wait_until
 from tests.inference.conftest import CPU_ONE_THREAD
 
 pytestmark = pytest.mark.anyio
@@ -169,7 +170,7 @@ def test_a_full_queue_refuses_and_a_queued_request_starts_when_a_place_frees(mod
     model.set_limits(BatchLimits(max_batch_size=1, queue_length=1, queue_wait_s=60))
     first, queued, refused = Sink(held=True), Sink(), Sink()
     model.scheduler.submit(_long_run(model), first)
-    _poll(lambda: first.items)  # the first one runs (and holds the thread)...
+    wait_until(lambda: first.items, timeout=30, interval=0.005)  # the first one runs (and holds the thread)...
     messages, count = CHATS[1]
     model.scheduler.submit(model.start_chat(messages, _greedy(count)), queued)
     with pytest.raises(InferenceError) as overloaded:
@@ -209,20 +210,13 @@ def test_the_queue_reports_each_admitted_requests_wait(model: ChatModel) -> None
     model.set_limits(BatchLimits(max_batch_size=1, queue_length=2, queue_wait_s=60))
     first, second = Sink(held=True), Sink()
     model.scheduler.submit(_long_run(model), first)
-    _poll(lambda: first.items)
+    wait_until(lambda: first.items, timeout=30, interval=0.005)
     messages, count = CHATS[1]
     model.scheduler.submit(model.start_chat(messages, _greedy(count)), second)
     submitted = time.monotonic()
-    _poll(lambda: model.queued == 1)
+    wait_until(lambda: model.queued == 1, timeout=30, interval=0.005)
     released = time.monotonic()
     first.release()
     assert second.ended.wait(30)
     assert len(waits) == 2
     assert waits[1] >= released - submitted  # it could not start before the first one ended
-
-
-def _poll(condition: Any, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.005)

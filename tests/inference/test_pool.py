@@ -14,6 +14,7 @@ import pytest
 
 from inference import BatchLimits, ExportInfo, InferenceError, PoolEvent, PoolSettings, RuntimeOptions
 from inference.pool import ModelPool
+from tests.fixtures.polling import wait_until_async
 
 pytestmark = pytest.mark.anyio
 SIZE = 100  # bytes of each fake export's graph; they have no layers, so no KV estimate
@@ -143,11 +144,11 @@ async def test_idle_models_are_unloaded_after_the_keep_alive(tmp_path: Path) -> 
         async with pool.lease("a"):
             await asyncio.sleep(0.3)  # in use: the sweeper leaves it alone
             assert not loader.models["a"].closed
-        for _ in range(200):
-            if loader.models["a"].closed:
-                break
-            await asyncio.sleep(0.01)
-        assert loader.models["a"].closed
+
+        async def closed() -> bool:
+            return loader.models["a"].closed
+
+        await wait_until_async(closed, within_s=2, interval=0.01, what="the idle model to be unloaded")
         assert pool.loaded() == []
     finally:
         await pool.close()

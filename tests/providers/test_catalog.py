@@ -7,11 +7,10 @@ import asyncio
 import pytest
 
 from app.errors import ErrorCode, ServiceError
-from app.providers.registry import ProviderRegistry
 from app.services.catalog import ModelCatalog
 from app.services.health_monitor import HealthMonitor
 from tests.fixtures.polling import wait_until_async
-from tests.fixtures.providers import ScriptedProvider, unavailable
+from tests.fixtures.providers import ScriptedProvider, registry_with, unavailable
 
 pytestmark = pytest.mark.anyio
 
@@ -29,7 +28,7 @@ class ManualClock:
 def make_catalog(
     clock: ManualClock | None = None, **kwargs: float
 ) -> tuple[ModelCatalog, ScriptedProvider, ScriptedProvider]:
-    registry = ProviderRegistry()
+    registry = registry_with()
     ollama = ScriptedProvider("ollama", ["mistral:7b", "llama3.1:8b"])
     hf = ScriptedProvider("hf", ["tiny", "SmolLM2-135M-Instruct"])
     registry.register(ollama)

@@ -6,14 +6,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from app.config.load import load_settings
+from app.config.settings import SettingsError
 from app.errors import ErrorCode, ServiceError
 from app.providers.ollama import OllamaProvider
-from app.providers.registry import ProviderRegistry
 from app.providers.types import ChatChunk, ChatMessage, ChatRequest, GenerationOptions
-from app.settings import SettingsError, load_settings
 from tests.fixtures.ollama import MODELS, FakeOllama
 from tests.fixtures.polling import wait_until_async
-from tests.fixtures.providers import ScriptedProvider, sending
+from tests.fixtures.providers import ScriptedProvider, registry_with, sending
 from tests.fixtures.server import free_port
 
 pytestmark = pytest.mark.anyio
@@ -219,7 +219,7 @@ async def test_health_load_and_unload(ollama: OllamaProvider, fake_ollama: FakeO
 
 
 async def test_a_hanging_ollama_model_falls_back_and_a_down_ollama_opens_its_circuit(fake_ollama: FakeOllama) -> None:
-    registry = ProviderRegistry(fallback_models=["hf/tiny"], failure_threshold=2, cooldown_s=60)
+    registry = registry_with(fallback_models=("hf/tiny",), failure_threshold=2, cooldown_s=60)
     provider = OllamaProvider(fake_ollama.url, timeout_s=0.5)
     registry.register(provider)
     registry.register(ScriptedProvider("hf", ["tiny"]))

@@ -7,16 +7,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from app.config.load import load_settings
 from app.config.settings import SettingsError
+from app.config.snapshot import ConfigSource
 from app.errors import ErrorCode, ServiceError
 from app.providers.assembly import build_registry
 from app.providers.openai import OpenAIProvider
-from app.providers.registry import ProviderRegistry
 from app.providers.types import ChatChunk, ChatMessage, ChatRequest, GenerationOptions
-from app.settings import load_settings
 from tests.fixtures.openai_upstream import MODELS, FakeOpenAI
 from tests.fixtures.polling import wait_until_async
-from tests.fixtures.providers import ScriptedProvider, sending
+from tests.fixtures.providers import ScriptedProvider, registry_with, sending
 from tests.fixtures.server import free_port
 
 pytestmark = pytest.mark.anyio
@@ -277,7 +277,7 @@ async def test_closing_the_stream_closes_the_upstream_request(openai: OpenAIProv
 
 
 async def test_a_busy_server_is_retried_before_any_fallback(fake_openai: FakeOpenAI) -> None:
-    registry = ProviderRegistry(fallback_models=["hf/tiny"], retries=2, retry_backoff_s=0.01)
+    registry = registry_with(fallback_models=["hf/tiny"], provider_retries=2, provider_retry_backoff_s=0.01)
     registry.register(OpenAIProvider(fake_openai.url, timeout_s=2))
     registry.register(ScriptedProvider("hf", ["tiny"]))
     await registry.initialize()
@@ -298,7 +298,7 @@ async def test_a_busy_server_is_retried_before_any_fallback(fake_openai: FakeOpe
 
 
 async def test_a_down_server_opens_its_circuit_and_the_fallback_answers(fake_openai: FakeOpenAI) -> None:
-    registry = ProviderRegistry(fallback_models=["hf/tiny"], failure_threshold=2, cooldown_s=60, retries=0)
+    registry = registry_with(fallback_models=["hf/tiny"], failure_threshold=2, cooldown_s=60, provider_retries=0)
     registry.register(OpenAIProvider(fake_openai.url, timeout_s=0.5, name="b"))
     registry.register(ScriptedProvider("hf", ["tiny"]))
     await registry.initialize()
@@ -320,7 +320,8 @@ async def test_a_down_server_opens_its_circuit_and_the_fallback_answers(fake_ope
 async def test_openai_names_the_default_server_only_when_it_is_set(
     fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    unset = build_registry(load_settings({"OLLAMA_ENABLED": "0"}))
+    start = load_settings({"OLLAMA_ENABLED": "0"})
+    unset = build_registry(start, ConfigSource.of(start))
     with pytest.raises(ServiceError) as caught:
         unset.resolve("openai/chat-model")
     assert caught.value.code == ErrorCode.MODEL_NOT_FOUND
@@ -332,7 +333,7 @@ async def test_openai_names_the_default_server_only_when_it_is_set(
     )
     assert (settings.openai_base_url, settings.openai_api_key) == (fake_openai.url, "env:UPSTREAM_KEY")
     assert "UPSTREAM_KEY" not in repr(settings)
-    registry = build_registry(settings)
+    registry = build_registry(settings, ConfigSource.of(settings))
     assert [p.name for p in registry.providers] == ["openai", "hf"]
     resolved = registry.resolve("openai/chat-model")
     assert (resolved.provider.name, resolved.native_name) == ("openai", "chat-model")

@@ -46,13 +46,10 @@ def config_text(b: FakeOpenAI, *extra: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def upstreams() -> Iterator[tuple[FakeOpenAI, FakeOpenAI, FakeOllama]]:
-    b, main, ollama = FakeOpenAI().start(), FakeOpenAI(api_key=KEY_MAIN).start(), FakeOllama().start()
-    b.api_key = ""  # b takes both keys: checked below from the recorded headers
-    yield b, main, ollama
-    b.stop()
-    main.stop()
-    ollama.stop()
+def upstreams(module_ollama: FakeOllama) -> Iterator[tuple[FakeOpenAI, FakeOpenAI, FakeOllama]]:
+    with FakeOpenAI() as b, FakeOpenAI(api_key=KEY_MAIN) as main:
+        b.api_key = ""  # b takes both keys: checked below from the recorded headers
+        yield b, main, module_ollama
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,19 @@ from collections.abc import Callable
 
 import pytest
 
+from app.config.effective import build
+from app.config.settings import Settings
+from app.config.snapshot import ConfigSource
 from app.errors import ErrorCode, ServiceError
 from app.providers.registry import Candidate, ProviderRegistry, ResolvedModel
 from app.providers.types import ChatMessage, ChatRequest, GenerationOptions, ModelInfo
-from tests.fixtures.providers import ScriptedProvider, unavailable
+from tests.fixtures.providers import ScriptedProvider, registry_with, unavailable
 
 pytestmark = pytest.mark.anyio
 
 
 def make_registry(**kwargs: object) -> tuple[ProviderRegistry, ScriptedProvider, ScriptedProvider]:
-    registry = ProviderRegistry(**kwargs)  # type: ignore[arg-type]
+    registry = registry_with(**kwargs)
     ollama = ScriptedProvider("ollama", ["llama3.1:8b", "library/qwen:7b"], reply=("From", " ollama"))
     hf = ScriptedProvider("hf", ["SmolLM2-135M-Instruct", "tiny"], reply=("From", " hf"))
     registry.register(ollama)
@@ -95,7 +98,7 @@ def test_an_empty_name_is_invalid() -> None:
 
 
 async def test_candidates_are_routed_once_with_their_info_and_without_repeats() -> None:
-    registry, ollama, hf = make_registry(fallback_models=["hf/tiny", "openai/gpt-4o", "tiny"])
+    registry, ollama, hf = make_registry(fallback_models=("hf/tiny", "openai/gpt-4o", "tiny"))
     listed = [ModelInfo(name=p.prefix + m, provider=p.name, native_name=m) for p in (ollama, hf) for m in p.models]
     infos = {m.name: m for m in listed}
     looked_up: list[str] = []
@@ -118,7 +121,7 @@ async def test_candidates_are_routed_once_with_their_info_and_without_repeats() 
 
 
 async def test_a_requested_name_that_does_not_route_fails_when_opened() -> None:
-    registry, *_ = make_registry(fallback_models=["hf/tiny"])
+    registry, *_ = make_registry(fallback_models=("hf/tiny",))
     with pytest.raises(ServiceError) as caught:
         await registry.open_chat_stream(await routed(registry, "openai/gpt-4o"))
     assert caught.value.code == ErrorCode.MODEL_NOT_FOUND
@@ -143,7 +146,7 @@ async def test_provider_not_found_gets_suggestions() -> None:
 
 
 async def test_falls_back_before_the_first_token_and_says_who_answered() -> None:
-    registry, ollama, hf = make_registry(fallback_models=["hf/nope", "hf/tiny"])
+    registry, ollama, hf = make_registry(fallback_models=("hf/nope", "hf/tiny"))
     ollama.fail_before_first = unavailable("ollama")
     asked: list[str] = []
     contexts = {"llama3.1:8b": 131072, "hf/nope": 2048, "hf/tiny": 512}
@@ -160,7 +163,7 @@ async def test_falls_back_before_the_first_token_and_says_who_answered() -> None
 
 
 async def test_a_fallback_whose_request_cannot_be_built_is_skipped_as_an_attempt() -> None:
-    registry, ollama, hf = make_registry(fallback_models=["hf/SmolLM2-135M-Instruct", "hf/tiny"])
+    registry, ollama, hf = make_registry(fallback_models=("hf/SmolLM2-135M-Instruct", "hf/tiny"))
     ollama.fail_before_first = unavailable("ollama")
 
     def build(candidate: Candidate) -> ChatRequest:
@@ -174,7 +177,7 @@ async def test_a_fallback_whose_request_cannot_be_built_is_skipped_as_an_attempt
 
 
 async def test_no_fallback_for_client_errors() -> None:
-    registry, _, hf = make_registry(fallback_models=["hf/tiny"])
+    registry, _, hf = make_registry(fallback_models=("hf/tiny",))
     with pytest.raises(ServiceError) as caught:
         await registry.open_chat_stream(await routed(registry, "hf/typo"))
     assert caught.value.code == ErrorCode.MODEL_NOT_FOUND
@@ -182,7 +185,7 @@ async def test_no_fallback_for_client_errors() -> None:
 
 
 async def test_no_fallback_after_the_first_token() -> None:
-    registry, ollama, hf = make_registry(fallback_models=["hf/tiny"])
+    registry, ollama, hf = make_registry(fallback_models=("hf/tiny",))
     ollama.fail_after_first = unavailable("ollama")
     stream = await registry.open_chat_stream(await routed(registry, "llama3.1:8b"))
     assert (await anext(stream)).text == "From"
@@ -194,7 +197,7 @@ async def test_no_fallback_after_the_first_token() -> None:
 
 
 async def test_when_every_candidate_fails_the_first_error_lists_the_attempts() -> None:
-    registry, ollama, hf = make_registry(fallback_models=["hf/tiny"])
+    registry, ollama, hf = make_registry(fallback_models=("hf/tiny",))
     ollama.fail_before_first = unavailable("ollama")
     hf.fail_before_first = ServiceError(ErrorCode.MEMORY_EXCEEDED, "too big")
     with pytest.raises(ServiceError) as caught:
@@ -204,7 +207,7 @@ async def test_when_every_candidate_fails_the_first_error_lists_the_attempts() -
 
 
 async def test_an_open_circuit_skips_the_provider_and_falls_back() -> None:
-    registry, ollama, _hf = make_registry(fallback_models=["hf/tiny"], failure_threshold=2, cooldown_s=60)
+    registry, ollama, _hf = make_registry(fallback_models=("hf/tiny",), failure_threshold=2, cooldown_s=60)
     ollama.fail_before_first = unavailable("ollama")
     for _ in range(2):
         await (await registry.open_chat_stream(await routed(registry, "llama3.1:8b"))).aclose()
@@ -237,7 +240,7 @@ class Flaky(ScriptedProvider):
 
 
 async def test_transient_errors_are_retried_with_backoff_before_any_fallback() -> None:
-    registry = ProviderRegistry(retries=2, retry_backoff_s=0.01, fallback_models=["hf/tiny"])
+    registry = registry_with(provider_retries=2, provider_retry_backoff_s=0.01, fallback_models=("hf/tiny",))
     flaky = Flaky(failures=2)
     hf = ScriptedProvider("hf", ["tiny"])
     registry.register(flaky)
@@ -251,7 +254,7 @@ async def test_transient_errors_are_retried_with_backoff_before_any_fallback() -
 
 
 async def test_retries_give_up_and_then_fall_back() -> None:
-    registry = ProviderRegistry(retries=1, retry_backoff_s=0.01, fallback_models=["hf/tiny"])
+    registry = registry_with(provider_retries=1, provider_retry_backoff_s=0.01, fallback_models=("hf/tiny",))
     flaky = Flaky(failures=5)
     hf = ScriptedProvider("hf", ["tiny"])
     registry.register(flaky)
@@ -262,8 +265,28 @@ async def test_retries_give_up_and_then_fall_back() -> None:
     await stream.aclose()
 
 
+async def test_a_published_change_of_fallbacks_and_retries_reaches_the_running_registry() -> None:
+    config = ConfigSource(build(Settings(), {"provider_retries": 0, "provider_retry_backoff_s": 0.01}, {}))
+    registry = ProviderRegistry(config)
+    flaky = Flaky(failures=100)
+    hf = ScriptedProvider("hf", ["tiny"])
+    registry.register(flaky)
+    registry.register(hf)
+    with pytest.raises(ServiceError) as caught:  # no retry, no fallback
+        await registry.open_chat_stream(await routed(registry, "ollama/llama3.1:8b"))
+    assert caught.value.code == ErrorCode.PROVIDER_UNAVAILABLE
+    assert len(flaky.requests) == 1
+
+    file = {"provider_retries": 2, "provider_retry_backoff_s": 0.01, "fallback_models": ["hf/tiny"]}
+    config.publish(build(Settings(), file, {}))
+    stream = await registry.open_chat_stream(await routed(registry, "ollama/llama3.1:8b"))
+    assert (stream.model, stream.fallback_from) == ("hf/tiny", "ollama/llama3.1:8b")
+    assert len(flaky.requests) == 1 + 3  # the first try and two retries, then the fallback
+    await stream.aclose()
+
+
 async def test_client_errors_are_not_retried() -> None:
-    registry, ollama, _ = make_registry(retries=3, retry_backoff_s=0.01)
+    registry, ollama, _ = make_registry(provider_retries=3, provider_retry_backoff_s=0.01)
     ollama.fail_before_first = ServiceError(ErrorCode.INVALID_REQUEST, "bad")
     with pytest.raises(ServiceError):
         await registry.open_chat_stream(await routed(registry, "ollama/llama3.1:8b"))

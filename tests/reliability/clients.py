@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from tests.fixtures.polling import wait_until
 from tests.fixtures.server import ServerProcess, new_id
 from tests.fixtures.web_client import ClientStream, consume_block
 
@@ -121,7 +122,9 @@ class Streams:
 
     def wait_for_tokens(self, at_least: int, timeout: float = 30) -> None:
         """Until every stream has received `at_least` tokens (the fault then strikes mid-reply)."""
-        wait_until(lambda: all(len(o.tokens) >= at_least for o in self.outcomes), timeout, "tokens on every stream")
+        wait_until(
+            lambda: all(len(o.tokens) >= at_least for o in self.outcomes), timeout, what="tokens on every stream"
+        )
 
     def join(self, timeout: float) -> list[Outcome]:
         """Wait for every client; those still running after `timeout` in all are left `done=False`."""
@@ -129,17 +132,6 @@ class Streams:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         return self.outcomes
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def settled(read: Callable[[], Any], expected: Any, timeout: float = 10, interval: float = 0.2) -> Any:

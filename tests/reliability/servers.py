@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.fixtures.server import ServerProcess, create_postgres_database, drop_postgres_database
+from tests.fixtures.server import ServerProcess, running
 from tests.reliability.paced_ollama import PacedOllama
 
 RELIABILITY_ENV = {
@@ -18,19 +18,6 @@ RELIABILITY_ENV = {
 
 
 @contextmanager
-def database(kind: str, tmp_path: Path) -> Iterator[str]:
-    """An empty database of `kind` for one test: a SQLite file or a fresh PostgreSQL database (dropped after)."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'reliability.sqlite3'}"
-        return
-    url = create_postgres_database()
-    try:
-        yield url
-    finally:
-        drop_postgres_database(url)
-
-
-@contextmanager
 def serving(database_url: str, tmp_path: Path, ollama: PacedOllama, **env: str) -> Iterator[ServerProcess]:
     """The service on `database_url` with `ollama` as its Ollama; stopped (or already killed) afterwards."""
     server = ServerProcess(
@@ -38,8 +25,5 @@ def serving(database_url: str, tmp_path: Path, ollama: PacedOllama, **env: str) 
         database_url,
         {**RELIABILITY_ENV, "OLLAMA_HOST": ollama.url, "HF_MODELS_DIR": str(tmp_path / "no-models"), **env},
     )
-    server.start()
-    try:
+    with running(server):
         yield server
-    finally:
-        server.stop()

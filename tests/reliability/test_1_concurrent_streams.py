@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fixtures.server import fresh_database
 from tests.reliability.clients import (
     Streams,
     generations_total,
@@ -17,7 +18,7 @@ from tests.reliability.clients import (
 )
 from tests.reliability.paced_ollama import PACED, PacedOllama, paced_reply
 from tests.reliability.report import Row
-from tests.reliability.servers import database, serving
+from tests.reliability.servers import serving
 
 pytestmark = pytest.mark.reliability
 
@@ -29,7 +30,7 @@ WORDS = 12
 def test_50_concurrent_streams(kind: str, tmp_path: Path, paced_ollama: PacedOllama, row: Row) -> None:
     paced_ollama.words, paced_ollama.pace_s = WORDS, 0.01
     with (
-        database(kind, tmp_path) as url,
+        fresh_database(kind, tmp_path) as url,
         serving(url, tmp_path, paced_ollama) as server,
         httpx.Client(base_url=server.url, timeout=30) as client,
     ):

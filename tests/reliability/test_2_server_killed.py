@@ -11,10 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.clients import Outcome, Streams, describe, query, sessions, stored_messages, wait_until
+from tests.fixtures.polling import wait_until
+from tests.fixtures.server import fresh_database
+from tests.reliability.clients import Outcome, Streams, describe, query, sessions, stored_messages
 from tests.reliability.paced_ollama import PACED, PacedOllama, paced_reply
 from tests.reliability.report import Row
-from tests.reliability.servers import database, serving
+from tests.reliability.servers import serving
 
 pytestmark = pytest.mark.reliability
 
@@ -25,14 +27,14 @@ WORDS = 200
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_kill_9_mid_stream_then_restart(kind: str, tmp_path: Path, paced_ollama: PacedOllama, row: Row) -> None:
     paced_ollama.words, paced_ollama.pace_s = WORDS, 0.1  # 20 s a reply: the kill lands mid-reply
-    with database(kind, tmp_path) as url, serving(url, tmp_path, paced_ollama) as server:
+    with fresh_database(kind, tmp_path) as url, serving(url, tmp_path, paced_ollama) as server:
         streams = Streams(server, STREAMS, PACED.name, "killed").start()
         streams.wait_for_tokens(3)
         # every session has flushed some partial text before the kill
         wait_until(
             lambda: len(query(url, "SELECT id FROM stream_sessions WHERE partial_response <> ''")) == STREAMS,
             10,
-            "a flushed partial text on every session",
+            what="a flushed partial text on every session",
         )
         server.kill()
         interrupted = streams.join(timeout=15)
@@ -44,7 +46,7 @@ def test_kill_9_mid_stream_then_restart(kind: str, tmp_path: Path, paced_ollama:
         wait_until(
             lambda: not query(url, "SELECT id FROM stream_sessions WHERE status = 'ACTIVE'"),
             20,
-            "the interrupted sessions to be closed",
+            what="the interrupted sessions to be closed",
         )
         rows = sessions(url)
         with httpx.Client(base_url=server.url, timeout=30) as client:

@@ -12,10 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.clients import Streams, describe, sessions, settled, stored_messages, wait_until
+from tests.fixtures.polling import wait_until
+from tests.fixtures.server import fresh_database
+from tests.reliability.clients import Streams, describe, sessions, settled, stored_messages
 from tests.reliability.paced_ollama import PACED, PacedOllama, paced_reply
 from tests.reliability.report import Row
-from tests.reliability.servers import database, serving
+from tests.reliability.servers import serving
 
 pytestmark = pytest.mark.reliability
 
@@ -44,7 +46,7 @@ def test_provider_killed_mid_stream(kind: str, tmp_path: Path, paced_ollama: Pac
     # A short circuit cooldown, so the provider is tried again soon after it comes back; no periodic health
     # check during the test, so only the failures themselves can mark Ollama unhealthy.
     with (
-        database(kind, tmp_path) as url,
+        fresh_database(kind, tmp_path) as url,
         serving(url, tmp_path, paced_ollama, CIRCUIT_COOLDOWN_S="1", HEALTH_CHECK_INTERVAL_S="300") as server,
         httpx.Client(base_url=server.url, timeout=30) as client,
     ):
@@ -72,7 +74,7 @@ def test_provider_killed_mid_stream(kind: str, tmp_path: Path, paced_ollama: Pac
         wait_until(
             lambda: Streams(server, 1, PACED.name, "probe").start().join(timeout=30)[0].last_event == "end",
             45,
-            "a stream to succeed after the provider came back",
+            what="a stream to succeed after the provider came back",
             interval=0.5,
         )
         after = Streams(server, 6, PACED.name, "after-provider").start().join(timeout=60)

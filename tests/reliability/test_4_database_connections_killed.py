@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures.server import POSTGRES_ADMIN_URL
+from tests.fixtures.server import POSTGRES_ADMIN_URL, fresh_database
 from tests.reliability.clients import (
     Streams,
     describe,
@@ -26,7 +26,7 @@ from tests.reliability.clients import (
 )
 from tests.reliability.paced_ollama import PACED, PacedOllama, paced_reply
 from tests.reliability.report import Row
-from tests.reliability.servers import database, serving
+from tests.reliability.servers import serving
 
 pytestmark = pytest.mark.reliability
 
@@ -61,7 +61,7 @@ def kill_backends(database_name: str, times: int, every_s: float, killed: list[i
 @pytest.mark.parametrize("kind", ["postgres"])
 def test_database_connections_killed_mid_stream(kind: str, tmp_path: Path, paced_ollama: PacedOllama, row: Row) -> None:
     paced_ollama.words, paced_ollama.pace_s = WORDS, 0.15  # 9 s a reply: the kills (6 s) land mid-reply
-    with database(kind, tmp_path) as url, serving(url, tmp_path, paced_ollama) as server:
+    with fresh_database(kind, tmp_path) as url, serving(url, tmp_path, paced_ollama) as server:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             before = generations_total(client)
         streams = Streams(server, STREAMS, PACED.name, "pgkill").start()

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from app.config import settings as settings_rows
-from app.config.settings import KEYS
+from app.config.load import load_settings
+from app.config.settings import DEFAULT_CORS_ORIGINS, KEYS, SettingsError
 from app.config.table import current_section, readme_section
-from app.settings import DEFAULT_CORS_ORIGINS, SettingsError, load_settings
 from tests.fixtures.config_files import write_config
 
 
@@ -117,7 +117,7 @@ def test_the_readme_configuration_table_is_written_from_the_settings_rows() -> N
 
 
 def test_loading_settings_loads_neither_the_engine_nor_the_exporter() -> None:
-    code = "import app.settings, sys; assert not [m for m in sys.modules if m.split('.')[0] in ('onnxruntime', 'inference', 'exports', 'numpy', 'tokenizers')], sorted(sys.modules)"
+    code = "import app.settings, app.config.load, sys; assert not [m for m in sys.modules if m.split('.')[0] in ('onnxruntime', 'inference', 'exports', 'numpy', 'tokenizers')], sorted(sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
 
