@@ -24,6 +24,7 @@ from app.providers.assembly import ProviderReconciler, build_registry
 from app.providers.registry import ProviderRegistry
 from app.services.catalog import ModelCatalog
 from app.services.chat import ChatService
+from app.services.completions import CompletionService
 from app.services.conversations import ConversationService, default_conversation_model
 from app.services.health_monitor import HealthMonitor
 from app.services.images import ImageStore
@@ -74,6 +75,7 @@ class Services:
     sessions: StreamSessions
     images: ImageStore
     chat: ChatService
+    completions: CompletionService
     memory_guard: MemoryGuard
     #: checks that the database answers (readiness)
     ping_database: Callable[[], Awaitable[object]]
@@ -122,7 +124,9 @@ async def open_services(
         retention_days=settings.image_retention_days,
     )
     chat = ChatService(config, conversations, sessions, images, registry)
-    chat.outcomes.observers += [usage.record, metrics.observe_generation]
+    generation_observers = [usage.record, metrics.observe_generation]  # every generation, whichever API ran it
+    chat.outcomes.observers += generation_observers
+    completions = CompletionService(config, registry, images, generation_observers)
 
     def hf_pool() -> ModelPool | None:  # looked up each time: a config change may replace the hf provider
         return getattr(registry.get("hf"), "pool", None)
@@ -148,6 +152,7 @@ async def open_services(
         sessions=sessions,
         images=images,
         chat=chat,
+        completions=completions,
         memory_guard=guard,
         ping_database=ping_database,
         shutdown=ShutdownSignal(),

@@ -55,8 +55,17 @@ def _without_url(request: Request[Any, Any, Any], detail: str) -> str:
     return head if separator else detail
 
 
-def service_error_handler(_: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:
-    return _respond(exc)
+def as_service_error(request: Request[Any, Any, Any], exc: Exception) -> tuple[ServiceError, Mapping[str, str]]:
+    """Any exception a route raises as the one error (and the headers its answer keeps): what every error body
+    of the service, the REST one and the OpenAI-compatible one, is made from."""
+    if isinstance(exc, ServiceError):
+        return exc, {}
+    if isinstance(exc, ValidationException):
+        return _validation_error(request, exc), {}
+    if isinstance(exc, HTTPException):  # Litestar's headers carry meaning: `Allow` on 405, for one
+        return _http_error(request, exc), exc.headers or {}
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return unexpected_failure(), {}
 
 
 def _is_malformed_body(exc: BaseException) -> bool:
@@ -71,17 +80,17 @@ def _is_malformed_body(exc: BaseException) -> bool:
     return False
 
 
-def validation_error_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> ServiceError:
     problems = exc.extra if isinstance(exc.extra, list) else []
     message = _without_url(request, exc.detail) if exc.detail else "The request is not valid"
     if _is_malformed_body(exc):
         message = f"The request body is not valid JSON: {message}"
-    return _respond(
-        ServiceError(ErrorCode.INVALID_REQUEST, message, status=400, details={"problems": problems} if problems else {})
+    return ServiceError(
+        ErrorCode.INVALID_REQUEST, message, status=400, details={"problems": problems} if problems else {}
     )
 
 
-def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> ServiceError:
     code = STATUS_CODES.get(
         exc.status_code, ErrorCode.INVALID_REQUEST if exc.status_code < 500 else ErrorCode.INTERNAL_ERROR
     )
@@ -90,8 +99,7 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
         message = "The request body is too large"
     elif exc.status_code == 400 and _is_malformed_body(exc):
         message = f"The request body is not valid JSON: {message}"
-    # Litestar's headers carry meaning: `Allow` on 405, for one
-    return _respond(ServiceError(code, message, status=exc.status_code), exc.headers)
+    return ServiceError(code, message, status=exc.status_code)
 
 
 def unexpected_failure() -> ServiceError:
@@ -99,14 +107,14 @@ def unexpected_failure() -> ServiceError:
     return ServiceError(ErrorCode.INTERNAL_ERROR, "Something went wrong on the server; it has been logged")
 
 
-def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return _respond(unexpected_failure())
+def error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    error, headers = as_service_error(request, exc)
+    return _respond(error, headers)
 
 
 EXCEPTION_HANDLERS = {
-    ServiceError: service_error_handler,
-    ValidationException: validation_error_handler,
-    HTTPException: http_error_handler,
-    Exception: unexpected_error_handler,
+    ServiceError: error_handler,
+    ValidationException: error_handler,
+    HTTPException: error_handler,
+    Exception: error_handler,
 }

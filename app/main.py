@@ -26,6 +26,7 @@ from app.controllers.legacy_stream import StreamController
 from app.controllers.model_configs import ModelConfigController
 from app.controllers.models import ModelController, ProviderController
 from app.controllers.observability import ObservabilityController
+from app.controllers.openai_api import OpenAIController
 from app.controllers.provider_configs import ProviderConfigController
 from app.db.engine import close_database, open_database, ping
 from app.db.migrate import migrate
@@ -36,6 +37,7 @@ from app.openapi import StrictStructSchemaPlugin
 from app.providers.registry import ProviderRegistry
 from app.services.catalog import ModelCatalog
 from app.services.chat import ChatService
+from app.services.completions import CompletionService
 from app.services.conversations import ConversationService
 from app.services.health_monitor import HealthMonitor
 from app.services.images import ImageStore
@@ -62,6 +64,10 @@ def provide_catalog(state: State) -> ModelCatalog:
 
 def provide_chat(state: State) -> ChatService:
     return _services(state).chat
+
+
+def provide_completions(state: State) -> CompletionService:
+    return _services(state).completions
 
 
 def provide_sessions(state: State) -> StreamSessions:
@@ -127,11 +133,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[StreamController],
         request_max_body_size=settings.image_max_files * settings.image_max_mb * 1024 * 1024 + settings.max_body_bytes,
     )
+    # The OpenAI-compatible API takes images inline, as base64 data: URLs (4 characters for 3 bytes).
+    openai_routes = Router(
+        path="/",
+        route_handlers=[OpenAIController],
+        request_max_body_size=settings.image_max_files * settings.image_max_mb * 1024 * 1024 * 4 // 3
+        + settings.max_body_bytes,
+    )
     return Litestar(
         route_handlers=[
             HealthController,
             ConversationController,
             stream_routes,
+            openai_routes,
             ImageController,
             ObservabilityController,
             ModelConfigController,
@@ -146,6 +160,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={
             "conversations": Provide(provide_conversations, sync_to_thread=False),
             "chat": Provide(provide_chat, sync_to_thread=False),
+            "completions": Provide(provide_completions, sync_to_thread=False),
             "catalog": Provide(provide_catalog, sync_to_thread=False),
             "sessions": Provide(provide_sessions, sync_to_thread=False),
             "image_store": Provide(provide_images, sync_to_thread=False),

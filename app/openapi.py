@@ -17,6 +17,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Reference, RequestBody, Schema
 
 from app.schemas.common import ErrorResponse
+from app.schemas.openai_api import OpenAIErrorBody
 
 if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
@@ -166,3 +167,37 @@ class ConfigBackupOperation(Operation):
 
     def __post_init__(self) -> None:
         self.request_body = RequestBody(required=True, content={"application/toml": _TOML})
+
+
+OPENAI_ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "invalid_request_error: the request is not valid or asks for what this API does not do",
+    401: "invalid_api_key: no API key, or not one of OPENAI_API_KEYS",
+    403: "permission_error: without API keys, a client that is not loopback or a request from another origin",
+    404: "model_not_found: no such model",
+    413: "The request body is too large",
+    500: "server_error: the model could not be loaded, or the server failed",
+    502: "server_error: the model failed before its first token",
+    503: "server_error: the model's provider is unavailable, overloaded or out of memory",
+    504: "server_error: no reply within the reply deadline (stream_timeout_s)",
+}
+
+
+def openai_api_errors(*statuses: int) -> dict[int, ResponseSpec]:
+    """The error responses of an OpenAI-compatible route, each with OpenAI's error body."""
+    return {
+        status: ResponseSpec(
+            data_container=OpenAIErrorBody, description=OPENAI_ERROR_DESCRIPTIONS[status], generate_examples=False
+        )
+        for status in statuses
+    }
+
+
+@dataclass
+class ChatCompletionsOperation(Operation):
+    """`POST /v1/chat/completions` answers 200 with JSON, or with `stream` as server-sent events."""
+
+    def __post_init__(self) -> None:
+        ok = self.responses.get("200") if self.responses else None
+        if ok is not None and not isinstance(ok, Reference) and ok.content is not None:
+            event = _object({"data": _string("A chat.completion.chunk (or error) as JSON, then `[DONE]`")}, ["data"])
+            ok.content[SSE] = OpenAPIMediaType(schema=event)

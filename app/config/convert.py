@@ -151,7 +151,7 @@ def to_alias(raw: object) -> str:
 
 
 def to_names(raw: object) -> tuple[str, ...]:
-    """A comma-separated list (or a TOML array) of model names, in order, without blanks or repeats."""
+    """A comma-separated list (or a TOML array) of names (models, API keys), in order, without blanks or repeats."""
     items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
     names: list[str] = []
     for item in items:

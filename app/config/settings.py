@@ -302,6 +302,16 @@ class Settings:
         secret=True,
         shown="none",
     )
+    openai_api_keys: tuple[str, ...] = key(
+        (),
+        c.to_names,
+        "Comma-separated API keys of the OpenAI-compatible API (`/v1`): with keys, a request must send "
+        "`Authorization: Bearer <one of them>`; without, it answers loopback clients that address the service as "
+        "`localhost`, `127.0.0.1` or `[::1]` only, as the admin endpoints do (not `OPENAI_API_KEY`, which this service "
+        "sends upstream). Never logged, shown as `***`. See [docs/openai-api.md](docs/openai-api.md).",
+        secret=True,
+        shown="none",
+    )
     config_reload_interval_s: float = key(
         1.0, c.to_float(0.1, 3600), "How often the config file is checked for changes (hot reload).", restart=True
     )

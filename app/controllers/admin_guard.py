@@ -48,8 +48,9 @@ def admin_only(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRout
         check_body_type(headers, tuple(handler.opt.get(BODY_TYPES, ())))
 
 
-def refuse_foreign_origin(headers: Mapping[str, str], scheme: str) -> None:
-    """A request that names an `Origin` must come from this service's own (scheme, host, port)."""
+def refuse_foreign_origin(headers: Mapping[str, str], scheme: str, routes: str = "Admin endpoints") -> None:
+    """A request that names an `Origin` must come from this service's own (scheme, host, port); `routes` names
+    the routes that refuse it in the message."""
     origin = headers.get("origin")
     if origin is None:
         return  # not sent by a browser page on another site: curl, scripts, the CLI
@@ -57,38 +58,61 @@ def refuse_foreign_origin(headers: Mapping[str, str], scheme: str) -> None:
     if own is None or _parse_origin(origin) != own:
         raise ServiceError(
             ErrorCode.CROSS_ORIGIN,
-            "Admin endpoints refuse requests from other web origins; call them from a script or from this "
+            f"{routes} refuse requests from other web origins; call them from a script or from this "
             "service's own origin",
             details={"origin": origin[:200]},
         )
 
 
 def check_token(header: str, token: str) -> None:
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
+    given = bearer_token(header)
+    if not given:
         raise ServiceError(ErrorCode.UNAUTHORIZED, "Send Authorization: Bearer <BETH_ADMIN_TOKEN>")
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+    if not same_secret(given, token):
         raise ServiceError(ErrorCode.UNAUTHORIZED, "The admin token is not valid", status=403)
+
+
+def bearer_token(header: str) -> str:
+    """The token of an `Authorization: Bearer <token>` header; empty when there is none."""
+    scheme, _, given = header.partition(" ")
+    return given.strip() if scheme.lower() == "bearer" else ""
+
+
+def same_secret(given: str, secret: str) -> bool:
+    """Compared in constant time, so the answer's timing does not tell how much of a guess was right."""
+    return hmac.compare_digest(given.encode(), secret.encode())
 
 
 def check_loopback(client: str, host_header: str) -> None:
     """Without a token: a loopback client that addressed the service by a loopback name."""
-    if not is_loopback_address(client):
+    reason = loopback_refusal(client, host_header)
+    if reason == "client_not_loopback":
         raise ServiceError(
             ErrorCode.UNAUTHORIZED,
             "Admin endpoints answer loopback clients only; set BETH_ADMIN_TOKEN to allow others",
             status=403,
-            details={"reason": "client_not_loopback"},
+            details={"reason": reason},
         )
-    host = _hostname(host_header)
-    if host is None or not (host == "localhost" or is_loopback_address(host)):
+    if reason == "host_not_loopback":
         raise ServiceError(
             ErrorCode.UNAUTHORIZED,
             "Admin endpoints answer requests addressed to localhost, 127.0.0.1 or [::1] only; "
             "set BETH_ADMIN_TOKEN to allow other host names",
             status=403,
-            details={"reason": "host_not_loopback"},
+            details={"reason": reason},
         )
+
+
+def loopback_refusal(client: str, host_header: str) -> str | None:
+    """Why a request is not a loopback client's that addressed the service by a loopback name (`Host`, against
+    DNS rebinding): `client_not_loopback` or `host_not_loopback`; None when it is. Every route that answers
+    loopback clients only (the admin endpoints, the OpenAI-compatible API without keys) asks here."""
+    if not is_loopback_address(client):
+        return "client_not_loopback"
+    host = _hostname(host_header)
+    if host is None or not (host == "localhost" or is_loopback_address(host)):
+        return "host_not_loopback"
+    return None
 
 
 def check_body_type(headers: Mapping[str, str], accepted: tuple[str, ...]) -> None:

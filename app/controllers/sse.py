@@ -72,8 +72,11 @@ async def with_keepalive(frames: AsyncIterator[bytes], interval_s: float = 15.0)
             yield item  # type: ignore[misc]
     finally:
         task.cancel()
+        # Awaited through a shield: the server cancels this consumer again and again as the client leaves, and
+        # awaiting the pump itself would pass each cancellation on, interrupting the source's own cleanup
+        # (closing a provider stream, recording usage). The pump is cancelled once, above.
         with suppress(BaseException):
-            await task
+            await asyncio.shield(task)
 
 
 async def typed_events(events: AsyncIterator[TurnEvent]) -> AsyncIterator[bytes]:

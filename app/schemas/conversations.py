@@ -50,17 +50,28 @@ class ConversationPage(msgspec.Struct, rename="camel"):
     offset: int
 
 
+# The bounds of each per-request generation option: ReplyOptions (every chat surface) and `/v1` share them.
+Temperature = Annotated[float, msgspec.Meta(ge=0, le=10)]
+TopP = Annotated[float, msgspec.Meta(ge=0, le=1)]
+TopK = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
+MaxTokens = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+Seed = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+StopText = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+StopTexts = Annotated[list[StopText], msgspec.Meta(max_length=16)]
+RepetitionPenalty = Annotated[float, msgspec.Meta(gt=0, le=10)]
+
+
 class ReplyOptions(msgspec.Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
     """Generation options for one reply; each one left out falls back to the model's configured option,
     then to the model's own `generation_config`, then to the service's defaults."""
 
-    temperature: Annotated[float, msgspec.Meta(ge=0, le=10)] | None = None
-    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
-    top_k: Annotated[int, msgspec.Meta(ge=0, le=100_000)] | None = None
-    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
-    seed: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
-    stop: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=256)]], msgspec.Meta(max_length=16)] = []
-    repetition_penalty: Annotated[float, msgspec.Meta(gt=0, le=10)] | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    max_tokens: MaxTokens | None = None
+    seed: Seed | None = None
+    stop: StopTexts = []
+    repetition_penalty: RepetitionPenalty | None = None
 
     def as_generation_options(self) -> GenerationOptions:
         return GenerationOptions(**msgspec.structs.asdict(self))

@@ -34,12 +34,14 @@ from app.services.chat_events import (
     TurnEvent,
     UserMessageSaved,
 )
+from app.services.context import as_history
 from app.services.conversations import ConversationService
 from app.services.generation import Listener, generate
 from app.services.images import ImageStore, Upload
 from app.services.outcome import Answer, Outcomes
 from app.services.streams import StreamSessions
 from app.services.turn_request import TurnRequests
+from app.services.vision import sees_images, vision_candidates
 
 
 class Router(Protocol):
@@ -106,16 +108,19 @@ class ChatService:
         warnings: list[str] = []
         images_b64: list[str] = []
         if validated:
-            routed, warnings = await self._route_images(router, routed)
-            if not warnings:
-                images_b64 = self.images.as_base64(validated)
-        history = await self.conversations.list_messages(conversation.id)
+            # Images go to a vision model: the chosen one, else the configured fallback, else text only.
+            vision = await vision_candidates(routed, self.settings.vision_fallback_model, router.candidates)
+            if vision is None:
+                warnings = [f"Model {routed[0].asked} cannot see images; the images were saved but not sent to it."]
+            else:
+                routed, images_b64 = vision, self.images.as_base64(validated)
+        earlier = await self.conversations.list_messages(conversation.id)
         current = ChatMessage(role="user", content=request.text, images=images_b64)
         # earlier turns' images, for the vision models among the candidates (each keeps what fits its context)
-        seeing = any(c.info is not None and c.info.capabilities.vision for c in routed)
-        history_images = await self.images.history_base64(history) if seeing else None
+        seeing = any(sees_images(c) for c in routed)
+        history = as_history(earlier, await self.images.history_base64(earlier) if seeing else None)
         # Built before the message is saved: a message too long for the model is refused with nothing stored.
-        candidates = self.requests.for_candidates(routed, history, current, request.options, history_images)
+        candidates = self.requests.for_candidates(routed, history, current, request.options)
         first = candidates[0]
         model_name, provider = first.asked, first.info.provider if first.info else ""
 
@@ -164,18 +169,6 @@ class ChatService:
             listener.gone.set()
             if not finished and self.settings.stream_cancel_on_disconnect:
                 session.stop("USER_REQUESTED")
-
-    async def _route_images(self, router: Router, routed: list[Candidate]) -> tuple[list[Candidate], list[str]]:
-        """Images go to a vision model: the chosen one, else the configured fallback, else text only."""
-        chosen = routed[0]
-        if chosen.info is not None and chosen.info.capabilities.vision:
-            return routed, []
-        fallback = self.settings.vision_fallback_model
-        if fallback:
-            vision = await router.candidates(fallback)
-            if vision[0].info is not None and vision[0].info.capabilities.vision:
-                return vision, []
-        return routed, [f"Model {chosen.asked} cannot see images; the images were saved but not sent to it."]
 
     async def shutdown(self) -> None:
         """Stop every generation and let each save its partial reply."""

@@ -37,23 +37,37 @@ class TurnContext:
     messages: list[ChatMessage]
 
 
+def as_history(messages: Sequence[Message], images: Mapping[int, list[str]] | None = None) -> list[ChatMessage]:
+    """Stored messages as a model reads them (empty ones left out), each with its images from `images`
+    (base64, by message id) when given."""
+    found = images or {}
+    return [
+        ChatMessage(
+            role="user" if message.sender == "user" else "assistant",
+            content=message.text,
+            images=list(found.get(message.id, ())),
+        )
+        for message in messages
+        if message.text
+    ]
+
+
 def build_context(
     *,
     system_prompt: str,
-    history: Sequence[Message],
+    history: Sequence[ChatMessage],
     current: ChatMessage,
     context_length: int,
     max_new_tokens: int,
     count_text: Callable[[str], int] | None = None,
-    history_images: Mapping[int, list[str]] | None = None,
     image_tokens: int | None = None,
 ) -> TurnContext:
     """System prompt + as much recent history as fits + the current turn, within `context_length`.
 
     `count_text` counts a text's tokens exactly (the hf models' tokenizers); without it they are estimated.
-    With `image_tokens` (a vision model: what one image costs), the kept history's images (`history_images`,
-    by message id) go too while they fit after the texts and the current images, newest first, so the
-    oldest are dropped first; without it earlier images are never sent.
+    With `image_tokens` (a vision model: what one image costs), the kept history's images go too while they
+    fit after the texts and the current images, newest first, so the oldest are dropped first; without it
+    earlier images are never sent.
     Raises CONTEXT_LENGTH_EXCEEDED when the system prompt and the current turn alone do not fit.
     """
     count = count_text or estimate_text_tokens
@@ -68,33 +82,28 @@ def build_context(
     kept: list[ChatMessage] = []
     used = fixed
     for message in reversed(history):
-        cost = estimate_tokens(message.text, count)
+        cost = estimate_tokens(message.content, count)
         if used + cost > budget:
             break
-        kept.append(ChatMessage(role="user" if message.sender == "user" else "assistant", content=message.text))
+        kept.append(msgspec.structs.replace(message, images=[]) if message.images else message)
         used += cost
-    if image_tokens is not None and history_images:
+    if image_tokens is not None:
         room = budget - used - len(current.images) * image_tokens
-        _attach_images(kept, history[len(history) - len(kept) :], history_images, image_tokens, room)
+        _attach_images(kept, history[len(history) - len(kept) :], image_tokens, room)
     kept.reverse()
     messages = [ChatMessage(role="system", content=system_prompt), *kept, current]
     return TurnContext(messages=messages)
 
 
 def _attach_images(
-    kept_newest_first: list[ChatMessage],
-    kept_messages: Sequence[Message],
-    history_images: Mapping[int, list[str]],
-    image_tokens: int,
-    room: int,
+    kept_newest_first: list[ChatMessage], kept_messages: Sequence[ChatMessage], image_tokens: int, room: int
 ) -> None:
     """Give the kept messages their images, newest first, until the next message's images do not fit."""
     for index, message in enumerate(reversed(kept_messages)):
-        images = history_images.get(message.id)
-        if not images:
+        if not message.images:
             continue
-        cost = len(images) * image_tokens
+        cost = len(message.images) * image_tokens
         if cost > room:
             return
-        kept_newest_first[index] = msgspec.structs.replace(kept_newest_first[index], images=list(images))
+        kept_newest_first[index] = msgspec.structs.replace(kept_newest_first[index], images=list(message.images))
         room -= cost

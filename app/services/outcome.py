@@ -1,11 +1,13 @@
 """How a generation ends: the reply saved once (complete, partial or failed), the event that tells the
-client, and the usage record that counts it. One factory per thing: `reply_message`, `usage_record`."""
+client, and the usage record that counts it. One factory per thing: `reply_message`, `usage_record` (with
+`completed_record`, `stopped_record` and `failed_record` for each ending), `reply_usage` for a completed
+reply's figures; the stateless completion (`completions.py`) counts its generations with the same ones."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -62,6 +64,54 @@ def usage_record(
     )
 
 
+def reply_usage(final: ChatChunk, answer: Answer, token_count: int) -> ReplyUsage:
+    """A completed reply's figures: the provider's where it gave them, else what the service counted and timed."""
+    usage = final.usage
+    return ReplyUsage(
+        prompt_tokens=usage.prompt_tokens if usage else None,
+        completion_tokens=(usage.completion_tokens if usage else None) or token_count,
+        duration_ms=(usage.duration_ms if usage and usage.duration_ms else None) or answer.elapsed_ms(),
+        time_to_first_token_ms=(usage.time_to_first_token_ms if usage else None) or answer.time_to_first_token_ms(),
+    )
+
+
+def completed_record(answer: Answer, usage: ReplyUsage) -> UsageRecord:
+    return usage_record(
+        answer,
+        "complete",
+        prompt_tokens=usage.prompt_tokens or 0,
+        completion_tokens=usage.completion_tokens or 0,
+        time_to_first_token_ms=usage.time_to_first_token_ms,
+        duration_ms=usage.duration_ms or 0.0,
+    )
+
+
+def stopped_record(answer: Answer, token_count: int, *, timed_out: bool) -> UsageRecord:
+    """A generation stopped before its end: by its deadline, or by whoever asked for it."""
+    return usage_record(
+        answer,
+        "partial",
+        completion_tokens=token_count,
+        time_to_first_token_ms=answer.time_to_first_token_ms(),
+        error_code="TIMEOUT" if timed_out else "CANCELLED",
+    )
+
+
+def failed_record(answer: Answer, token_count: int, error: ServiceError) -> UsageRecord:
+    return usage_record(answer, "failed", completion_tokens=token_count, error_code=str(error.code))
+
+
+async def notify(observers: Sequence[UsageObserver], record: UsageRecord) -> None:
+    """Tell every observer of a finished generation; a failure to record is logged, never raised."""
+    for observer in observers:
+        try:
+            result = observer(record)
+            if result is not None:
+                await result
+        except Exception:
+            log.exception("recording the usage of a generation failed")
+
+
 def reply_message(
     conversation: Conversation, session: LiveSession, answer: Answer, status: str, finish: str
 ) -> Message:
@@ -96,14 +146,12 @@ class Outcomes:
             raise ServiceError(
                 ErrorCode.GENERATION_FAILED, "The model returned an empty reply", details={"model": answer.model}
             )
-        usage = final.usage
+        usage = reply_usage(final, answer, session.token_count)
         reply = reply_message(conversation, session, answer, "complete", final.finish_reason or "stop")
-        reply.prompt_tokens = usage.prompt_tokens if usage else None
-        reply.completion_tokens = (usage.completion_tokens if usage else None) or session.token_count
-        reply.duration_ms = (usage.duration_ms if usage and usage.duration_ms else None) or answer.elapsed_ms()
-        reply.time_to_first_token_ms = (
-            usage.time_to_first_token_ms if usage else None
-        ) or answer.time_to_first_token_ms()
+        reply.prompt_tokens = usage.prompt_tokens
+        reply.completion_tokens = usage.completion_tokens
+        reply.duration_ms = usage.duration_ms
+        reply.time_to_first_token_ms = usage.time_to_first_token_ms
         try:
             saved = await self.sessions.close(session, status=COMPLETED, reply=reply)
         except Exception as exc:
@@ -117,24 +165,11 @@ class Outcomes:
             text=session.text,
             model=answer.model,
             provider=answer.provider,
-            usage=ReplyUsage(
-                prompt_tokens=reply.prompt_tokens,
-                completion_tokens=reply.completion_tokens,
-                time_to_first_token_ms=reply.time_to_first_token_ms,
-                duration_ms=reply.duration_ms,
-            ),
+            usage=usage,
             finish_reason=reply.finish_reason or "stop",
             fallback_from=stream.fallback_from,
         )
-        record = usage_record(
-            answer,
-            "complete",
-            prompt_tokens=reply.prompt_tokens or 0,
-            completion_tokens=reply.completion_tokens or 0,
-            time_to_first_token_ms=reply.time_to_first_token_ms,
-            duration_ms=reply.duration_ms or 0.0,
-        )
-        return completed, record
+        return completed, completed_record(answer, usage)
 
     async def stopped(
         self, session: LiveSession, conversation: Conversation, answer: Answer
@@ -148,13 +183,7 @@ class Outcomes:
             else None
         )
         saved = await self._close_recording_failure(session, status=TERMINATED, reason=reason, reply=reply)
-        record = usage_record(
-            answer,
-            "partial",
-            completion_tokens=session.token_count,
-            time_to_first_token_ms=answer.time_to_first_token_ms(),
-            error_code="TIMEOUT" if timed_out else "CANCELLED",
-        )
+        record = stopped_record(answer, session.token_count, timed_out=timed_out)
         return Terminated(session.id, session.text, session.token_count, reason, saved), record
 
     async def failed(
@@ -162,17 +191,11 @@ class Outcomes:
     ) -> tuple[Failed, UsageRecord]:
         reply = reply_message(conversation, session, answer, "failed", "error") if session.text.strip() else None
         await self._close_recording_failure(session, status=ERROR, reason="ERROR", error=error.message, reply=reply)
-        record = usage_record(answer, "failed", completion_tokens=session.token_count, error_code=str(error.code))
+        record = failed_record(answer, session.token_count, error)
         return Failed(str(error.code), error.message, error.details), record
 
     async def notify(self, record: UsageRecord) -> None:
-        for observer in self.observers:
-            try:
-                result = observer(record)
-                if result is not None:
-                    await result
-            except Exception:
-                log.exception("recording the usage of a generation failed")
+        await notify(self.observers, record)
 
     async def _close_recording_failure(
         self, session: LiveSession, *, status: str, reason: str, reply: Message | None, error: str | None = None

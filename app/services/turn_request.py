@@ -1,14 +1,16 @@
 """What each candidate model of a turn is sent: its configured settings, the history that fits its own
-context window, and the reply budget that is left. Built once per candidate, before anything is opened."""
+context window, and the reply budget that is left. Built once per candidate, before anything is opened.
+
+The chat turn and the stateless OpenAI-compatible completion both build their requests here: the history is
+plain `ChatMessage`s (the turn's stored messages, or the messages a client sent), each with its images."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import msgspec
 
 from app.config.snapshot import ConfigSource
-from app.db.tables import Message
 from app.errors import ErrorCode, ServiceError
 from app.providers.registry import Candidate
 from app.providers.types import ChatMessage, ChatRequest, GenerationOptions, ModelInfo
@@ -25,26 +27,26 @@ class TurnRequests:
     def for_candidates(
         self,
         candidates: Sequence[Candidate],
-        history: list[Message],
+        history: Sequence[ChatMessage],
         current: ChatMessage,
         requested: GenerationOptions | None = None,
-        history_images: Mapping[int, list[str]] | None = None,
+        system_prompt: str | None = None,
     ) -> list[Candidate]:
         """Every candidate with its request. The requested model's refusal is raised (nothing is saved yet);
         a fallback's is kept on it, so the registry counts it as that fallback failing to start. A name that
-        did not route keeps its routing error."""
+        did not route keeps its routing error. `system_prompt` (a client's own) goes over the configured one."""
         first, *fallbacks = candidates
         built = [
             first
             if first.error is not None
-            else first.sending(self.build(first, history, current, requested, history_images))
+            else first.sending(self.build(first, history, current, requested, system_prompt))
         ]
         for candidate in fallbacks:
             if candidate.error is not None:
                 built.append(candidate)
                 continue
             try:
-                built.append(candidate.sending(self.build(candidate, history, current, requested, history_images)))
+                built.append(candidate.sending(self.build(candidate, history, current, requested, system_prompt)))
             except ServiceError as exc:
                 built.append(candidate.failing(exc))
         return built
@@ -52,10 +54,10 @@ class TurnRequests:
     def build(
         self,
         candidate: Candidate,
-        history: list[Message],
+        history: Sequence[ChatMessage],
         current: ChatMessage,
         requested: GenerationOptions | None = None,
-        history_images: Mapping[int, list[str]] | None = None,
+        system_prompt: str | None = None,
     ) -> ChatRequest:
         """Raises MODEL_NOT_FOUND when the model is disabled in the configuration and CONTEXT_LENGTH_EXCEEDED
         when the system prompt and the current message alone do not fit."""
@@ -74,13 +76,16 @@ class TurnRequests:
             context_length = min(context_length, configured.context_budget)
         max_tokens = min(options.max_tokens or settings.chat_max_tokens, context_length // 2)
         context = build_context(
-            system_prompt=configured.system_prompt or settings.system_prompt or DEFAULT_SYSTEM_PROMPT,
-            history=[m for m in history if m.text],
+            system_prompt=(
+                system_prompt
+                if system_prompt is not None
+                else configured.system_prompt or settings.system_prompt or DEFAULT_SYSTEM_PROMPT
+            ),
+            history=history,
             current=current,
             context_length=context_length,
             max_new_tokens=max_tokens,
             count_text=candidate.counter,
-            history_images=history_images,
             image_tokens=image_tokens(info),
         )
         assert candidate.resolved is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from app.db.tables import Message
 from app.providers.types import ChatMessage
-from app.services.context import build_context
+from app.services.context import as_history, build_context
 
 
 def _history() -> list[Message]:
@@ -22,12 +22,11 @@ def _images(room_for_images: int, image_tokens: int | None, current_images: int 
     texts = len("sys") + sum(len(m.text) for m in _history()) + len("now") + 8 * 6
     context = build_context(
         system_prompt="sys",
-        history=_history(),
+        history=as_history(_history(), IMAGES),
         current=ChatMessage(role="user", content="now", images=["x"] * current_images),
         context_length=texts + room_for_images + 10,
         max_new_tokens=10,
         count_text=count,
-        history_images=IMAGES,
         image_tokens=image_tokens,
     )
     assert [m.content for m in context.messages] == ["sys", "first", "a", "second", "b", "now"]
