@@ -44,6 +44,8 @@ class Message(Table, tablename="messages"):
     has_images = Boolean(default=False)
     provider = Varchar(length=50, null=True, default=None)
     model = Varchar(length=255, null=True, default=None)
+    # the model asked for, when it could not start and `model` (a fallback) answered instead
+    fallback_from = Varchar(length=255, null=True, default=None)
     # complete | partial | failed
     status = Varchar(length=20, default="complete")
     prompt_tokens = Integer(null=True, default=None)
@@ -72,6 +74,8 @@ class StreamSession(Table, tablename="stream_sessions"):
     conversation_id = ForeignKey(references=Conversation, on_delete=OnDelete.cascade, index=True)
     model = Varchar(length=255)
     provider = Varchar(length=50, null=True, default=None)
+    # set when a fallback answers: `model` and `provider` then name the fallback, this the model asked for
+    fallback_from = Varchar(length=255, null=True, default=None)
     # ACTIVE | COMPLETED | TERMINATED | ERROR
     status = Varchar(length=20, default="ACTIVE", index=True)
     started_at = Timestamptz(default=TimestamptzNow())
