@@ -76,7 +76,10 @@ async def generate(
     stopped = asyncio.ensure_future(session.cancel.wait())
     try:
         stream = await _until_stopped(open_stream(), session, stopped, deadline)
-        answer.model, answer.provider = stream.model, stream.provider
+        answer.answered_by(stream)
+        await sessions.answered_by(
+            session, model=stream.model, provider=stream.provider, fallback_from=stream.fallback_from
+        )
         while True:
             try:
                 chunk = await _until_stopped(anext(stream), session, stopped, deadline)

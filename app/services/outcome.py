@@ -26,12 +26,23 @@ UsageObserver = Callable[[UsageRecord], Awaitable[None] | None]
 
 @dataclass
 class Answer:
-    """Who is answering a generation, and when it started and first spoke (perf_counter seconds)."""
+    """Who is answering a generation, and when it started and first spoke (perf_counter seconds).
+
+    Until a model starts its reply it names the model asked for; `answered_by` then names the one that
+    started (a fallback, with `fallback_from` the model asked for), so every saved reply and usage record
+    is attributed to the model that produced it."""
 
     model: str
     provider: str
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
+    fallback_from: str | None = None
+    #: whether a model started the reply (False while opening, and when none could)
+    answered: bool = False
+
+    def answered_by(self, stream: RoutedStream) -> None:
+        self.model, self.provider, self.fallback_from = stream.model, stream.provider, stream.fallback_from
+        self.answered = True
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
@@ -61,6 +72,7 @@ def usage_record(
         time_to_first_token_ms=time_to_first_token_ms,
         duration_ms=answer.elapsed_ms() if duration_ms is None else duration_ms,
         error_code=error_code,
+        answered=answer.answered,
     )
 
 
@@ -115,7 +127,8 @@ async def notify(observers: Sequence[UsageObserver], record: UsageRecord) -> Non
 def reply_message(
     conversation: Conversation, session: LiveSession, answer: Answer, status: str, finish: str
 ) -> Message:
-    """The reply row: the text so far, attributed to the model that produced it."""
+    """The reply row: the text so far, attributed to the model that produced it (and, for a fallback, the
+    model asked for)."""
     now = datetime.now(UTC)
     return Message(
         conversation_id=conversation.id,
@@ -125,6 +138,7 @@ def reply_message(
         created_at=now,
         provider=answer.provider or None,
         model=answer.model,
+        fallback_from=answer.fallback_from,
         status=status,
         completion_tokens=session.token_count,
         finish_reason=finish,

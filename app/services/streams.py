@@ -81,6 +81,8 @@ class LiveSession:
     model: str
     provider: str | None
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the model asked for, once a fallback (`model`) answered instead
+    fallback_from: str | None = None
     reason: str | None = None
     parts: list[str] = field(default_factory=list)
     token_count: int = 0
@@ -150,6 +152,25 @@ class StreamSessions:
         session.last_flush = time.monotonic()
         self.live[session.id] = session
         return session
+
+    async def answered_by(self, session: LiveSession, *, model: str, provider: str, fallback_from: str | None) -> None:
+        """The model that started the reply. A fallback, or another provider than the one the row names, is
+        written to the row, so a reply recovered from it (or a look at what a model is running) names the
+        model that answered; the same model under its full name costs no write. A failed write is logged."""
+        moved = fallback_from is not None or provider != session.provider
+        session.model, session.provider, session.fallback_from = model, provider, fallback_from
+        if not moved:
+            return
+        try:
+            await StreamSession.update(
+                {
+                    StreamSession.model: model,
+                    StreamSession.provider: provider,
+                    StreamSession.fallback_from: fallback_from,
+                }
+            ).where(StreamSession.id == session.id)
+        except Exception as exc:
+            log.warning("recording the model that answers session %s failed: %s", session.id, exc)
 
     async def flush_if_due(self, session: LiveSession) -> None:
         """Write the partial text at most once per flush interval (a crash then loses less than that).
@@ -425,6 +446,7 @@ class StreamSessions:
                         created_at=now,
                         provider=row.provider,
                         model=row.model,
+                        fallback_from=row.fallback_from,
                         status="partial",
                         completion_tokens=row.token_count,
                         finish_reason="cancelled",

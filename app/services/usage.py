@@ -37,6 +37,8 @@ class UsageRecord:
     time_to_first_token_ms: float | None = None
     duration_ms: float = 0.0
     error_code: str | None = None
+    #: whether `model` started the reply; False when no model could (then `model` is the one asked for)
+    answered: bool = True
 
 
 @dataclass(frozen=True)
