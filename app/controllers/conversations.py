@@ -53,8 +53,11 @@ class ConversationController(Controller):
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
         offset: Annotated[int, Parameter(ge=0, le=2**62)] = 0,  # a 64-bit integer in every database
     ) -> ConversationPage:
-        page = await conversations.list_public(limit=limit, offset=offset)
-        items = [ConversationOut.of(row, page.message_counts[row.id]) for row in page.conversations]
+        page = await conversations.list_public(limit=limit, offset=offset, with_latest_replies=True)
+        items = [
+            ConversationOut.of(row, page.message_counts[row.id], page.latest_replies.get(row.id))
+            for row in page.conversations
+        ]
         return ConversationPage(conversations=items, count=len(items), total=page.total, limit=limit, offset=offset)
 
     @get("/{conversation_id:str}", summary="Get one conversation", responses=errors(400, 401, 403, 404, 429))
@@ -63,7 +66,8 @@ class ConversationController(Controller):
     ) -> ConversationOut:
         row = await conversations.authorize(conversation_id, password)
         counts = await conversations.message_counts([row.id])
-        return ConversationOut.of(row, counts[row.id])
+        latest = await conversations.latest_replies([row.id])
+        return ConversationOut.of(row, counts[row.id], latest.get(row.id))
 
     @delete(
         "/{conversation_id:str}",

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 
 def render_legacy(event: TurnEvent) -> bytes | None:
-    """The old framing: unnamed token events, named session/images/terminated/end/error events."""
+    """The old framing: unnamed token events, named session/images/terminated/end/error events (`end` names
+    the provider and model that answered, and `fallbackFrom`)."""
     match event:
         case Token(text):
             return sse_event(None, {"token": text})
@@ -47,8 +48,9 @@ def render_legacy(event: TurnEvent) -> bytes | None:
         case Terminated(session_id, partial, count, reason, _):
             payload = {"sessionId": session_id, "partialResponse": partial, "tokenCount": count, "reason": reason}
             return sse_event("terminated", payload)
-        case Completed():
-            return sse_event("end", {})
+        case Completed(model=model, provider=provider, fallback_from=fallback_from):
+            # additions the old client ignores: it only looks at the event's name
+            return sse_event("end", {"provider": provider, "model": model, "fallbackFrom": fallback_from})
         case Failed(code, message, details):
             payload: dict[str, Any] = {"error": message, "code": code}
             if details.get("problems"):

@@ -12,7 +12,7 @@ from app.db.tables import Image, Message
 from app.providers.registry import ProviderRegistry
 from app.services.catalog import ModelCatalog
 from app.services.chat import ChatService
-from app.services.conversations import ConversationService
+from app.services.conversations import ConversationService, ReplySource
 from app.services.images import images_by_message
 from app.services.streams import StreamSessions
 from app.services.usage import UsageStats
@@ -30,6 +30,7 @@ class GraphQLContext(BaseContext, kw_only=True):
     usage: UsageStats
     messages_of: DataLoader[str, list[Message]]
     images_of: DataLoader[int, list[Image]]
+    latest_reply_of: DataLoader[str, ReplySource | None]
 
     def base_url(self) -> str:
         """Absolute base for links the web client loads from another origin (Image.url)."""
@@ -59,6 +60,10 @@ async def provide_graphql_context(
         grouped = await images_by_message(message_ids)
         return [grouped.get(mid, []) for mid in message_ids]
 
+    async def load_latest_replies(conversation_ids: list[str]) -> list[ReplySource | None]:
+        latest = await conversations.latest_replies(conversation_ids)
+        return [latest.get(cid) for cid in conversation_ids]
+
     return GraphQLContext(
         conversations=conversations,
         chat=chat,
@@ -69,4 +74,5 @@ async def provide_graphql_context(
         usage=usage,
         messages_of=DataLoader(load_messages),
         images_of=DataLoader(load_images),
+        latest_reply_of=DataLoader(load_latest_replies),
     )

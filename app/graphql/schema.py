@@ -136,6 +136,7 @@ class Mutation:
             llm_model=outcome.model or input.llm_model or (conversation.llm_model if conversation else ""),
             error=outcome.error.message if outcome.error else None,
             llm_response_time=round(outcome.response_time_ms, 1) if reply else None,
+            error_code=outcome.error.code if outcome.error else None,
         )
 
     @strawberry.mutation

@@ -53,6 +53,12 @@ class Message:
     timestamp: str
     has_images: bool
     row_id: strawberry.Private[int]
+    # additions the old client never selects: who answered a reply (null on user messages)
+    provider: str | None = strawberry.field(default=None, description="The provider that produced this reply")
+    model: str | None = strawberry.field(default=None, description="The model that produced this reply")
+    fallback_from: str | None = strawberry.field(
+        default=None, description="The model asked for, when it could not start and `model` answered instead"
+    )
 
     @strawberry.field
     async def images(self, info: ContextInfo) -> list[Image]:
@@ -72,6 +78,9 @@ class Message:
             timestamp=epoch_ms(row.timestamp),
             has_images=row.has_images,
             row_id=row.id,
+            provider=row.provider,
+            model=row.model,
+            fallback_from=row.fallback_from,
         )
 
 
@@ -89,6 +98,16 @@ class Conversation:
     async def messages(self, info: ContextInfo) -> list[Message]:
         rows = await info.context.messages_of.load(str(self.id))
         return [Message.of(row) for row in rows]
+
+    @strawberry.field(description="The provider of the latest reply (null before the first)")
+    async def provider(self, info: ContextInfo) -> str | None:
+        latest = await info.context.latest_reply_of.load(str(self.id))
+        return latest.provider if latest else None
+
+    @strawberry.field(description="The model of the latest reply (null before the first)")
+    async def model(self, info: ContextInfo) -> str | None:
+        latest = await info.context.latest_reply_of.load(str(self.id))
+        return latest.model if latest else None
 
     @classmethod
     def of(cls, row: ConversationRow, message_count: int) -> Conversation:
@@ -123,6 +142,9 @@ class AddMessageResponse:
     llm_model: str | None = None
     error: str | None = None
     llm_response_time: float | None = None
+    error_code: str | None = strawberry.field(
+        default=None, description="The stable code of `error` (the old text stays in `error`)"
+    )
 
 
 @strawberry.type

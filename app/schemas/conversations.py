@@ -11,6 +11,7 @@ from app.errors import ErrorCode, ServiceError
 from app.providers.types import GenerationOptions
 from app.schemas.boundary import Identifier, MessageText, Name, PasswordText, RequiredName
 from app.schemas.common import ErrorDetail, epoch_ms
+from app.services.conversations import ReplySource
 
 
 class CreateConversationRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -28,9 +29,12 @@ class ConversationOut(msgspec.Struct, rename="camel"):
     created_at: str
     updated_at: str
     message_count: int
+    #: the provider and model of the latest reply (null before the first); `llmModel` is the one chosen
+    provider: str | None = None
+    model: str | None = None
 
     @classmethod
-    def of(cls, row: Conversation, message_count: int) -> ConversationOut:
+    def of(cls, row: Conversation, message_count: int, latest: ReplySource | None = None) -> ConversationOut:
         return cls(
             id=row.id,
             tab_name=row.tab_name,
@@ -39,6 +43,8 @@ class ConversationOut(msgspec.Struct, rename="camel"):
             created_at=epoch_ms(row.created_at),
             updated_at=epoch_ms(row.updated_at),
             message_count=message_count,
+            provider=latest.provider if latest else None,
+            model=latest.model if latest else None,
         )
 
 
@@ -116,6 +122,8 @@ class MessageOut(msgspec.Struct, rename="camel"):
     status: str
     provider: str | None = None
     model: str | None = None
+    #: the model asked for, when it could not start and `model` (a fallback) answered instead
+    fallback_from: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     time_to_first_token_ms: float | None = None
@@ -134,6 +142,7 @@ class MessageOut(msgspec.Struct, rename="camel"):
             status=row.status,
             provider=row.provider,
             model=row.model,
+            fallback_from=row.fallback_from,
             prompt_tokens=row.prompt_tokens,
             completion_tokens=row.completion_tokens,
             time_to_first_token_ms=row.time_to_first_token_ms,

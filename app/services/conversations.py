@@ -7,10 +7,10 @@ drift apart (the old service checked passwords differently in each and forgot th
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from piccolo.query.functions.aggregate import Count
+from piccolo.query.functions.aggregate import Count, Max
 
 from app.config.snapshot import ConfigSource
 from app.db.tables import Conversation, Image, Message, StreamSession
@@ -37,6 +37,16 @@ class Page:
     conversations: list[Conversation]
     total: int
     message_counts: dict[str, int]
+    #: when asked for: the latest reply's provider and model per conversation (absent before its first reply)
+    latest_replies: dict[str, ReplySource] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReplySource:
+    """Who produced a reply: the provider and the model (a fallback's, when one answered)."""
+
+    provider: str | None
+    model: str
 
 
 def _now() -> datetime:
@@ -137,8 +147,11 @@ class ConversationService:
             raise
         return row
 
-    async def list_public(self, *, limit: int | None = None, offset: int = 0) -> Page:
-        """Public conversations, most recently active first, with their message counts in one query."""
+    async def list_public(
+        self, *, limit: int | None = None, offset: int = 0, with_latest_replies: bool = False
+    ) -> Page:
+        """Public conversations, most recently active first, with their message counts in one query (and,
+        `with_latest_replies`, who wrote each one's latest reply, in one more)."""
         query = (
             Conversation.objects()
             .where(Conversation.is_private.eq(False))
@@ -149,7 +162,9 @@ class ConversationService:
             query = query.limit(limit).offset(offset)
         rows = await query
         total = await Conversation.count().where(Conversation.is_private.eq(False))
-        return Page(rows, total, await self.message_counts([row.id for row in rows]))
+        ids = [row.id for row in rows]
+        latest = await self.latest_replies(ids) if with_latest_replies else {}
+        return Page(rows, total, await self.message_counts(ids), latest)
 
     async def message_counts(self, conversation_ids: list[str]) -> dict[str, int]:
         if not conversation_ids:
@@ -161,6 +176,23 @@ class ConversationService:
         )
         counts = {row["conversation_id"]: row["count"] for row in rows}
         return {cid: counts.get(cid, 0) for cid in conversation_ids}
+
+    async def latest_replies(self, conversation_ids: list[str]) -> dict[str, ReplySource]:
+        """Each conversation's latest reply that names its model (replies stored by a client name none), in
+        one query; conversations without one are left out."""
+        if not conversation_ids:
+            return {}
+        latest = (
+            Message.select(Max(Message.id))
+            .where(Message.conversation_id.is_in(conversation_ids))
+            .where(Message.sender == "llm")
+            .where(Message.model.is_not_null())
+            .group_by(Message.conversation_id)
+        )
+        rows = await Message.select(Message.conversation_id, Message.provider, Message.model).where(
+            Message.id.is_in(latest)
+        )
+        return {row["conversation_id"]: ReplySource(row["provider"], row["model"]) for row in rows}
 
     async def find(self, conversation_id: str) -> Conversation | None:
         """The conversation, or None."""

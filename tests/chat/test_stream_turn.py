@@ -41,7 +41,9 @@ def test_stream_a_reply_like_the_web_client(chat: httpx.Client, chat_ollama: Fak
     assert seen.error is None
     assert seen.ended
     assert seen.text == "Hello from llama3.1:8b!"
-    assert "event: end\ndata: {}\n\n" in seen.raw
+    # the old `{}` plus who answered, on one `data:` line, as the client splits it
+    end = 'event: end\ndata: {"provider":"ollama","model":"ollama/llama3.1:8b","fallbackFrom":null}\n\n'
+    assert seen.raw.endswith(end)
 
     user, reply = stored(chat, conversation_id)
     assert (user["sender"], user["text"]) == ("user", "Say hello")
