@@ -124,7 +124,11 @@ async def open_services(
         retention_days=settings.image_retention_days,
     )
     chat = ChatService(config, conversations, sessions, images, registry)
-    generation_observers = [usage.record, metrics.observe_generation]  # every generation, whichever API ran it
+    generation_observers = [
+        usage.record,
+        metrics.observe_generation,
+        records.used,
+    ]  # every generation, whichever API ran it
     chat.outcomes.observers += generation_observers
     completions = CompletionService(config, registry, images, generation_observers)
 

@@ -135,3 +135,5 @@ class StoredModelConfig(msgspec.Struct, rename="camel"):
     keep_alive_s: int | None
     created_at: str
     updated_at: str
+    #: when the model last answered a turn (epoch ms; null until it first does)
+    last_used_at: str | None = None

@@ -24,6 +24,7 @@ from app.config.model_overrides import ModelOverrides
 from app.config.snapshot import ConfigSource
 from app.db.tables import ModelRecord
 from app.providers.types import ModelInfo
+from app.services.usage import UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class ModelRecords:
     async def _record(self, models: Sequence[ModelInfo]) -> list[str]:
         new: list[str] = []
         now = datetime.now(UTC)
+        # a model no longer listed (removed, its provider gone) is looked up again if it comes back
+        self._stored &= {model.name for model in models}
         for model in models:
             facts = {
                 ModelRecord.provider: model.provider,
@@ -77,6 +80,14 @@ class ModelRecords:
                 log.info("discovered model %s: stored its default configuration", model.name)
             self._stored.add(model.name)
         return new
+
+    async def used(self, record: UsageRecord) -> None:
+        """A usage observer: stamp `last_used_at` on the stored row of the model that answered a turn (a
+        turn no model could start leaves every row as it was)."""
+        if record.answered:
+            await ModelRecord.update({ModelRecord.last_used_at: datetime.now(UTC)}).where(
+                ModelRecord.name == record.model
+            )
 
     async def sync_settings(self) -> int:
         """Bring every stored model's settings columns in line with the published configuration; returns how many rows

@@ -43,4 +43,5 @@ def _view(row: ModelRecord) -> StoredModelConfig:
         keep_alive_s=row.keep_alive_s,
         created_at=epoch_ms(row.created_at),
         updated_at=epoch_ms(row.updated_at),
+        last_used_at=epoch_ms(row.last_used_at) if row.last_used_at else None,
     )
