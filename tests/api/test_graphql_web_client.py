@@ -248,6 +248,39 @@ def test_graphql_errors_carry_the_old_message_and_a_stable_code(api: httpx.Clien
     assert "stacktrace" not in str(error)
 
 
+def test_add_message_errors_carry_the_old_text_and_a_stable_code(api: httpx.Client) -> None:
+    """Refusals are GraphQL errors with the old text and `extensions.code`; a reply that could not be made
+    keeps its old text in `error`, with the code beside it in `errorCode` (a field the client never selects)."""
+
+    def send(conversation_id: str, sender: str) -> dict:
+        variables = {"input": {"conversationId": conversation_id, "text": "What is 2+2?", "sender": sender}}
+        return graphql(api, SEND_MESSAGE, variables)
+
+    for conversation_id, sender, text, code in (
+        ("does-not-exist", "user", "Conversation not found", "NOT_FOUND"),
+        (create_conversation(api), "bot", 'Sender must be either "user" or "llm"', "INVALID_REQUEST"),
+    ):
+        body = send(conversation_id, sender)
+        assert body["data"] is None
+        (error,) = body["errors"]
+        assert (error["message"], error["extensions"]["code"]) == (text, code)
+        assert error["path"] == ["addMessage"]
+
+    conversation_id = create_conversation(api, model="llama3.1:8b")  # no Ollama answers on this server
+    variables = {"input": {"conversationId": conversation_id, "text": "What is 2+2?", "sender": "user"}}
+    added = graphql(
+        api, "mutation($input: AddMessageInput!) { addMessage(input: $input) { error errorCode } }", variables
+    )
+    assert "errors" not in added, added
+    failure = added["data"]["addMessage"]
+    assert failure["error"]
+    assert failure["errorCode"] == "PROVIDER_UNAVAILABLE"
+    # the old client's selection is unchanged: the same failure, without the new field
+    old = add_message(api, conversation_id, "What is 2+2?", "user")
+    assert old["error"] == failure["error"]
+    assert "errorCode" not in old
+
+
 def test_duplicate_conversation_id_is_refused(api: httpx.Client) -> None:
     conversation_id = create_conversation(api)
     body = graphql(api, CREATE_CONVERSATION, {"input": {"id": conversation_id, "tabName": "again"}})
