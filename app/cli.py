@@ -1,4 +1,4 @@
-"""`beth-chat`: serve the API, migrate the database, export and list models.
+"""`beth-chat`: serve the API, migrate the database, export, list and remove models.
 
 Commands are thin: they read the settings, call the module that does the work, and turn its
 errors into a message and a non-zero exit code.
@@ -233,6 +233,40 @@ def models_list(as_json: bool) -> None:
 
     settings = _settings()
     sys.exit(run_models_list(Path(settings.models_dir), as_json=as_json))
+
+
+@models.command("remove")
+@click.argument("alias")
+def models_remove(alias: str) -> None:
+    """Delete the export ALIAS (or hf/ALIAS) and its stored configuration; refused while it is generating.
+
+    A running service that has the model loaded and idle keeps it in memory until its keep-alive ends;
+    `POST /api/v1/models/hf/ALIAS/remove` on the service unloads it first.
+    """
+    from app.db.engine import close_database, open_database
+    from app.errors import ServiceError
+    from app.services.model_removal import RemovedModel, remove_export
+
+    settings = _settings()
+
+    async def run() -> RemovedModel:
+        engine = await open_database(settings.effective_database_url)
+        try:
+            return await remove_export(
+                alias.removeprefix("hf/"), models_dir=settings.models_dir, pool=None, stale_s=settings.stream_stale_s
+            )
+        finally:
+            await close_database(engine)
+
+    try:
+        removed = asyncio.run(run())
+    except ServiceError as exc:
+        click.echo(f"beth-chat: {exc.message}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # an unreachable or unmigrated database, a folder that cannot be deleted
+        click.echo(f"beth-chat: could not remove {alias}: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"removed {removed.name} ({removed.path})")
 
 
 if __name__ == "__main__":

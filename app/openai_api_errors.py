@@ -30,6 +30,7 @@ OPENAI_ERRORS: dict[ErrorCode, tuple[int, str, str | None]] = {
     ErrorCode.MODEL_NOT_FOUND: (404, INVALID, "model_not_found"),
     ErrorCode.NOT_FOUND: (404, INVALID, "not_found"),
     ErrorCode.CONFLICT: (409, INVALID, "conflict"),
+    ErrorCode.MODEL_IN_USE: (409, INVALID, "model_in_use"),
     ErrorCode.PAYLOAD_TOO_LARGE: (413, INVALID, "payload_too_large"),
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: (415, INVALID, "unsupported_media_type"),
     ErrorCode.TOO_MANY_ATTEMPTS: (429, "rate_limit_error", "rate_limit_exceeded"),

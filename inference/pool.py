@@ -55,7 +55,8 @@ class PoolEvent:
     request admitted to a model's batch (and how long it waited in the queue).
 
     Unload reasons: `idle` (past the keep-alive), `evicted` (room for another model), `requested`
-    (an explicit unload), `reconfigured` (new runtime options or limits), `closed`, or the caller's own.
+    (an explicit unload), `reconfigured` (new runtime options or limits), `closed`, or the caller's own
+    (the service's `removed`, before an export is deleted).
     """
 
     kind: Literal["loaded", "load_failed", "unloaded", "admitted"]
@@ -204,6 +205,11 @@ class ModelPool:
             for alias, e in self._entries.items()
             if e.model is not None
         ]
+
+    def in_use(self, alias: str) -> bool:
+        """Whether `alias` is leased (generating, or waiting in its queue) or still loading."""
+        entry = self._entries.get(alias)
+        return entry is not None and (entry.leases > 0 or entry.model is None)
 
     @property
     def used_bytes(self) -> int:

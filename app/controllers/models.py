@@ -1,9 +1,10 @@
 """REST: the model catalog and providers under `/api/v1`.
 
 Model names contain `/` and `:` (`hf/SmolLM2-135M-Instruct`, `ollama/llama3.1:8b`), so they travel as a
-`path` parameter. Litestar allows nothing after a path parameter, so load and unload are
-`POST /api/v1/models/<name>/load` and `/unload` read from the tail of that one path. Loading and
-unloading are admin actions (`admin_only`): they cost memory and seconds of reload for every user.
+`path` parameter. Litestar allows nothing after a path parameter, so load, unload and remove are
+`POST /api/v1/models/<name>/load`, `/unload` and `/remove` read from the tail of that one path. They are
+admin actions (`admin_only`): they cost memory and seconds of reload for every user, and removing an
+export deletes its files (`app/services/model_removal.py`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,16 @@ from typing import Annotated, Literal
 from litestar import Controller, get, post
 from litestar.params import Parameter
 
+from app.config.snapshot import ConfigSource
 from app.controllers.admin_guard import admin_only
 from app.errors import ErrorCode, ServiceError
 from app.openapi import errors
-from app.schemas.models import Model, ModelAction, ModelList, Provider, ProviderList
+from app.providers.registry import ProviderRegistry
+from app.schemas.models import Model, ModelAction, ModelList, ModelRemoved, Provider, ProviderList
 from app.services.catalog import ModelCatalog
+from app.services.model_removal import remove_model
+
+ACTIONS = ("load", "unload", "remove")
 
 CapabilityFilter = Annotated[
     Literal["text", "vision", "streaming"] | None, Parameter(description="Only models with this capability")
@@ -56,18 +62,28 @@ class ModelController(Controller):
     @post(
         "/{target:path}",
         status_code=200,
-        summary="`<name>/load` or `<name>/unload`: load a model into memory, or free it (admin)",
+        summary="`<name>/load`, `/unload` or `/remove`: load a model into memory, free it, or delete an hf "
+        "export (admin)",
+        description="`remove` deletes an exported (hf) model's folder and stored configuration, unloading it "
+        "first when it is loaded and idle; while replies are being generated with it, it answers 409 "
+        "`MODEL_IN_USE` and changes nothing.",
         guards=[admin_only],
         responses=errors(400, 401, 403, 404, 409, 415, 429, 500, 503, 504, 507),
     )
-    async def act(self, target: str, catalog: ModelCatalog) -> ModelAction:
+    async def act(
+        self, target: str, catalog: ModelCatalog, registry: ProviderRegistry, config: ConfigSource
+    ) -> ModelAction | ModelRemoved:
         name, _, action = target.lstrip("/").rpartition("/")
-        if not name or action not in ("load", "unload"):
+        if not name or action not in ACTIONS:
             raise ServiceError(
                 ErrorCode.NOT_FOUND,
-                "Endpoint not found: use POST /api/v1/models/<name>/load or /unload",
+                "Endpoint not found: use POST /api/v1/models/<name>/load, /unload or /remove",
                 details={"path": target},
             )
+        if action == "remove":
+            stale_s = config.settings.stream_stale_s
+            removed = await remove_model(name, registry=registry, catalog=catalog, stale_s=stale_s)
+            return ModelRemoved(action="remove", name=removed.name, unloaded=removed.unloaded)
         model = await (catalog.load(name) if action == "load" else catalog.unload(name))
         return ModelAction(action=action, model=Model.of(model))  # type: ignore[arg-type]
 

@@ -120,6 +120,15 @@ class ModelAction(msgspec.Struct, rename="camel"):
     model: Model
 
 
+class ModelRemoved(msgspec.Struct, rename="camel"):
+    """`POST /api/v1/models/<name>/remove`: the export and its stored configuration are gone."""
+
+    action: Literal["remove"]
+    name: str
+    #: it was loaded (idle), and was unloaded first
+    unloaded: bool
+
+
 class StoredModelConfig(msgspec.Struct, rename="camel"):
     """A discovered model's stored configuration (`/api/v1/model-configs`)."""
 
