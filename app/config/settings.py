@@ -295,7 +295,7 @@ class Settings:
         "",
         c.to_text,
         "Bearer token for the admin endpoints (`/api/v1/config`, provider configurations, `/api/v1/model-configs`, "
-        "model load and unload; never "
+        "model load, unload and remove; never "
         "logged, shown as `***`). Without it they answer loopback clients that address the service as `localhost`, "
         "`127.0.0.1` or `[::1]` only. See [Security](#security).",
         restart=True,
