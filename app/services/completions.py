@@ -121,7 +121,7 @@ class CompletionService:
         except asyncio.CancelledError:
             await notify(self.observers, stopped_record(answer, 0, timed_out=False))
             raise
-        answer.model, answer.provider = stream.model, stream.provider
+        answer.answered_by(stream)
         return Completion(stream, answer, deadline, timeout_s, self.observers)
 
     def _conversation(self, messages: Sequence[PromptMessage]) -> tuple[str | None, list[ChatMessage], ChatMessage]:

@@ -7,11 +7,13 @@ refusals are OpenAI's errors (so the client raises its usual exceptions); nothin
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import openai
 import pytest
 
+from tests.fixtures.polling import wait_until
 from tests.fixtures.server import ServerProcess, query_sql
 from tests.openai.conftest import SYSTEM
 
@@ -274,6 +276,9 @@ def test_an_error_after_the_first_token_ends_the_stream_with_an_error_object(
 def test_usage_is_recorded_and_nothing_else_is_stored(
     client: openai.OpenAI, http: httpx.Client, openai_server: ServerProcess
 ) -> None:
+    assert TINY in [m["name"] for m in http.get("/api/v1/models").json()["models"]]  # listed, so its record is stored
+    wait_until(lambda: http.get(f"/api/v1/model-configs/{TINY}").status_code == 200, what="the stored record")
+    started_ms = int(time.time() * 1000)
     before = usage_totals(http, TINY)
     replies = [
         greedy(client, max_tokens=5),
@@ -288,5 +293,9 @@ def test_usage_is_recorded_and_nothing_else_is_stored(
     spent = sum(reply.usage.completion_tokens for reply in replies if reply.usage)
     assert after["completionTokens"] == before["completionTokens"] + spent
     assert after["promptTokens"] > before["promptTokens"]
+    # the model that answered is stamped in its stored configuration, as after a turn
+    last_used = http.get(f"/api/v1/model-configs/{TINY}").json()["lastUsedAt"]
+    assert last_used is not None
+    assert int(last_used) >= started_ms
     for table in ("conversations", "messages", "stream_sessions", "images"):
         assert query_sql(openai_server.database_url, f"SELECT COUNT(*) FROM {table}") == [(0,)], table
