@@ -10,7 +10,6 @@ synthetic images, against PyTorch's processor and model.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from exports.quantize import QuantizeMode, graph_bytes, is_large, quantize_in_pl
 from exports.sources import ResolvedSource
 from exports.validation import NEW_TOKENS, Comparison, Thresholds, require_agreement, require_logit_diff
 from exports.vision_encoder import ENCODER_FILE, encoder_target, export_encoder, try_converted_encoder
+from exports.vision_loading import LoadedVision, load_vision
 from exports.vision_validation import SYNTHETIC_IMAGES, compare_vision, torch_references
 from inference.image_preprocess import max_tiles_per_side
 from inference.manifest import ImagePreprocessing, ImageTiling, Vision
@@ -42,27 +42,6 @@ EMBED_FILE = EMBED_TABLE
 
 def is_vision_model_type(model_type: str | None) -> bool:
     return model_type in VISION_MODEL_TYPES
-
-
-@dataclass
-class LoadedVision:
-    model: Any  # the PyTorch vision-language model
-    processor: Any
-    model_type: str
-
-
-def load_vision(folder: Path) -> LoadedVision:
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    try:
-        processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
-        model = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ExportError(
-            errors.NOT_A_MODEL, f"{folder}: transformers cannot load a vision-language model and processor ({exc})."
-        ) from exc
-    return LoadedVision(model.eval(), processor, model.config.model_type)
 
 
 def vision_spec(loaded: LoadedVision) -> Vision:

@@ -23,7 +23,7 @@ from exports.staging import replace_graph
 from inference.manifest import EncoderPrecision
 
 if TYPE_CHECKING:
-    from exports.vision import LoadedVision
+    from exports.vision_loading import LoadedVision
 
 ENCODER_FILE = "vision_encoder.onnx"
 OPSET = 17  # LayerNormalization as one operator

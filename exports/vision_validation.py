@@ -23,7 +23,7 @@ from exports.progress import ExportProgress
 from exports.validation import NEW_TOKENS, VALIDATION_THREADS, Comparison
 
 if TYPE_CHECKING:
-    from exports.vision import LoadedVision
+    from exports.vision_loading import LoadedVision
 
 VALIDATION_PROMPT = "Describe the image."
 SYNTHETIC_IMAGES = ("gradient", "checkerboard")

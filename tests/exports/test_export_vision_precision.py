@@ -16,8 +16,8 @@ from onnx import TensorProto
 
 from exports.export import export_model
 from exports.manifest import read_manifest
-from exports.vision import load_vision
 from exports.vision_encoder import try_converted_encoder
+from exports.vision_loading import load_vision
 from exports.vision_validation import VALIDATION_PROMPT, synthetic_png
 from inference import ChatModel, GenerationParams
 from inference.manifest import Manifest

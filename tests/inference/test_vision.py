@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exports.vision import load_vision
+from exports.vision_loading import load_vision
 from exports.vision_validation import synthetic_png
 from inference import ChatModel, GenerationParams
 from inference.errors import HF_CONTEXT_LENGTH_EXCEEDED, HF_INVALID_IMAGE, InferenceError
