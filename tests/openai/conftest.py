@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from tests.fixtures.ollama import FakeOllama
-from tests.fixtures.server import ServerProcess, running
+from tests.fixtures.server import ServerProcess, database_kind, fresh_database, running
 
 KEYS = ("key-one", "key-two")
 #: the tiny tokenizer spends a token on nearly every character: a short system prompt leaves room to answer
@@ -72,7 +72,10 @@ def openai_server(
 ) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp("openai")
     models = models_dir(workdir / "models", tiny_export, default_export)
-    with running(ServerProcess(workdir, database_url, server_env(workdir, openai_ollama, models))) as process:
+    with (
+        fresh_database(database_kind(database_url), workdir) as own_database,  # what it stores is its own
+        running(ServerProcess(workdir, own_database, server_env(workdir, openai_ollama, models))) as process,
+    ):
         yield process
 
 
@@ -82,8 +85,15 @@ def keyed_server(
 ) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp("openai-keyed")
     models = models_dir(workdir / "models", tiny_export)
-    env = server_env(workdir, busy_openai_ollama, models, OPENAI_API_KEYS=",".join(KEYS), FALLBACK_MODELS="hf/tiny")
-    with running(ServerProcess(workdir, database_url, env)) as process:
+    # greedy: a sampled first token of the tiny random model may be its end, an empty reply
+    config = CONFIG + "options = { temperature = 0 }\n"
+    env = server_env(
+        workdir, busy_openai_ollama, models, config, OPENAI_API_KEYS=",".join(KEYS), FALLBACK_MODELS="hf/tiny"
+    )
+    with (
+        fresh_database(database_kind(database_url), workdir) as own_database,
+        running(ServerProcess(workdir, own_database, env)) as process,
+    ):
         yield process
 
 

@@ -23,11 +23,11 @@ ASK = [{"role": "user", "content": "Take your time."}]
 
 @pytest.fixture(scope="module")
 def hurried_server(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory, openai_ollama: FakeOllama, tiny_export: Path
+    module_database_url: str, tmp_path_factory: pytest.TempPathFactory, openai_ollama: FakeOllama, tiny_export: Path
 ) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp("openai-deadline")
     env = server_env(workdir, openai_ollama, models_dir(workdir / "models", tiny_export), STREAM_TIMEOUT_S="2")
-    with running(ServerProcess(workdir, database_url, env)) as process:
+    with running(ServerProcess(workdir, module_database_url, env)) as process:
         yield process
 
 
