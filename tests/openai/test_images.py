@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from exports.vision import synthetic_png
+from exports.vision_validation import synthetic_png
 from tests.api.test_graphql_web_client import create_conversation
 from tests.fixtures.server import ServerProcess, running
 from tests.openai.conftest import CONFIG, client_of, http_of, models_dir, server_env
