@@ -16,11 +16,10 @@ from app.errors import ErrorCode, ServiceError
 from app.providers.http import HTTPProvider
 from app.providers.ollama import OllamaProvider
 from app.providers.openai import OpenAIProvider
-from app.providers.types import ChatChunk, ChatMessage, ChatRequest
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.openai_upstream import FakeOpenAI
 from tests.fixtures.polling import wait_until_async
-from tests.fixtures.providers import ScriptedProvider, registry_with, sending
+from tests.fixtures.providers import ScriptedProvider, chat, collect, registry_with, sending
 from tests.fixtures.server import free_port
 
 pytestmark = pytest.mark.anyio
@@ -104,19 +103,6 @@ async def provider(upstream: Upstream) -> AsyncIterator[HTTPProvider]:
     await opened.initialize()
     yield opened
     await opened.shutdown()
-
-
-def chat(model: str, text: str = "Hi") -> ChatRequest:
-    return ChatRequest(model=model, messages=[ChatMessage(role="user", content=text)])
-
-
-async def collect(provider: HTTPProvider, request: ChatRequest, seen: list[str] | None = None) -> list[ChatChunk]:
-    chunks = []
-    async for chunk in provider.stream_chat(request):
-        chunks.append(chunk)
-        if seen is not None:
-            seen.append(chunk.text)
-    return chunks
 
 
 async def disconnects_become(upstream: Upstream, models: list[str]) -> None:

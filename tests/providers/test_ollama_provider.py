@@ -10,8 +10,9 @@ from app.config.load import load_settings
 from app.config.settings import SettingsError
 from app.errors import ErrorCode, ServiceError
 from app.providers.ollama import OllamaProvider
-from app.providers.types import ChatChunk, ChatMessage, ChatRequest, GenerationOptions
+from app.providers.types import ChatMessage, ChatRequest, GenerationOptions
 from tests.fixtures.ollama import MODELS, FakeOllama
+from tests.fixtures.providers import chat, collect
 
 pytestmark = pytest.mark.anyio
 
@@ -22,16 +23,6 @@ async def ollama(fake_ollama: FakeOllama) -> AsyncIterator[OllamaProvider]:
     await provider.initialize()
     yield provider
     await provider.shutdown()
-
-
-def chat(model: str, text: str = "Hi", **options: object) -> ChatRequest:
-    return ChatRequest(
-        model=model, messages=[ChatMessage(role="user", content=text)], options=GenerationOptions(**options)
-    )
-
-
-async def collect(provider: OllamaProvider, request: ChatRequest) -> list[ChatChunk]:
-    return [chunk async for chunk in provider.stream_chat(request)]
 
 
 async def test_lists_models_with_capabilities_context_and_loaded_state(

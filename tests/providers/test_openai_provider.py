@@ -13,9 +13,9 @@ from app.config.snapshot import ConfigSource
 from app.errors import ErrorCode, ServiceError
 from app.providers.assembly import build_registry
 from app.providers.openai import OpenAIProvider
-from app.providers.types import ChatChunk, ChatMessage, ChatRequest, GenerationOptions
+from app.providers.types import ChatMessage, ChatRequest
 from tests.fixtures.openai_upstream import MODELS, FakeOpenAI
-from tests.fixtures.providers import ScriptedProvider, registry_with, sending
+from tests.fixtures.providers import ScriptedProvider, chat, collect, registry_with, sending
 
 pytestmark = pytest.mark.anyio
 
@@ -37,21 +37,6 @@ async def opened(base_url: str, **kwargs: object) -> OpenAIProvider:
     provider = OpenAIProvider(base_url, **kwargs)  # type: ignore[arg-type]
     await provider.initialize()
     return provider
-
-
-def chat(model: str, text: str = "Hi", **options: object) -> ChatRequest:
-    return ChatRequest(
-        model=model, messages=[ChatMessage(role="user", content=text)], options=GenerationOptions(**options)
-    )
-
-
-async def collect(provider: OpenAIProvider, request: ChatRequest, seen: list[str] | None = None) -> list[ChatChunk]:
-    chunks = []
-    async for chunk in provider.stream_chat(request):
-        chunks.append(chunk)
-        if seen is not None:
-            seen.append(chunk.text)
-    return chunks
 
 
 async def failure(provider: OpenAIProvider, request: ChatRequest) -> ServiceError:
