@@ -19,7 +19,7 @@ import msgspec
 
 from app.errors import ErrorCode, ServiceError
 from app.providers import ollama_errors
-from app.providers.http import HTTPProvider, ms_since
+from app.providers.http import HTTPProvider, ms_since, stream_part
 from app.providers.types import (
     Capabilities,
     ChatChunk,
@@ -27,11 +27,9 @@ from app.providers.types import (
     FinishReason,
     GenerationOptions,
     ModelInfo,
-    ProviderHealth,
     Usage,
 )
 
-HEALTH_TIMEOUT_S = 5.0
 SHOW_CONCURRENCY = 4
 VISION_FAMILIES = ("clip", "mllama")
 
@@ -51,6 +49,8 @@ class ShowFacts(msgspec.Struct, frozen=True):
 class OllamaProvider(HTTPProvider):
     name = "ollama"
     prefix = "ollama/"
+    health_path = "/api/version"
+    address_hint = "is OLLAMA_HOST an Ollama server?"
 
     def __init__(
         self,
@@ -73,16 +73,12 @@ class OllamaProvider(HTTPProvider):
 
     # -- status and models ------------------------------------------------------------------------------
 
-    async def health_check(self) -> ProviderHealth:
-        started = time.perf_counter()
-        try:
-            data = await self.get_json("/api/version", limit_s=min(self.timeout_s, HEALTH_TIMEOUT_S))
-        except ServiceError as exc:
-            return ProviderHealth(status="unhealthy", latency_ms=ms_since(started), detail=exc.message)
-        version = data.get("version", "unknown") if isinstance(data, dict) else "unknown"
-        return ProviderHealth(
-            status="healthy", latency_ms=ms_since(started), detail=f"{ollama_errors.label(self.name)} {version}"
-        )
+    @property
+    def label(self) -> str:
+        return ollama_errors.label(self.name)
+
+    def health_detail(self, data: dict[str, Any]) -> str:
+        return f"{self.label} {data.get('version', 'unknown')}"
 
     async def list_models(self) -> list[ModelInfo]:
         tags = await self.get_json("/api/tags")
@@ -183,13 +179,11 @@ class OllamaProvider(HTTPProvider):
         first_at: float | None = None
         received = False
         try:
-            async with self.client.stream("POST", "/api/chat", json=body) as response:
-                if response.status_code >= 400:
-                    raise self.status_error(response.status_code, await response.aread(), model)
+            async with self.streaming("/api/chat", body, model) as response:
                 async for line in response.aiter_lines():
                     if not line.strip():
                         continue
-                    part = _decode_line(line, model)
+                    part = stream_part(line, model, "Ollama", "line")
                     if isinstance(part.get("error"), str):
                         raise ollama_errors.from_stream_line(part["error"], model)
                     received = True
@@ -238,18 +232,11 @@ class OllamaProvider(HTTPProvider):
 
     # -- errors (Ollama's table: `ollama_errors`) --------------------------------------------------------
 
-    def transport_error(self, exc: httpx.HTTPError, model: str | None, started: bool) -> ServiceError:
-        return ollama_errors.from_transport(exc, self.host, model, started=started, provider=self.name)
+    def transport_failure(self, exc: httpx.HTTPError, model: str | None, started: bool) -> ServiceError:
+        return ollama_errors.from_transport(exc, model, started=started, provider=self.name)
 
     def status_error(self, status: int, body: bytes, model: str) -> ServiceError:
         return ollama_errors.from_status(status, ollama_errors.error_text(body), model)
-
-    def not_json_error(self, path: str) -> ServiceError:
-        return ServiceError(
-            ErrorCode.PROVIDER_UNAVAILABLE,
-            f"{ollama_errors.label(self.name)} did not answer JSON on {path}; is OLLAMA_HOST an Ollama server?",
-            details={"provider": self.name},
-        )
 
 
 def _show_facts(data: dict[str, Any], tag_details: object) -> ShowFacts:
@@ -271,18 +258,6 @@ def _show_facts(data: dict[str, Any], tag_details: object) -> ShowFacts:
         parameter_size=details.get("parameter_size") or None,
         quantization=details.get("quantization_level") or None,
     )
-
-
-def _decode_line(line: str, model: str) -> dict[str, Any]:
-    try:
-        data = msgspec.json.decode(line)
-    except msgspec.DecodeError:
-        raise ServiceError(
-            ErrorCode.GENERATION_FAILED,
-            "Ollama sent a line that is not JSON in the middle of the reply",
-            details={"provider": model.partition("/")[0], "model": model, "line": line[:200]},
-        ) from None
-    return data if isinstance(data, dict) else {}
 
 
 def _usage(final: dict[str, Any], started: float, first_at: float | None) -> Usage:

@@ -10,27 +10,20 @@ failed host is written to the log, where the operator looks for it.
 
 from __future__ import annotations
 
-import logging
-
 import httpx
-import msgspec
 
 from app.errors import ErrorCode, ServiceError
+from app.providers.http import body_text, json_or_none
 
 INSTALL_HINT = "start it with `ollama serve` or set OLLAMA_HOST"
-
-log = logging.getLogger(__name__)
 
 
 def error_text(body: bytes) -> str:
     """The `error` field of an Ollama error body, else the body itself (shortened)."""
-    try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return body.decode("utf-8", "replace").strip()[:500]
+    data = json_or_none(body)
     if isinstance(data, dict) and isinstance(data.get("error"), str):
         return data["error"]
-    return body.decode("utf-8", "replace").strip()[:500]
+    return body_text(body)
 
 
 def _split(model: str) -> tuple[str, str]:
@@ -88,21 +81,13 @@ def from_stream_line(text: str, model: str) -> ServiceError:
     )
 
 
-def from_transport(
-    exc: httpx.HTTPError, host: str, model: str | None, started: bool, provider: str = "ollama"
-) -> ServiceError:
-    """A transport failure; `started` says whether part of the reply had already arrived."""
-    error = _transport_error(exc, model, started, provider)
-    log.warning("%s at %s: %s (%s: %s)", provider, host, error.message, type(exc).__name__, exc)
-    return error
-
-
 def label(provider: str) -> str:
     """How a message names an Ollama provider: the main one is "Ollama", another host by its name."""
     return "Ollama" if provider == "ollama" else f"Ollama provider {provider}"
 
 
-def _transport_error(exc: httpx.HTTPError, model: str | None, started: bool, provider: str) -> ServiceError:
+def from_transport(exc: httpx.HTTPError, model: str | None, started: bool, provider: str) -> ServiceError:
+    """A transport failure; `started` says whether part of the reply had already arrived."""
     details = {"provider": provider, **({"model": model} if model else {})}
     name = label(provider)
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):

@@ -19,12 +19,11 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import httpx
-import msgspec
 
 from app.errors import ErrorCode, ServiceError
 from app.image_types import sniff_image_type
 from app.providers import openai_errors
-from app.providers.http import HTTPProvider, ms_since
+from app.providers.http import HTTPProvider, ms_since, stream_part
 from app.providers.types import (
     Capabilities,
     ChatChunk,
@@ -33,11 +32,9 @@ from app.providers.types import (
     FinishReason,
     GenerationOptions,
     ModelInfo,
-    ProviderHealth,
     Usage,
 )
 
-HEALTH_TIMEOUT_S = 5.0
 #: where servers say how long a context a model takes (vLLM, then others)
 CONTEXT_FIELDS = ("max_model_len", "context_length", "context_window")
 REDACTED = "***"
@@ -46,6 +43,8 @@ REDACTED = "***"
 class OpenAIProvider(HTTPProvider):
     name = "openai"
     prefix = "openai/"
+    health_path = "/models"
+    address_hint = "is its base URL an OpenAI-compatible server's /v1 root?"
 
     def __init__(
         self,
@@ -67,16 +66,12 @@ class OpenAIProvider(HTTPProvider):
 
     # -- status and models ------------------------------------------------------------------------------
 
-    async def health_check(self) -> ProviderHealth:
-        started = time.perf_counter()
-        try:
-            data = await self.get_json("/models", limit_s=min(self.timeout_s, HEALTH_TIMEOUT_S))
-        except ServiceError as exc:
-            return ProviderHealth(status="unhealthy", latency_ms=ms_since(started), detail=exc.message)
-        count = len(self._entries(data))
-        return ProviderHealth(
-            status="healthy", latency_ms=ms_since(started), detail=f"{openai_errors.label(self.name)}, {count} models"
-        )
+    @property
+    def label(self) -> str:
+        return openai_errors.label(self.name)
+
+    def health_detail(self, data: dict[str, Any]) -> str:
+        return f"{self.label}, {len(self._entries(data))} models"
 
     async def list_models(self) -> list[ModelInfo]:
         return [self._model_info(entry) for entry in self._entries(await self.get_json("/models"))]
@@ -128,14 +123,12 @@ class OpenAIProvider(HTTPProvider):
         finish: FinishReason | None = None
         usage: dict[str, Any] = {}
         try:
-            async with self.client.stream("POST", "/chat/completions", json=body) as response:
-                if response.status_code >= 400:
-                    raise self.status_error(response.status_code, await response.aread(), model)
+            async with self.streaming("/chat/completions", body, model) as response:
                 async for data in _sse_data(response.aiter_lines()):
                     if data == "[DONE]":
                         finish = finish or "stop"
                         break
-                    part = _decode_event(data, model)
+                    part = stream_part(data, model, "The server", "event")
                     if part.get("error") is not None:
                         raise self._scrubbed(
                             openai_errors.from_stream_error(part["error"], model, self.name, started=deltas > 0)
@@ -156,26 +149,18 @@ class OpenAIProvider(HTTPProvider):
         if finish is None:
             raise ServiceError(
                 ErrorCode.GENERATION_FAILED if deltas else ErrorCode.PROVIDER_UNAVAILABLE,
-                f"{openai_errors.label(self.name)} ended the reply from {request.model} without finishing it",
+                f"{self.label} ended the reply from {request.model} without finishing it",
                 details={"provider": self.name, "model": model},
             )
         yield ChatChunk(done=True, usage=_usage(usage, deltas, started, first_at), finish_reason=finish)
 
     # -- errors (the table: `openai_errors`) -------------------------------------------------------------
 
-    def transport_error(self, exc: httpx.HTTPError, model: str | None, started: bool) -> ServiceError:
-        return openai_errors.from_transport(exc, self.base_url, model, started=started, provider=self.name)
+    def transport_failure(self, exc: httpx.HTTPError, model: str | None, started: bool) -> ServiceError:
+        return openai_errors.from_transport(exc, model, started=started, provider=self.name)
 
     def status_error(self, status: int, body: bytes, model: str) -> ServiceError:
         return self._scrubbed(openai_errors.from_status(status, openai_errors.error_text(body), model, self.name))
-
-    def not_json_error(self, path: str) -> ServiceError:
-        return ServiceError(
-            ErrorCode.PROVIDER_UNAVAILABLE,
-            f"{openai_errors.label(self.name)} did not answer JSON on {path}; "
-            "is its base URL an OpenAI-compatible server's /v1 root?",
-            details={"provider": self.name},
-        )
 
     def _scrubbed(self, error: ServiceError) -> ServiceError:
         """The error without the API key, should the server have quoted it."""
@@ -233,18 +218,6 @@ async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
             pending.append(line[5:].removeprefix(" "))
     if pending:
         yield "\n".join(pending)
-
-
-def _decode_event(data: str, model: str) -> dict[str, Any]:
-    try:
-        part = msgspec.json.decode(data)
-    except msgspec.DecodeError:
-        raise ServiceError(
-            ErrorCode.GENERATION_FAILED,
-            "The server sent an event that is not JSON in the middle of the reply",
-            details={"provider": model.partition("/")[0], "model": model, "event": data[:200]},
-        ) from None
-    return part if isinstance(part, dict) else {}
 
 
 def _choice(part: dict[str, Any]) -> tuple[str, FinishReason | None]:

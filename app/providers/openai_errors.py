@@ -20,23 +20,15 @@ Messages and details go to clients, so they name the provider but never its addr
 
 from __future__ import annotations
 
-import logging
-
 import httpx
-import msgspec
 
 from app.errors import ErrorCode, ServiceError
-
-log = logging.getLogger(__name__)
+from app.providers.http import body_text, json_or_none
 
 
 def error_text(body: bytes) -> str:
     """The message of an error body (`error.message`, `error`, `message` or `detail`), else the body (shortened)."""
-    try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return body.decode("utf-8", "replace").strip()[:500]
-    return message_of(data) or body.decode("utf-8", "replace").strip()[:500]
+    return message_of(json_or_none(body)) or body_text(body)
 
 
 def message_of(data: object) -> str:
@@ -106,16 +98,8 @@ def from_stream_error(error: object, model: str, provider: str, started: bool) -
     )
 
 
-def from_transport(
-    exc: httpx.HTTPError, base_url: str, model: str | None, started: bool, provider: str
-) -> ServiceError:
+def from_transport(exc: httpx.HTTPError, model: str | None, started: bool, provider: str) -> ServiceError:
     """A transport failure; `started` says whether part of the reply had already arrived."""
-    error = _transport_error(exc, model, started, provider)
-    log.warning("%s at %s: %s (%s: %s)", provider, base_url, error.message, type(exc).__name__, exc)
-    return error
-
-
-def _transport_error(exc: httpx.HTTPError, model: str | None, started: bool, provider: str) -> ServiceError:
     details = {"provider": provider, **({"model": model} if model else {})}
     name = label(provider)
     if started:

@@ -28,6 +28,21 @@ def migrate(url: str, workdir: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def migrate_up_to(url: str, workdir: Path, migration_id: str) -> None:
+    """Apply the migrations up to `migration_id` only: the schema an older version left behind."""
+    env = {**os.environ, "DATABASE_URL": url, "BETH_DATA_DIR": str(workdir / "data")}
+    script = (
+        "import asyncio\n"
+        "from piccolo.apps.migrations.commands.forwards import run_forwards\n"
+        "from app.db.engine import open_database\n"
+        "async def main():\n"
+        f"    await open_database({url!r})\n"
+        f"    await run_forwards(app_name='beth', migration_id={migration_id!r})\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=workdir, env=env, check=True, timeout=120)
+
+
 async def table_names(url: str) -> set[str]:
     engine = create_engine(url)
     if url.startswith("sqlite"):
@@ -88,17 +103,7 @@ USAGE_ROW = (
 
 def test_migrate_merges_usage_rows_that_racing_writers_duplicated(empty_database: str, tmp_path: Path) -> None:
     """Older versions could insert one period's usage row twice; the unique period key merges them first."""
-    env = {**os.environ, "DATABASE_URL": empty_database, "BETH_DATA_DIR": str(tmp_path / "data")}
-    script = (
-        "import asyncio\n"
-        "from piccolo.apps.migrations.commands.forwards import run_forwards\n"
-        "from app.db.engine import open_database\n"
-        "async def main():\n"
-        f"    await open_database({empty_database!r})\n"
-        f"    await run_forwards(app_name='beth', migration_id={FIRST_MIGRATION!r})\n"
-        "asyncio.run(main())\n"
-    )
-    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, timeout=120)
+    migrate_up_to(empty_database, tmp_path, FIRST_MIGRATION)
     run_sql(
         empty_database,
         USAGE_ROW.format(model="a", requests=2, longest=70.0)
@@ -152,17 +157,7 @@ def test_migrate_drops_the_placeholder_provider_rows_and_keeps_stored_tables(
     empty_database: str, tmp_path: Path
 ) -> None:
     """Older versions wrote a row named after each listed provider, with empty settings, that nothing read."""
-    env = {**os.environ, "DATABASE_URL": empty_database, "BETH_DATA_DIR": str(tmp_path / "data")}
-    script = (
-        "import asyncio\n"
-        "from piccolo.apps.migrations.commands.forwards import run_forwards\n"
-        "from app.db.engine import open_database\n"
-        "async def main():\n"
-        f"    await open_database({empty_database!r})\n"
-        f"    await run_forwards(app_name='beth', migration_id={BEFORE_PROVIDER_CONFIGS!r})\n"
-        "asyncio.run(main())\n"
-    )
-    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, timeout=120)
+    migrate_up_to(empty_database, tmp_path, BEFORE_PROVIDER_CONFIGS)
     table = '{"type": "ollama", "host": "http://10.0.0.5:11434"}'
     run_sql(
         empty_database,

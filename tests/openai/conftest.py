@@ -108,7 +108,12 @@ def client(openai_server: ServerProcess) -> Iterator[openai.OpenAI]:
         yield opened
 
 
+def http_of(server: ServerProcess) -> httpx.Client:
+    """A plain httpx client on the server: raw requests and answers, beside the official client."""
+    return httpx.Client(base_url=server.url, timeout=120)
+
+
 @pytest.fixture
 def http(openai_server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=openai_server.url, timeout=120) as opened:
+    with http_of(openai_server) as opened:
         yield opened

@@ -16,7 +16,7 @@ import pytest
 from exports.vision_validation import synthetic_png
 from tests.api.test_graphql_web_client import create_conversation
 from tests.fixtures.server import ServerProcess, running
-from tests.openai.conftest import CONFIG, client_of, models_dir, server_env
+from tests.openai.conftest import CONFIG, client_of, http_of, models_dir, server_env
 
 pytest_plugins = ["tests.fixtures.vision_models"]
 
@@ -52,7 +52,7 @@ def client(vision_server: ServerProcess) -> Iterator[openai.OpenAI]:
 
 @pytest.fixture
 def http(vision_server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=vision_server.url, timeout=120) as opened:
+    with http_of(vision_server) as opened:
         yield opened
 
 

@@ -10,11 +10,9 @@ from app.config.load import load_settings
 from app.config.settings import SettingsError
 from app.errors import ErrorCode, ServiceError
 from app.providers.ollama import OllamaProvider
-from app.providers.types import ChatChunk, ChatMessage, ChatRequest, GenerationOptions
+from app.providers.types import ChatMessage, ChatRequest, GenerationOptions
 from tests.fixtures.ollama import MODELS, FakeOllama
-from tests.fixtures.polling import wait_until_async
-from tests.fixtures.providers import ScriptedProvider, registry_with, sending
-from tests.fixtures.server import free_port
+from tests.fixtures.providers import chat, collect
 
 pytestmark = pytest.mark.anyio
 
@@ -25,21 +23,6 @@ async def ollama(fake_ollama: FakeOllama) -> AsyncIterator[OllamaProvider]:
     await provider.initialize()
     yield provider
     await provider.shutdown()
-
-
-def chat(model: str, text: str = "Hi", **options: object) -> ChatRequest:
-    return ChatRequest(
-        model=model, messages=[ChatMessage(role="user", content=text)], options=GenerationOptions(**options)
-    )
-
-
-async def collect(provider: OllamaProvider, request: ChatRequest) -> list[ChatChunk]:
-    return [chunk async for chunk in provider.stream_chat(request)]
-
-
-async def collect_until_error(provider: OllamaProvider, request: ChatRequest, seen: list[str]) -> None:
-    async for chunk in provider.stream_chat(request):
-        seen.append(chunk.text)
 
 
 async def test_lists_models_with_capabilities_context_and_loaded_state(
@@ -140,69 +123,6 @@ async def test_a_400_is_a_client_error(ollama: OllamaProvider) -> None:
     assert caught.value.status == 400
 
 
-async def test_an_error_line_in_the_middle_of_the_stream(ollama: OllamaProvider) -> None:
-    seen: list[str] = []
-    with pytest.raises(ServiceError) as caught:
-        await collect_until_error(ollama, chat("midfail:latest"), seen)
-    assert seen == ["Starting "]
-    assert caught.value.code == ErrorCode.GENERATION_FAILED
-    assert "CUDA error" in caught.value.message
-
-
-async def test_a_dropped_connection_after_some_chunks(ollama: OllamaProvider) -> None:
-    seen: list[str] = []
-    with pytest.raises(ServiceError) as caught:
-        await collect_until_error(ollama, chat("drop:latest"), seen)
-    assert "".join(seen) == "Half a reply"
-    assert caught.value.code == ErrorCode.GENERATION_FAILED
-
-
-async def test_a_model_that_hangs_times_out(fake_ollama: FakeOllama) -> None:
-    provider = OllamaProvider(fake_ollama.url, timeout_s=0.5)
-    await provider.initialize()
-    try:
-        with pytest.raises(ServiceError) as caught:
-            await collect(provider, chat("hang:latest"))
-    finally:
-        await provider.shutdown()
-    assert caught.value.code == ErrorCode.TIMEOUT
-
-    async def disconnected() -> list[str]:
-        return fake_ollama.disconnects
-
-    assert await wait_until_async(disconnected, within_s=5) == ["hang:latest"]
-
-
-async def test_connection_refused_is_provider_unavailable() -> None:
-    provider = OllamaProvider(f"http://127.0.0.1:{free_port()}", timeout_s=1)
-    await provider.initialize()
-    try:
-        with pytest.raises(ServiceError) as caught:
-            await collect(provider, chat("llama3.1:8b"))
-        assert caught.value.code == ErrorCode.PROVIDER_UNAVAILABLE
-        assert "ollama serve" in caught.value.message
-        with pytest.raises(ServiceError) as listing:
-            await provider.list_models()
-        assert listing.value.code == ErrorCode.PROVIDER_UNAVAILABLE
-        health = await provider.health_check()
-        assert health.status == "unhealthy"
-        assert "not reachable" in health.detail
-    finally:
-        await provider.shutdown()
-
-
-async def test_closing_the_stream_closes_the_upstream_request(ollama: OllamaProvider, fake_ollama: FakeOllama) -> None:
-    stream = ollama.stream_chat(chat("slow:latest"))
-    first = await anext(stream)
-    assert first.text == "word0 "
-    await stream.aclose()  # type: ignore[attr-defined]
-
-    async def disconnected() -> list[str]:
-        return fake_ollama.disconnects
-
-    assert await wait_until_async(disconnected, within_s=5) == ["slow:latest"]
-
-
 async def test_health_load_and_unload(ollama: OllamaProvider, fake_ollama: FakeOllama) -> None:
     health = await ollama.health_check()
     assert health.status == "healthy"
@@ -216,27 +136,6 @@ async def test_health_load_and_unload(ollama: OllamaProvider, fake_ollama: FakeO
     with pytest.raises(ServiceError) as caught:
         await ollama.model_info("nope")
     assert caught.value.code == ErrorCode.MODEL_NOT_FOUND
-
-
-async def test_a_hanging_ollama_model_falls_back_and_a_down_ollama_opens_its_circuit(fake_ollama: FakeOllama) -> None:
-    registry = registry_with(fallback_models=("hf/tiny",), failure_threshold=2, cooldown_s=60)
-    provider = OllamaProvider(fake_ollama.url, timeout_s=0.5)
-    registry.register(provider)
-    registry.register(ScriptedProvider("hf", ["tiny"]))
-    await registry.initialize()
-    try:
-        stream = await registry.open_chat_stream(await sending(registry, "hang:latest", chat("ignored")))
-        assert (stream.model, stream.fallback_from) == ("hf/tiny", "hang:latest")
-        await stream.aclose()
-        fake_ollama.stop()
-        await (await registry.open_chat_stream(await sending(registry, "llama3.1:8b", chat("ignored")))).aclose()
-        assert registry.breaker("ollama").state == "open"
-        requests = len(fake_ollama.requests)
-        stream = await registry.open_chat_stream(await sending(registry, "llama3.1:8b", chat("ignored")))
-        assert stream.model == "hf/tiny"
-        assert len(fake_ollama.requests) == requests
-    finally:
-        await registry.shutdown()
 
 
 def test_settings_for_providers_and_routing() -> None:
