@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.fixtures.vision_models import SMOLVLM_CHAT_TEMPLATE
+
 # HuggingFaceTB/SmolVLM-256M-Instruct: config.json (the sizes that set the costs) and preprocessor_config.json
 SMOLVLM_256M = {
     "scale_factor": 4,
@@ -59,13 +61,6 @@ SMOLVLM_PROCESSOR = {
     "image_std": [0.5, 0.5, 0.5],
 }
 IMAGE_SEQ_LEN = 64  # (512 / 16)^2 patches, pixel-shuffled by 4 x 4
-SMOLVLM_CHAT_TEMPLATE = (
-    "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}"
-    "{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}"
-    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}"
-    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
-)
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<end_of_utterance>"]
 IMAGE_TOKENS = ["<fake_token_around_image>", "<image>", "<global-img>"] + [
     f"<row_{row}_col_{col}>" for row in range(1, 7) for col in range(1, 7)
