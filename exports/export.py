@@ -23,7 +23,7 @@ from exports.facts import (
 )
 from exports.float16 import KV_CACHE_DTYPE, LOGITS_DTYPE, to_float16_in_place
 from exports.loading import TorchSourceModel, eos_token_ids, load_source, require_torch
-from exports.manifest import Dtype, Manifest, Source, Validation, write_manifest
+from exports.manifest import Dtype, Manifest, Source, write_manifest
 from exports.optimize import optimize_for_decoding
 from exports.progress import ExportProgress, NullProgress
 from exports.quantize import QuantizeMode, check_mode, graph_bytes, is_large, quantize_in_place
@@ -35,12 +35,12 @@ from exports.validation import (
     DEFAULT_MIN_AGREEMENT,
     DEFAULT_MIN_FLOAT16_AGREEMENT,
     PROMPTS,
-    Comparison,
     Thresholds,
     compare,
     require_agreement,
     require_logit_diff,
     torch_references,
+    validation_record,
 )
 from exports.vision import export_vision, is_vision_model_type
 
@@ -174,7 +174,15 @@ def _build(
         quantization=mode,
         onnx_file=graph.name,
         files=file_entries(staging),
-        validation=_validation(base, final, mode, precision, thresholds),
+        validation=validation_record(
+            base,
+            final,
+            mode != "none",
+            precision == "fp16",
+            thresholds,
+            prompts=len(PROMPTS),
+            decode_steps=base.decode_steps,
+        ),
         versions=tool_versions(),
         created_at=now_iso(),
         export_seconds=round(time.monotonic() - started, 1),
@@ -200,26 +208,6 @@ def _convert(
     steps = optimize_for_decoding(graph, loaded.model.config, large=is_large(graph), pack=pack)
     progress.finish("optimize", ", ".join(steps) if steps else "nothing to optimize")
     return graph, steps
-
-
-def _validation(
-    base: Comparison, final: Comparison, mode: QuantizeMode, precision: Dtype, thresholds: Thresholds
-) -> Validation:
-    quantized = mode != "none"
-    half = precision == "fp16"
-    return Validation(
-        prompts=len(PROMPTS),
-        max_abs_logit_diff=base.max_abs_logit_diff,
-        max_logit_diff_threshold=thresholds.max_logit_diff,
-        passed=True,
-        decode_steps=base.decode_steps,
-        top1_agreement=final.top1_agreement,
-        min_agreement_threshold=thresholds.min_agreement if quantized or half else None,
-        compared_tokens=final.compared_tokens,
-        quantized_max_abs_logit_diff=final.max_abs_logit_diff if quantized else None,
-        float16_max_abs_logit_diff=final.max_abs_logit_diff if half else None,
-        float16_max_logit_diff_threshold=thresholds.max_float16_logit_diff if half else None,
-    )
 
 
 def default_alias(resolved: ResolvedSource, mode: QuantizeMode, precision: Dtype = "fp32") -> str:

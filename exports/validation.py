@@ -22,6 +22,7 @@ from exports import errors
 from exports.errors import ExportError
 from exports.ort_runner import OrtDecoder
 from exports.progress import ExportProgress
+from inference.manifest import Validation
 
 if TYPE_CHECKING:
     from exports.loading import TorchSourceModel
@@ -178,3 +179,30 @@ def require_agreement(comparison: Comparison, mode: str, threshold: float) -> No
             f"tokens, below the threshold {threshold:.1%}; the export was not kept. "
             f"{other}, or pass --min-agreement to accept less.",
         )
+
+
+def validation_record(
+    base: Comparison,
+    final: Comparison,
+    quantized: bool,
+    half: bool,
+    thresholds: Thresholds,
+    *,
+    prompts: int,
+    decode_steps: int,
+) -> Validation:
+    """The manifest's figures: the float32 export's (`base`) and the export's as kept (`final`), with the
+    thresholds that held for a `quantized` or a `half` (float16) graph."""
+    return Validation(
+        prompts=prompts,
+        max_abs_logit_diff=base.max_abs_logit_diff,
+        max_logit_diff_threshold=thresholds.max_logit_diff,
+        passed=True,
+        decode_steps=decode_steps,
+        top1_agreement=final.top1_agreement,
+        min_agreement_threshold=thresholds.min_agreement if quantized or half else None,
+        compared_tokens=final.compared_tokens,
+        quantized_max_abs_logit_diff=final.max_abs_logit_diff if quantized else None,
+        float16_max_abs_logit_diff=final.max_abs_logit_diff if half else None,
+        float16_max_logit_diff_threshold=thresholds.max_float16_logit_diff if half else None,
+    )

@@ -28,7 +28,14 @@ from exports.ort_runner import EMBED_TABLE
 from exports.progress import ExportProgress
 from exports.quantize import QuantizeMode, graph_bytes, is_large, quantize_in_place
 from exports.sources import ResolvedSource
-from exports.validation import NEW_TOKENS, Comparison, Thresholds, require_agreement, require_logit_diff
+from exports.validation import (
+    NEW_TOKENS,
+    Comparison,
+    Thresholds,
+    require_agreement,
+    require_logit_diff,
+    validation_record,
+)
 from exports.vision_encoder import ENCODER_FILE, encoder_target, export_encoder, try_converted_encoder
 from exports.vision_loading import LoadedVision, load_vision
 from exports.vision_validation import SYNTHETIC_IMAGES, compare_vision, torch_references
@@ -278,23 +285,23 @@ def _validation(
 ) -> Validation:
     """The figures of the float32 export (`base`), of the export as kept (`final`), and of the converted
     decoder with the float32 encoder and with the converted one (`encoders`), whichever was kept."""
-    quantized, half = mode != "none", precision == "fp16"
-    return Validation(
+    figures = validation_record(
+        base,
+        final,
+        mode != "none",
+        precision == "fp16",
+        thresholds,
         prompts=len(SYNTHETIC_IMAGES),
-        max_abs_logit_diff=base.max_abs_logit_diff,
-        max_logit_diff_threshold=thresholds.max_logit_diff,
-        passed=True,
         decode_steps=NEW_TOKENS,
-        top1_agreement=final.top1_agreement,
-        min_agreement_threshold=thresholds.min_agreement if quantized or half else None,
-        compared_tokens=final.compared_tokens,
-        quantized_max_abs_logit_diff=final.max_abs_logit_diff if quantized else None,
-        float16_max_abs_logit_diff=final.max_abs_logit_diff if half else None,
-        float16_max_logit_diff_threshold=thresholds.max_float16_logit_diff if half else None,
-        float_encoder_top1_agreement=encoders[0].top1_agreement if encoders else None,
-        float_encoder_max_abs_logit_diff=encoders[0].max_abs_logit_diff if encoders else None,
-        converted_encoder_top1_agreement=encoders[1].top1_agreement if encoders else None,
-        converted_encoder_max_abs_logit_diff=encoders[1].max_abs_logit_diff if encoders else None,
+    )
+    if encoders is None:
+        return figures
+    return structs.replace(
+        figures,
+        float_encoder_top1_agreement=encoders[0].top1_agreement,
+        float_encoder_max_abs_logit_diff=encoders[0].max_abs_logit_diff,
+        converted_encoder_top1_agreement=encoders[1].top1_agreement,
+        converted_encoder_max_abs_logit_diff=encoders[1].max_abs_logit_diff,
     )
 
 

@@ -14,16 +14,9 @@ from typing import Any
 
 def embeds_decoder_config(text_config: Any) -> Any:
     """An OnnxConfig for `text-generation-with-past` of `text_config`'s family, fed `inputs_embeds`."""
-    from optimum.exporters.tasks import TasksManager
     from optimum.utils.input_generators import DummyInputGenerator
 
-    constructor = TasksManager.get_exporter_config_constructor(
-        exporter="onnx",
-        model_type=text_config.model_type,
-        task="text-generation-with-past",
-        library_name="transformers",
-    )
-    base = getattr(constructor, "func", constructor)
+    base = _registered_config(text_config.model_type, "text-generation-with-past")
 
     class EmbedsGenerator(DummyInputGenerator):
         SUPPORTED_INPUT_NAMES = ("inputs_embeds",)
@@ -68,18 +61,11 @@ def vision_encoder_config(model_type: str, vision_config: Any) -> Any:
     Idefics3, whose tower is SigLIP's under its own model type; the registered CLIP or SigLIP vision config for
     LLaVA), with the connector's output, `image_features [images, tokens, hidden]`, in place of the tower's."""
     from optimum.exporters.onnx.model_configs import SiglipVisionModelOnnxConfig
-    from optimum.exporters.tasks import TasksManager
 
     if model_type == "idefics3":
         base = SiglipVisionModelOnnxConfig
     else:
-        constructor = TasksManager.get_exporter_config_constructor(
-            exporter="onnx",
-            model_type=vision_config.model_type,
-            task="feature-extraction",
-            library_name="transformers",
-        )
-        base = getattr(constructor, "func", constructor)
+        base = _registered_config(vision_config.model_type, "feature-extraction")
 
     class VisionEncoderOnnxConfig(base):  # type: ignore[misc, valid-type]
         @property
@@ -91,3 +77,13 @@ def vision_encoder_config(model_type: str, vision_config: Any) -> Any:
             return {"image_features": {0: "images"}}
 
     return VisionEncoderOnnxConfig(vision_config, task="feature-extraction")
+
+
+def _registered_config(model_type: str, task: str) -> Any:
+    """The OnnxConfig class Optimum registers for `model_type` and `task` (its constructor is a partial)."""
+    from optimum.exporters.tasks import TasksManager
+
+    constructor = TasksManager.get_exporter_config_constructor(
+        exporter="onnx", model_type=model_type, task=task, library_name="transformers"
+    )
+    return getattr(constructor, "func", constructor)
