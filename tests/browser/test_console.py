@@ -11,7 +11,7 @@ from tests.api.test_graphql_web_client import create_conversation
 from tests.browser.conftest import Page
 from tests.fixtures.polling import wait_until
 from tests.fixtures.server import ServerProcess
-from tests.fixtures.web_client import ClientStream, stream_message
+from tests.fixtures.web_client import GREEDY, ClientStream, stream_message
 
 TINY = "hf/tiny"
 
@@ -82,7 +82,7 @@ def test_console_overview_lists_a_failed_generation(page: Page, console_server: 
 def test_console_usage_charts_a_chat(page: Page, console_server: ServerProcess) -> None:
     with httpx.Client(base_url=console_server.url, timeout=60) as client:
         conversation = create_conversation(client, model=TINY)
-        assert stream_message(client, model=TINY, message="hello", conversation_id=conversation).ended
+        assert stream_message(client, model=TINY, message="hello", conversation_id=conversation, options=GREEDY).ended
         wait_until(
             lambda: client.get("/api/v1/usage", params={"period": "hour"}).json()["totals"]["requests"] >= 1, timeout=20
         )

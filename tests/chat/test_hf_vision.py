@@ -20,7 +20,7 @@ from tests.chat.conftest import chat_env
 from tests.fixtures.config_files import write_config
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.server import ServerProcess, graphql
-from tests.fixtures.web_client import stream_message
+from tests.fixtures.web_client import GREEDY, stream_message
 
 pytest_plugins = ["tests.fixtures.vision_models"]
 
@@ -183,6 +183,7 @@ def test_a_text_only_hf_model_still_warns_and_answers(client: httpx.Client) -> N
         message="hello",
         conversation_id=conversation_id,
         files=[("a.png", synthetic_png("gradient"), "image/png")],
+        options=GREEDY,
     )
     assert seen.error is None, seen.error_payload
     assert seen.images is not None

@@ -23,7 +23,7 @@ from tests.chat.conftest import chat_env
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.polling import wait_until
 from tests.fixtures.server import ServerProcess, graphql, run_sql
-from tests.fixtures.web_client import ClientStream, stream_message, terminate
+from tests.fixtures.web_client import GREEDY, ClientStream, stream_message, terminate
 
 
 def stored(client: httpx.Client, conversation_id: str) -> list[dict]:
@@ -454,7 +454,9 @@ def test_hf_history_is_trimmed_by_the_models_own_token_count(
             url = f"/api/v1/conversations/{conversation_id}/messages"
             assert client.post(url, json={"text": "ж" * 300, "sender": "user"}).status_code == 201
             add_message(client, conversation_id, "ok", "llm")
-            reply = stream_message(client, model="hf/tiny", message="hi", conversation_id=conversation_id)
+            reply = stream_message(
+                client, model="hf/tiny", message="hi", conversation_id=conversation_id, options=GREEDY
+            )
             assert reply.error is None, reply.error_payload
             assert reply.ended
     finally:

@@ -15,7 +15,7 @@ from tests.fixtures.config_files import write_config
 from tests.fixtures.ollama import FakeOllama
 from tests.fixtures.polling import wait_until
 from tests.fixtures.server import ServerProcess, graphql
-from tests.fixtures.web_client import stream_message
+from tests.fixtures.web_client import GREEDY, stream_message
 
 
 def model_names(client: httpx.Client) -> list[str]:
@@ -87,7 +87,7 @@ def test_the_models_directory_is_re_pointed_without_a_restart(
     wait_until(lambda: "hf/tiny-int8" in model_names(admin))
     assert "hf/tiny" not in model_names(admin)
     conversation = create_conversation(admin, model="hf/tiny-int8")
-    reply = stream_message(admin, model="hf/tiny-int8", message="hi", conversation_id=conversation)
+    reply = stream_message(admin, model="hf/tiny-int8", message="hi", conversation_id=conversation, options=GREEDY)
     assert reply.error is None, reply.error_payload
     metrics = admin.get("/metrics").text
     # the old directory's idle model was unloaded at once; the new provider's loads are still counted
@@ -131,7 +131,7 @@ def test_hf_pool_settings_apply_without_a_restart(admin: httpx.Client) -> None:
     for lookahead in (0, None):
         assert admin.patch("/api/v1/config", json={"hfLookaheadTokens": lookahead}).status_code == 200
         conversation = create_conversation(admin, model="hf/tiny")
-        reply = stream_message(admin, model="hf/tiny", message="hi", conversation_id=conversation)
+        reply = stream_message(admin, model="hf/tiny", message="hi", conversation_id=conversation, options=GREEDY)
         assert reply.error is None, reply.error_payload
     assert loaded(admin, "hf/tiny")
     assert loads() == before
@@ -242,10 +242,8 @@ def test_fallback_models_and_provider_retries_apply_to_the_next_turn(
         changes = {"providerRetries": 0, "fallbackModels": ["hf/tiny"]}
         assert admin.patch("/api/v1/config", json=changes).status_code == 200
         before = len(first.chats())
-        # greedy: a sampled first token of the tiny random model may be its end, an empty reply
-        greedy = {"temperature": 0}
         answered = stream_message(
-            admin, model="llama3.1:8b", message="anyone?", conversation_id=conversation, options=greedy
+            admin, model="llama3.1:8b", message="anyone?", conversation_id=conversation, options=GREEDY
         )
         assert answered.ended, answered.raw
         assert len(first.chats()) - before == 1  # no retry any more
