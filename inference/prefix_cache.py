@@ -63,7 +63,7 @@ class PrefixCache:
         best, best_length = None, 0
         with self._lock:
             for entry in self._entries:
-                length = _common_length(entry.tokens, ids)
+                length = common_length(entry.tokens, ids)
                 if length > best_length:
                     best, best_length = entry, length
             usable = min(best_length, len(ids) - 1)
@@ -86,8 +86,9 @@ class PrefixCache:
         with self._lock:
             turns = [e.tokens for e in self._entries if e.kind == "turn"]
         best, best_used = list(prompt), 0
+        marks = np.fromiter(special, dtype=np.int64)
         for saved in turns:
-            used, end = _text_aligned(saved, ids, decode, special)
+            used, end = _text_aligned(saved, ids, decode, marks)
             if used > best_used and used >= MIN_TOKENS and end < ids.size:
                 best, best_used = [*saved[:used].tolist(), *ids[end:].tolist()], used
         return best
@@ -96,7 +97,7 @@ class PrefixCache:
         """Whether exactly these tokens are saved."""
         ids = np.asarray(tokens, dtype=np.int64)
         with self._lock:
-            return any(e.tokens.size == ids.size and _common_length(e.tokens, ids) == ids.size for e in self._entries)
+            return any(e.tokens.size == ids.size and common_length(e.tokens, ids) == ids.size for e in self._entries)
 
     def save(self, tokens: Sequence[int], arrays: list[np.ndarray], kind: Literal["turn", "system"]) -> None:
         """Keep `arrays` as the cache of `tokens`; a saved turn that this one continues is dropped."""
@@ -109,7 +110,7 @@ class PrefixCache:
                 e
                 for e in self._entries
                 if not (
-                    e.kind == "turn" and e.tokens.size <= ids.size and _common_length(e.tokens, ids) == e.tokens.size
+                    e.kind == "turn" and e.tokens.size <= ids.size and common_length(e.tokens, ids) == e.tokens.size
                 )
             ]
             self._entries.append(entry)
@@ -130,14 +131,14 @@ class PrefixCache:
 
 
 def _text_aligned(
-    saved: np.ndarray, ids: np.ndarray, decode: Callable[[Sequence[int]], str], special: Collection[int]
+    saved: np.ndarray, ids: np.ndarray, decode: Callable[[Sequence[int]], str], special: np.ndarray
 ) -> tuple[int, int]:
     """How many leading `saved` tokens stand for how many leading `ids`: equal tokens, or, between special
     tokens, parts that decode to the same text. The last saved part (a reply without its end token) may
     stand for the start of a longer prompt part."""
     used = position = 0
     while True:
-        same = _common_length(saved[used:], ids[position:])
+        same = common_length(saved[used:], ids[position:])
         used, position = used + same, position + same
         if used == saved.size or position == ids.size:
             return used, position
@@ -155,12 +156,10 @@ def _text_aligned(
         used, position = saved_end, ids_end
 
 
-def _part_end(ids: np.ndarray, start: int, special: Collection[int]) -> int:
+def _part_end(ids: np.ndarray, start: int, special: np.ndarray) -> int:
     """The index of the first special token at or after `start` (or the end)."""
-    for index in range(start, ids.size):
-        if int(ids[index]) in special:
-            return index
-    return int(ids.size)
+    found = np.flatnonzero(np.isin(ids[start:], special))
+    return start + int(found[0]) if found.size else int(ids.size)
 
 
 def _same_text_end(ids: np.ndarray, start: int, text: str, decode: Callable[[Sequence[int]], str]) -> int | None:
@@ -182,7 +181,8 @@ def _same_text_end(ids: np.ndarray, start: int, text: str, decode: Callable[[Seq
     return None
 
 
-def _common_length(saved: np.ndarray, prompt: np.ndarray) -> int:
+def common_length(saved: np.ndarray, prompt: np.ndarray) -> int:
+    """How many leading tokens the two sequences share."""
     size = min(saved.size, prompt.size)
     differ = np.flatnonzero(saved[:size] != prompt[:size])
     return int(differ[0]) if differ.size else size

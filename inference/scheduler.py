@@ -30,7 +30,7 @@ from inference.errors import HF_OVERLOADED, InferenceError
 from inference.events import Event
 from inference.kv_slots import SlotCache
 from inference.model import OnnxCausalLM, SequenceState
-from inference.prefix_cache import MIN_TOKENS, PrefixCache
+from inference.prefix_cache import MIN_TOKENS, PrefixCache, common_length
 from inference.run import PREFILL_CHUNK, GenerationRun
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,9 @@ class Scheduler:
             self._reword(active.run)
             prompt = generator.token_ids(generator.prompt_length)
             saved, length = self.prefixes.lookup(prompt)
-            in_place = _usable(resident[0], prompt) if resident is not None and resident[1] == row else 0
+            in_place = 0
+            if resident is not None and resident[1] == row:  # what the row holds, leaving one token to feed
+                in_place = min(common_length(resident[0], prompt), prompt.size - 1)
             if in_place >= max(length, MIN_TOKENS):  # the row holds it already
                 state.length = in_place
                 generator.skip_prompt(in_place)
@@ -332,13 +334,6 @@ class Scheduler:
             active.sink(events)
         except Exception:
             log.exception("delivering events of a generation failed")
-
-
-def _usable(saved: np.ndarray, prompt: np.ndarray) -> int:
-    """How many leading prompt tokens `saved` holds, leaving at least one to feed."""
-    size = min(saved.size, prompt.size - 1)
-    differ = np.flatnonzero(saved[:size] != prompt[:size])
-    return int(differ[0]) if differ.size else max(0, size)
 
 
 def _decode_alone(active: _Active) -> list[Event]:
