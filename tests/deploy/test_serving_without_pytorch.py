@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from tests.fixtures.server import ServerProcess
+from tests.fixtures.web_client import GREEDY
 
 BLOCKED = ("torch", "transformers", "optimum", "onnx", "gguf")
 BLOCKER = '''"""A stand-in that records that it was imported, then refuses, as if the package were not installed."""
@@ -56,7 +57,7 @@ def test_a_chat_turn_imports_no_export_only_package(tmp_path: Path, tiny_export:
             assert created.status_code == 201, created.text
             reply = client.post(
                 "/api/v1/conversations/no-torch/messages",
-                json={"text": "Hello there", "reply": True},
+                json={"text": "Hello there", "reply": True, "options": GREEDY},
             )
             assert reply.status_code == 201, reply.text
             assert reply.json()["reply"]["text"]
