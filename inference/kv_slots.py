@@ -6,8 +6,9 @@ buffer is bound as both the past input and the present output, the op appends in
 mode). So every sequence of a model owns one row of these buffers for as long as it runs: a batched step
 binds rows `[first, first + count)` (a contiguous block, bound by address, no copy), each row at its own
 length; a sequence that joins takes the next free row, and one that leaves hands its row to the last
-sequence, whose cache is the only one copied. The buffers grow (a doubling, copying the rows in use) when a
-sequence passes their length, so memory follows the longest sequence rather than the full context.
+sequence, whose cache is the only one copied. The buffers grow (a doubling) when a sequence passes their
+length, so memory follows the longest sequence rather than the full context; a growth copies only the
+positions each row has had written, so rows never used are never touched (nor paged in).
 
 On CPU the buffers are numpy arrays; on CUDA they are device OrtValues, and the rare copies (a row moved, a
 growth, a prefix saved or restored) go through the host.
@@ -47,6 +48,7 @@ class SlotCache:
         self.device = device
         self.device_id = device_id
         self.length = 0  # positions each row holds now (0: nothing allocated yet)
+        self._written = [0] * rows  # per row, the positions written so far (what a growth must keep)
         self._host: list[np.ndarray] = []  # CPU: the buffers themselves
         self._values: list[ort.OrtValue] = []
 
@@ -66,11 +68,18 @@ class SlotCache:
         grown = min(self.max_length, max(MIN_LENGTH, self.length * 2, _power_of_two(length)))
         old = self.arrays() if self.length else []
         self._allocate(grown)
-        if old:
+        kept = [(row, written) for row, written in enumerate(self._written) if written]
+        if old and kept:
             fresh = self.arrays()
             for source, target in zip(old, fresh, strict=True):
-                target[:, :, : source.shape[2]] = source
+                for row, written in kept:
+                    target[row, :, :written] = source[row, :, :written]
             self._store(fresh)
+
+    def wrote(self, first: int, ends: Sequence[int]) -> None:
+        """Note that rows `first, first + 1, ...` now hold `ends[i]` positions (a step appended to them)."""
+        for row, end in enumerate(ends, start=first):
+            self._written[row] = max(self._written[row], min(end, self.length))
 
     def bind(self, binding: ort.IOBinding, first: int, count: int) -> None:
         """Bind rows `[first, first + count)` as both past and present of every cache tensor (no copy)."""
@@ -87,6 +96,7 @@ class SlotCache:
         for array in arrays:
             array[target, :, :length] = array[source, :, :length]
         self._store(arrays)
+        self._written[target], self._written[source] = length, 0
 
     def read(self, row: int, length: int) -> list[np.ndarray]:
         """A copy of the first `length` positions of `row`, one array per cache tensor (a saved prefix)."""
@@ -99,6 +109,7 @@ class SlotCache:
         for array, part in zip(arrays, saved, strict=True):
             array[row, :, :length] = part[:, :length]
         self._store(arrays)
+        self._written[row] = max(self._written[row], length)
 
     def arrays(self) -> list[np.ndarray]:
         """The buffers as numpy arrays: the buffers themselves on CPU, host copies on CUDA."""
@@ -108,6 +119,7 @@ class SlotCache:
 
     def release(self) -> None:
         self._host, self._values, self.length = [], [], 0
+        self._written = [0] * self.rows
 
     def _allocate(self, length: int) -> None:
         self.length = length

@@ -232,6 +232,7 @@ class OnnxCausalLM:
         except Exception as exc:
             raise _run_error(exc) from exc
         del fed
+        slots.wrote(first, [length + count for length in lengths])
         logits = binding.get_outputs()[0].numpy()
         return np.array(logits[:, -logits_to_keep:], dtype=np.float32)
 
