@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -47,6 +48,8 @@ from inference.vision import max_image_tokens
 SAMPLING_DEFAULTS: dict[str, float] = {"temperature": 0.7, "top_k": 40, "top_p": 0.9, "repetition_penalty": 1.1}
 
 log = logging.getLogger(__name__)
+#: texts whose token counts each model keeps (a few conversations' worth of messages)
+COUNTED_TEXTS = 2048
 
 FINISH_REASONS: dict[str, FinishReason] = {
     "stop": "stop",
@@ -71,7 +74,7 @@ class HFProvider(ModelProvider):
         self.models_dir = Path(models_dir)
         self.default_max_tokens = default_max_tokens
         self.pool = pool or ModelPool(self.models_dir, settings or PoolSettings())
-        self._tokenizers: dict[str, ChatTokenizer] = {}
+        self._counters: dict[str, Callable[[str], int]] = {}
         self._starting: asyncio.Task[None] | None = None
 
     async def initialize(self) -> None:
@@ -98,17 +101,18 @@ class HFProvider(ModelProvider):
             log.error("preloading hf models failed (they load on first use instead): %s", exc.message)
 
     async def token_counter(self, native_name: str) -> Callable[[str], int] | None:
-        """Counts with the export's own tokenizer (read once, without loading the model)."""
-        tokenizer = self._tokenizers.get(native_name)
-        if tokenizer is None:
+        """Counts with the export's own tokenizer (read once, without loading the model). Counts are kept per
+        text, since every turn counts the whole history again and only its newest messages are new."""
+        counter = self._counters.get(native_name)
+        if counter is None:
             try:
                 info = await asyncio.to_thread(self.pool.info, native_name)
                 tokenizer = await asyncio.to_thread(ChatTokenizer, info.path)
             except (InferenceError, OSError) as exc:
                 log.debug("no tokenizer for %s, the turn estimates instead: %s", native_name, exc)
                 return None
-            self._tokenizers[native_name] = tokenizer
-        return lambda text: len(tokenizer.encode(text))
+            counter = self._counters[native_name] = _counting(tokenizer)
+        return counter
 
     async def shutdown(self) -> None:
         if self._starting is not None:
@@ -237,6 +241,14 @@ class HFProvider(ModelProvider):
             stop_strings=tuple(options.stop),
             lookahead_tokens=self.pool.settings.lookahead_tokens,
         )
+
+
+def _counting(tokenizer: ChatTokenizer) -> Callable[[str], int]:
+    @functools.lru_cache(maxsize=COUNTED_TEXTS)
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text))
+
+    return count
 
 
 def sampling_for(options: GenerationOptions, model_defaults: Mapping[str, float]) -> dict[str, float]:
