@@ -57,6 +57,11 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--cached-turns", type=int, default=3, help="first turns per round for the cached-system-prompt figure"
     )
     parser.add_argument("--max-tokens", type=int, default=128, help="reply limit of every turn (default 128)")
+    parser.add_argument(
+        "--repetition-penalty",
+        type=float,
+        help="every turn's repetition penalty (default: the service's own; 1 turns it off)",
+    )
     parser.add_argument("--int4", action="store_true", help="also measure the int4 export (exported on first use)")
     parser.add_argument(
         "--threads", type=int, default=0, help="HF_NUM_THREADS of the service and llama.cpp's threads (0: all cores)"
@@ -240,7 +245,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.monotonic()
     with (
         tempfile.TemporaryDirectory(prefix="beth-bench-") as workdir,
-        running_service(Path(workdir), root, args.max_tokens, env) as server,
+        running_service(
+            Path(workdir), root, args.max_tokens, env, repetition_penalty=args.repetition_penalty
+        ) as server,
     ):
         runners: list[ChatRunner] = [ServiceClient(server.url, name) for name in names.values()]
         if not args.no_llama and llama.available() and (gguf := gguf_file()) is not None:
@@ -265,6 +272,12 @@ async def _run(runners: list[ChatRunner], args: argparse.Namespace) -> dict[str,
                 await runner.close()
 
 
+def _penalty(args: argparse.Namespace) -> str:
+    if args.repetition_penalty is None:
+        return "the service's default repetition penalty"
+    return f"repetition penalty {args.repetition_penalty:g}"
+
+
 def _report(
     args: argparse.Namespace,
     samples: dict[str, Samples],
@@ -273,7 +286,8 @@ def _report(
     elapsed_s: float,
 ) -> None:
     print(
-        f"\nSmolLM2-135M-Instruct over HTTP (REST typed stream), greedy, up to {args.max_tokens} tokens per reply, "
+        f"\nSmolLM2-135M-Instruct over HTTP (REST typed stream), greedy, {_penalty(args)}, "
+        f"up to {args.max_tokens} tokens per reply, "
         f"{args.rounds} rounds, medians\n{_machine(args)}; {elapsed_s / 60:.1f} minutes\n"
     )
     print("\n".join(_table(figures)))

@@ -52,15 +52,22 @@ class Reply:
 
 @contextmanager
 def running_service(
-    workdir: Path, models: Path, max_tokens: int, extra_env: dict[str, str] | None = None, greedy: bool = True
+    workdir: Path,
+    models: Path,
+    max_tokens: int,
+    extra_env: dict[str, str] | None = None,
+    greedy: bool = True,
+    repetition_penalty: float | None = None,
 ) -> Iterator[ServerProcess]:
     """Serve the exports in `models` (`max_tokens` per reply; greedy, or with `greedy=False` the service's own
-    sampling defaults) until the block ends."""
+    sampling defaults; `repetition_penalty` instead of the service's default) until the block ends."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "beth.toml"
-    temperature = "temperature = 0\n" if greedy else ""
+    options = "temperature = 0\n" if greedy else ""
+    if repetition_penalty is not None:
+        options += f"repetition_penalty = {repetition_penalty}\n"
     tables = [
-        f'[models."hf/{folder.name}".options]\n{temperature}max_tokens = {max_tokens}\n'
+        f'[models."hf/{folder.name}".options]\n{options}max_tokens = {max_tokens}\n'
         for folder in sorted(models.iterdir())
         if (folder / "manifest.json").is_file()
     ]
