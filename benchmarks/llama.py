@@ -6,7 +6,7 @@ between calls, so it reuses the longest common prefix of consecutive prompts (th
 conversation's earlier turns) as llama.cpp always does. Its binding runs one sequence, so it has no
 concurrency figures. Token counts are the streamed chunks (one per token, except where a token ends inside
 a UTF-8 character). Every call runs on one thread of its own: llama.cpp's OpenMP build keeps a team of worker
-threads per calling thread, and an idle team that spins beside the working one halves its speed on two cores.
+threads per calling thread, and an idle team that spins beside the working one takes its cores.
 """
 
 from __future__ import annotations
