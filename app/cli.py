@@ -9,14 +9,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from app.config.load import load_settings
 from app.config.settings import Settings, SettingsError
 
+if TYPE_CHECKING:
+    from app.services.model_removal import RemovedModel
+
 log = logging.getLogger("beth-chat")
+T = TypeVar("T")
 
 
 def _settings(**overrides: object) -> Settings:
@@ -103,20 +109,11 @@ def db() -> None:
 @db.command("migrate")
 def db_migrate() -> None:
     """Apply pending migrations (safe to run any number of times)."""
-    from app.db.engine import close_database, open_database
     from app.db.migrate import MigrationError, migrate
 
     settings = _settings()
-
-    async def run() -> str:
-        engine = await open_database(settings.effective_database_url)
-        try:
-            return await migrate()
-        finally:
-            await close_database(engine)
-
     try:
-        report = asyncio.run(run())
+        report = _on_database(settings, migrate)
     except MigrationError as exc:
         click.echo(f"beth-chat: {exc}", err=True)
         sys.exit(1)
@@ -243,23 +240,18 @@ def models_remove(alias: str) -> None:
     A running service that has the model loaded and idle keeps it in memory until its keep-alive ends;
     `POST /api/v1/models/hf/ALIAS/remove` on the service unloads it first.
     """
-    from app.db.engine import close_database, open_database
     from app.errors import ServiceError
-    from app.services.model_removal import RemovedModel, remove_export
+    from app.services.model_removal import remove_export
 
     settings = _settings()
 
-    async def run() -> RemovedModel:
-        engine = await open_database(settings.effective_database_url)
-        try:
-            return await remove_export(
-                alias.removeprefix("hf/"), models_dir=settings.models_dir, pool=None, stale_s=settings.stream_stale_s
-            )
-        finally:
-            await close_database(engine)
+    def remove() -> Awaitable[RemovedModel]:
+        return remove_export(
+            alias.removeprefix("hf/"), models_dir=settings.models_dir, pool=None, stale_s=settings.stream_stale_s
+        )
 
     try:
-        removed = asyncio.run(run())
+        removed = _on_database(settings, remove)
     except ServiceError as exc:
         click.echo(f"beth-chat: {exc.message}", err=True)
         sys.exit(1)
@@ -267,6 +259,20 @@ def models_remove(alias: str) -> None:
         click.echo(f"beth-chat: could not remove {alias}: {exc}", err=True)
         sys.exit(1)
     click.echo(f"removed {removed.name} ({removed.path})")
+
+
+def _on_database(settings: Settings, work: Callable[[], Awaitable[T]]) -> T:
+    """Run `work` with the configured database open, for the commands that read or write it."""
+    from app.db.engine import close_database, open_database
+
+    async def run() -> T:
+        engine = await open_database(settings.effective_database_url)
+        try:
+            return await work()
+        finally:
+            await close_database(engine)
+
+    return asyncio.run(run())
 
 
 if __name__ == "__main__":
